@@ -1,0 +1,1 @@
+//! content context (in progress)

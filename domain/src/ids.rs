@@ -1,0 +1,222 @@
+//! Typed identifiers, parsed once at the edge.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Why a string is not a valid identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("`{value}` is not a valid {kind}: expected a UUID")]
+    NotAUuid { kind: &'static str, value: String },
+    #[error("`{value}` is not a valid tenant id: use 1-63 characters a-z, 0-9, '-' or '_', starting with a letter or digit")]
+    BadTenant { value: String },
+}
+
+/// A tenant: every command, event, read-model row and query is scoped to one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TenantId(String);
+
+impl TenantId {
+    pub fn parse(value: &str) -> Result<Self, IdError> {
+        let valid_len = (1..=63).contains(&value.len());
+        let mut chars = value.chars();
+        let valid_first = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let valid_rest =
+            chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if valid_len && valid_first && valid_rest {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(IdError::BadTenant {
+                value: value.chars().take(80).collect(),
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TenantId {
+    type Error = IdError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(value: TenantId) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for TenantId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// An id that names one aggregate instance (its stream in the event store).
+pub trait AggregateId: fmt::Display + FromStr<Err = IdError> + Copy {
+    fn as_uuid(&self) -> Uuid;
+}
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// Wraps a UUID the caller generated (ids are minted at the edge, never in the domain).
+            pub fn from_uuid(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+
+            pub fn parse(value: &str) -> Result<Self, IdError> {
+                Uuid::parse_str(value).map(Self).map_err(|_| IdError::NotAUuid {
+                    kind: $kind,
+                    value: value.chars().take(80).collect(),
+                })
+            }
+        }
+
+        impl AggregateId for $name {
+            fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::parse(s)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A brand a tenant tracks.
+    BrandId, "brand id"
+);
+uuid_id!(
+    /// A mention of a brand; derived from (tenant, source, external id), see [`MentionId::derive`].
+    MentionId, "mention id"
+);
+uuid_id!(
+    /// A content draft.
+    DraftId, "draft id"
+);
+uuid_id!(
+    /// One run of an agent workflow.
+    RunId, "run id"
+);
+uuid_id!(
+    /// A research document.
+    DocumentId, "document id"
+);
+uuid_id!(
+    /// The id of a command; a command retried with the same id returns its first outcome.
+    CommandId, "command id"
+);
+uuid_id!(
+    /// Correlates every command and event caused by one request.
+    CorrelationId, "correlation id"
+);
+
+/// Namespace for deriving mention ids; fixed forever, since ids derived from it are stored.
+const MENTION_NAMESPACE: Uuid = Uuid::from_u128(0x6d3c_1f0e_8a2b_4c5d_9e7f_0a1b_2c3d_4e5f);
+
+impl MentionId {
+    /// The same (tenant, source, external id) always yields the same mention id, which is what
+    /// makes ingesting a mention twice land on one aggregate.
+    pub fn derive(tenant: &TenantId, source: &str, external_id: &str) -> Self {
+        // Length-prefixing keeps ("a", "bc") and ("ab", "c") apart.
+        let key = format!(
+            "{}:{}|{}:{}|{}:{}",
+            tenant.as_str().len(),
+            tenant.as_str(),
+            source.len(),
+            source,
+            external_id.len(),
+            external_id
+        );
+        Self(Uuid::new_v5(&MENTION_NAMESPACE, key.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn a_tenant_id_must_be_a_lowercase_slug() {
+        assert!(TenantId::parse("acme-co_1").is_ok());
+        for bad in ["", "Acme", "-acme", "acme corp", "a/b", &"x".repeat(64)] {
+            assert!(TenantId::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn a_malformed_uuid_is_rejected_with_the_kind_of_id_in_the_message() {
+        let err = BrandId::parse("not-a-uuid").unwrap_err();
+        assert!(err.to_string().contains("brand id"), "{err}");
+    }
+
+    #[test]
+    fn mention_ids_differ_when_the_parts_shift_between_fields() {
+        let t = TenantId::parse("t").unwrap();
+        assert_ne!(
+            MentionId::derive(&t, "a", "bc"),
+            MentionId::derive(&t, "ab", "c")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn mention_ids_are_a_function_of_tenant_source_and_external_id(
+            source in ".{0,20}", external in ".{0,40}"
+        ) {
+            let a = TenantId::parse("tenant-a").unwrap();
+            let b = TenantId::parse("tenant-b").unwrap();
+            prop_assert_eq!(MentionId::derive(&a, &source, &external), MentionId::derive(&a, &source, &external));
+            prop_assert_ne!(MentionId::derive(&a, &source, &external), MentionId::derive(&b, &source, &external));
+        }
+
+        #[test]
+        fn uuid_ids_round_trip_through_display_and_parse(n in any::<u128>()) {
+            let id = DraftId::from_uuid(Uuid::from_u128(n));
+            prop_assert_eq!(DraftId::parse(&id.to_string()).unwrap(), id);
+        }
+
+        #[test]
+        fn tenant_ids_round_trip_through_serde(t in "[a-z0-9][a-z0-9_-]{0,62}") {
+            let id = TenantId::parse(&t).unwrap();
+            let json = serde_json::to_string(&id).unwrap();
+            prop_assert_eq!(serde_json::from_str::<TenantId>(&json).unwrap(), id);
+        }
+    }
+}

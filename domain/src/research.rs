@@ -1,0 +1,1 @@
+//! research context (in progress)

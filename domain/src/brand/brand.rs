@@ -29,7 +29,8 @@ pub struct VoiceGuidelines {
 }
 
 impl VoiceGuidelines {
-    fn validated(&self) -> Result<Self, TextError> {
+    /// Trimmed, bounded and deduplicated; drafts re-validate the copy a voice check receives.
+    pub(crate) fn validated(&self) -> Result<Self, TextError> {
         Ok(Self {
             tone: text::bounded("voice.tone", self.tone.trim(), MAX_GUIDELINE_TEXT)?,
             banned_words: text::term_list(

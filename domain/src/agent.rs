@@ -1,1 +1,0 @@
-//! agent context (in progress)

@@ -1,0 +1,933 @@
+//! The AgentRun aggregate: one execution of an agent workflow.
+//!
+//! A run is `running` from its start. While running, steps start and end one at a time (a step
+//! ends by completing or failing, and must be ended under the index it started with; step
+//! indexes are otherwise free, so a runner may retry a step or jump back after a resume).
+//! A failed step does not fail the run: the runner decides whether to retry, pause or fail it.
+//! Checkpoints are saved while running; a name is a slot, so saving under an existing name
+//! replaces that checkpoint and makes it the latest. A paused run does nothing until it is
+//! resumed from a checkpoint (which abandons any step in progress) or failed. A completed or
+//! failed run never changes again.
+
+use std::io;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::text::{self, TextError};
+use crate::EventName;
+
+/// The most bytes a JSON value (input, output, checkpoint state) may take serialized; larger
+/// payloads belong in blob storage, referenced from the value.
+pub const MAX_JSON_BYTES: usize = 256 * 1024;
+const MAX_WORKFLOW: usize = 200;
+const MAX_STEP_NAME: usize = 200;
+const MAX_CHECKPOINT_NAME: usize = 200;
+const MAX_ERROR: usize = 10_000;
+const MAX_REASON: usize = 1000;
+// The aggregate keeps every checkpoint's state to answer a resume; this bounds its size.
+const MAX_CHECKPOINTS: usize = 100;
+
+/// Which checkpoint a paused run resumes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeFrom {
+    /// The most recently saved checkpoint.
+    Latest,
+    /// The checkpoint saved under this name.
+    Named(String),
+}
+
+/// Where a run stands; read models group runs by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentRunStatus {
+    Running,
+    Paused,
+    Completed,
+    Failed,
+}
+
+impl AgentRunStatus {
+    pub const ALL: [Self; 4] = [Self::Running, Self::Paused, Self::Completed, Self::Failed];
+
+    /// The wire name, identical to the serde form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+}
+
+impl std::fmt::Display for AgentRunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A saved checkpoint, as the aggregate keeps it to answer a resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub name: String,
+    pub step_index: u32,
+    pub state: Value,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AgentRunCommand {
+    Start {
+        workflow: String,
+        input: Value,
+        at: DateTime<Utc>,
+    },
+    StartStep {
+        index: u32,
+        name: String,
+        at: DateTime<Utc>,
+    },
+    CompleteStep {
+        index: u32,
+        output: Value,
+        at: DateTime<Utc>,
+    },
+    FailStep {
+        index: u32,
+        error: String,
+        at: DateTime<Utc>,
+    },
+    SaveCheckpoint {
+        name: String,
+        step_index: u32,
+        state: Value,
+        at: DateTime<Utc>,
+    },
+    Pause {
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    Resume {
+        from: ResumeFrom,
+        at: DateTime<Utc>,
+    },
+    Complete {
+        output: Value,
+        at: DateTime<Utc>,
+    },
+    Fail {
+        error: String,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AgentRunEvent {
+    AgentRunStarted {
+        workflow: String,
+        input: Value,
+        at: DateTime<Utc>,
+    },
+    AgentStepStarted {
+        index: u32,
+        name: String,
+        at: DateTime<Utc>,
+    },
+    AgentStepCompleted {
+        index: u32,
+        output: Value,
+        at: DateTime<Utc>,
+    },
+    AgentStepFailed {
+        index: u32,
+        error: String,
+        at: DateTime<Utc>,
+    },
+    /// Replaces any earlier checkpoint of the same name.
+    AgentCheckpointSaved {
+        name: String,
+        step_index: u32,
+        state: Value,
+        at: DateTime<Utc>,
+    },
+    AgentRunPaused {
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    /// Carries the checkpoint resumed from, so the runner needs nothing else to continue.
+    AgentRunResumed {
+        checkpoint: String,
+        step_index: u32,
+        state: Value,
+        at: DateTime<Utc>,
+    },
+    AgentRunCompleted {
+        output: Value,
+        at: DateTime<Utc>,
+    },
+    AgentRunFailed {
+        error: String,
+        at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for AgentRunEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::AgentRunStarted { .. } => "AgentRunStarted",
+            Self::AgentStepStarted { .. } => "AgentStepStarted",
+            Self::AgentStepCompleted { .. } => "AgentStepCompleted",
+            Self::AgentStepFailed { .. } => "AgentStepFailed",
+            Self::AgentCheckpointSaved { .. } => "AgentCheckpointSaved",
+            Self::AgentRunPaused { .. } => "AgentRunPaused",
+            Self::AgentRunResumed { .. } => "AgentRunResumed",
+            Self::AgentRunCompleted { .. } => "AgentRunCompleted",
+            Self::AgentRunFailed { .. } => "AgentRunFailed",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_owned()
+    }
+}
+
+impl EventName for AgentRunEvent {
+    const EVENT_NAMES: &'static [(&'static str, u16)] = &[
+        ("AgentRunStarted", 1),
+        ("AgentStepStarted", 1),
+        ("AgentStepCompleted", 1),
+        ("AgentStepFailed", 1),
+        ("AgentCheckpointSaved", 1),
+        ("AgentRunPaused", 1),
+        ("AgentRunResumed", 1),
+        ("AgentRunCompleted", 1),
+        ("AgentRunFailed", 1),
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentRunError {
+    #[error("the run is already started")]
+    AlreadyStarted,
+    #[error("the run does not exist")]
+    NotFound,
+    #[error("the run is {0} and can no longer change")]
+    Finished(AgentRunStatus),
+    #[error("the run is paused: resume it first")]
+    Paused,
+    #[error("the run is not paused")]
+    NotPaused,
+    #[error("step {index} is still in progress")]
+    StepInProgress { index: u32 },
+    #[error("no step is in progress")]
+    NoStepInProgress,
+    #[error("step {expected} is in progress, not step {got}")]
+    StepMismatch { expected: u32, got: u32 },
+    #[error("the run has no checkpoint to resume from")]
+    NoCheckpoint,
+    #[error("the run has no checkpoint named `{0}`")]
+    CheckpointNotFound(String),
+    #[error("the run already has {max} checkpoints: reuse a name")]
+    TooManyCheckpoints { max: usize },
+    #[error("`{field}` is too large: {len} bytes of JSON, at most {max}")]
+    JsonTooLarge {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error(transparent)]
+    Invalid(#[from] TextError),
+}
+
+/// A run's current state, rebuilt from its events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentRun {
+    /// `None` until started.
+    pub status: Option<AgentRunStatus>,
+    pub workflow: String,
+    /// The index of the step started and not yet ended.
+    pub current_step: Option<u32>,
+    /// Oldest first; names are unique, and the last one is the latest.
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+impl AgentRun {
+    fn status(&self) -> Result<AgentRunStatus, AgentRunError> {
+        match self.status {
+            None => Err(AgentRunError::NotFound),
+            Some(status @ (AgentRunStatus::Completed | AgentRunStatus::Failed)) => {
+                Err(AgentRunError::Finished(status))
+            }
+            Some(status) => Ok(status),
+        }
+    }
+
+    fn ensure_running(&self) -> Result<(), AgentRunError> {
+        match self.status()? {
+            AgentRunStatus::Paused => Err(AgentRunError::Paused),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks `index` names the step in progress.
+    fn ensure_current_step(&self, index: u32) -> Result<(), AgentRunError> {
+        match self.current_step {
+            None => Err(AgentRunError::NoStepInProgress),
+            Some(expected) if expected != index => Err(AgentRunError::StepMismatch {
+                expected,
+                got: index,
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn decide(&self, command: AgentRunCommand) -> Result<AgentRunEvent, AgentRunError> {
+        match command {
+            AgentRunCommand::Start {
+                workflow,
+                input,
+                at,
+            } => {
+                if self.status.is_some() {
+                    return Err(AgentRunError::AlreadyStarted);
+                }
+                let workflow = text::required("workflow", &workflow, MAX_WORKFLOW)?;
+                let input = bounded_json("input", input)?;
+                Ok(AgentRunEvent::AgentRunStarted {
+                    workflow,
+                    input,
+                    at,
+                })
+            }
+            AgentRunCommand::StartStep { index, name, at } => {
+                self.ensure_running()?;
+                if let Some(index) = self.current_step {
+                    return Err(AgentRunError::StepInProgress { index });
+                }
+                let name = text::required("name", &name, MAX_STEP_NAME)?;
+                Ok(AgentRunEvent::AgentStepStarted { index, name, at })
+            }
+            AgentRunCommand::CompleteStep { index, output, at } => {
+                self.ensure_running()?;
+                self.ensure_current_step(index)?;
+                let output = bounded_json("output", output)?;
+                Ok(AgentRunEvent::AgentStepCompleted { index, output, at })
+            }
+            AgentRunCommand::FailStep { index, error, at } => {
+                self.ensure_running()?;
+                self.ensure_current_step(index)?;
+                let error = text::required("error", &error, MAX_ERROR)?;
+                Ok(AgentRunEvent::AgentStepFailed { index, error, at })
+            }
+            AgentRunCommand::SaveCheckpoint {
+                name,
+                step_index,
+                state,
+                at,
+            } => {
+                self.ensure_running()?;
+                let name = text::required("name", &name, MAX_CHECKPOINT_NAME)?;
+                let replaces = self.checkpoints.iter().any(|c| c.name == name);
+                if !replaces && self.checkpoints.len() >= MAX_CHECKPOINTS {
+                    return Err(AgentRunError::TooManyCheckpoints {
+                        max: MAX_CHECKPOINTS,
+                    });
+                }
+                let state = bounded_json("state", state)?;
+                Ok(AgentRunEvent::AgentCheckpointSaved {
+                    name,
+                    step_index,
+                    state,
+                    at,
+                })
+            }
+            AgentRunCommand::Pause { reason, at } => {
+                self.ensure_running()?;
+                let reason = text::required("reason", &reason, MAX_REASON)?;
+                Ok(AgentRunEvent::AgentRunPaused { reason, at })
+            }
+            AgentRunCommand::Resume { from, at } => {
+                if self.status()? != AgentRunStatus::Paused {
+                    return Err(AgentRunError::NotPaused);
+                }
+                let checkpoint = match from {
+                    ResumeFrom::Latest => {
+                        self.checkpoints.last().ok_or(AgentRunError::NoCheckpoint)
+                    }
+                    ResumeFrom::Named(name) => {
+                        let name = name.trim();
+                        self.checkpoints
+                            .iter()
+                            .find(|c| c.name == name)
+                            .ok_or_else(|| AgentRunError::CheckpointNotFound(name.to_owned()))
+                    }
+                }?;
+                Ok(AgentRunEvent::AgentRunResumed {
+                    checkpoint: checkpoint.name.clone(),
+                    step_index: checkpoint.step_index,
+                    state: checkpoint.state.clone(),
+                    at,
+                })
+            }
+            AgentRunCommand::Complete { output, at } => {
+                self.ensure_running()?;
+                if let Some(index) = self.current_step {
+                    return Err(AgentRunError::StepInProgress { index });
+                }
+                let output = bounded_json("output", output)?;
+                Ok(AgentRunEvent::AgentRunCompleted { output, at })
+            }
+            AgentRunCommand::Fail { error, at } => {
+                // A paused run may be abandoned without resuming it first.
+                self.status()?;
+                let error = text::required("error", &error, MAX_ERROR)?;
+                Ok(AgentRunEvent::AgentRunFailed { error, at })
+            }
+        }
+    }
+}
+
+impl Aggregate for AgentRun {
+    const TYPE: &'static str = "AgentRun";
+    type Command = AgentRunCommand;
+    type Event = AgentRunEvent;
+    type Error = AgentRunError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        let event = self.decide(command)?;
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            AgentRunEvent::AgentRunStarted { workflow, .. } => {
+                *self = Self {
+                    status: Some(AgentRunStatus::Running),
+                    workflow,
+                    ..Self::default()
+                }
+            }
+            AgentRunEvent::AgentStepStarted { index, .. } => self.current_step = Some(index),
+            AgentRunEvent::AgentStepCompleted { .. } | AgentRunEvent::AgentStepFailed { .. } => {
+                self.current_step = None
+            }
+            AgentRunEvent::AgentCheckpointSaved {
+                name,
+                step_index,
+                state,
+                at,
+            } => {
+                self.checkpoints.retain(|c| c.name != name);
+                self.checkpoints.push(Checkpoint {
+                    name,
+                    step_index,
+                    state,
+                    at,
+                });
+            }
+            AgentRunEvent::AgentRunPaused { .. } => self.status = Some(AgentRunStatus::Paused),
+            AgentRunEvent::AgentRunResumed { .. } => {
+                self.status = Some(AgentRunStatus::Running);
+                self.current_step = None;
+            }
+            AgentRunEvent::AgentRunCompleted { .. } => {
+                self.status = Some(AgentRunStatus::Completed);
+                self.current_step = None;
+            }
+            AgentRunEvent::AgentRunFailed { .. } => {
+                self.status = Some(AgentRunStatus::Failed);
+                self.current_step = None;
+            }
+        }
+    }
+}
+
+/// Refuses a JSON value whose serialized form exceeds [`MAX_JSON_BYTES`].
+fn bounded_json(field: &'static str, value: Value) -> Result<Value, AgentRunError> {
+    let len = json_len(&value);
+    if len > MAX_JSON_BYTES {
+        return Err(AgentRunError::JsonTooLarge {
+            field,
+            len,
+            max: MAX_JSON_BYTES,
+        });
+    }
+    Ok(value)
+}
+
+/// The serialized length of `value`, counted without building the string.
+fn json_len(value: &Value) -> usize {
+    struct Counter(usize);
+    impl io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Serializing a `Value` cannot fail; were it to, the value counts as over any bound.
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => counter.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use cqrs_es::test::TestFramework;
+    use serde_json::json;
+
+    use super::*;
+
+    type RunTest = TestFramework<AgentRun>;
+
+    fn test() -> RunTest {
+        RunTest::with(())
+    }
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 5, 1, 8, 0, 0).single().unwrap()
+    }
+
+    fn started() -> AgentRunEvent {
+        AgentRunEvent::AgentRunStarted {
+            workflow: "research-digest".into(),
+            input: json!({"topic": "skates"}),
+            at: at(),
+        }
+    }
+
+    fn step_started(index: u32) -> AgentRunEvent {
+        AgentRunEvent::AgentStepStarted {
+            index,
+            name: format!("step-{index}"),
+            at: at(),
+        }
+    }
+
+    fn step_completed(index: u32) -> AgentRunEvent {
+        AgentRunEvent::AgentStepCompleted {
+            index,
+            output: json!({"ok": index}),
+            at: at(),
+        }
+    }
+
+    fn checkpoint(name: &str, step_index: u32, state: Value) -> AgentRunEvent {
+        AgentRunEvent::AgentCheckpointSaved {
+            name: name.into(),
+            step_index,
+            state,
+            at: at(),
+        }
+    }
+
+    fn paused() -> AgentRunEvent {
+        AgentRunEvent::AgentRunPaused {
+            reason: "waiting for review".into(),
+            at: at(),
+        }
+    }
+
+    fn completed() -> AgentRunEvent {
+        AgentRunEvent::AgentRunCompleted {
+            output: json!("done"),
+            at: at(),
+        }
+    }
+
+    fn resume(from: ResumeFrom) -> AgentRunCommand {
+        AgentRunCommand::Resume { from, at: at() }
+    }
+
+    fn resumed(name: &str, step_index: u32, state: Value) -> AgentRunEvent {
+        AgentRunEvent::AgentRunResumed {
+            checkpoint: name.into(),
+            step_index,
+            state,
+            at: at(),
+        }
+    }
+
+    #[test]
+    fn starting_a_run_records_the_workflow_and_input() {
+        test()
+            .given_no_previous_events()
+            .when(AgentRunCommand::Start {
+                workflow: " research-digest ".into(),
+                input: json!({"topic": "skates"}),
+                at: at(),
+            })
+            .then_expect_events(vec![started()]);
+    }
+
+    #[test]
+    fn starting_a_run_twice_is_refused() {
+        test()
+            .given(vec![started()])
+            .when(AgentRunCommand::Start {
+                workflow: "other".into(),
+                input: Value::Null,
+                at: at(),
+            })
+            .then_expect_error(AgentRunError::AlreadyStarted);
+    }
+
+    #[test]
+    fn starting_a_run_without_a_workflow_is_refused() {
+        test()
+            .given_no_previous_events()
+            .when(AgentRunCommand::Start {
+                workflow: "".into(),
+                input: Value::Null,
+                at: at(),
+            })
+            .then_expect_error(AgentRunError::Invalid(TextError::Empty {
+                field: "workflow",
+            }));
+    }
+
+    #[test]
+    fn an_input_over_256_kib_of_json_is_refused() {
+        let input = json!("x".repeat(MAX_JSON_BYTES));
+        test()
+            .given_no_previous_events()
+            .when(AgentRunCommand::Start {
+                workflow: "w".into(),
+                input,
+                at: at(),
+            })
+            .then_expect_error(AgentRunError::JsonTooLarge {
+                field: "input",
+                len: MAX_JSON_BYTES + 2,
+                max: MAX_JSON_BYTES,
+            });
+    }
+
+    #[test]
+    fn starting_a_step_records_its_index_and_name() {
+        test()
+            .given(vec![started()])
+            .when(AgentRunCommand::StartStep {
+                index: 0,
+                name: "step-0".into(),
+                at: at(),
+            })
+            .then_expect_events(vec![step_started(0)]);
+    }
+
+    #[test]
+    fn starting_a_step_of_an_unknown_run_is_refused() {
+        test()
+            .given_no_previous_events()
+            .when(AgentRunCommand::StartStep {
+                index: 0,
+                name: "step-0".into(),
+                at: at(),
+            })
+            .then_expect_error(AgentRunError::NotFound);
+    }
+
+    #[test]
+    fn starting_a_step_while_another_is_in_progress_is_refused() {
+        test()
+            .given(vec![started(), step_started(0)])
+            .when(AgentRunCommand::StartStep {
+                index: 1,
+                name: "step-1".into(),
+                at: at(),
+            })
+            .then_expect_error(AgentRunError::StepInProgress { index: 0 });
+    }
+
+    #[test]
+    fn starting_a_step_of_a_paused_run_is_refused() {
+        test()
+            .given(vec![started(), paused()])
+            .when(AgentRunCommand::StartStep {
+                index: 0,
+                name: "step-0".into(),
+                at: at(),
+            })
+            .then_expect_error(AgentRunError::Paused);
+    }
+
+    #[test]
+    fn completing_a_step_records_its_output() {
+        test()
+            .given(vec![started(), step_started(0)])
+            .when(AgentRunCommand::CompleteStep {
+                index: 0,
+                output: json!({"ok": 0}),
+                at: at(),
+            })
+            .then_expect_events(vec![step_completed(0)]);
+    }
+
+    #[test]
+    fn completing_a_step_other_than_the_one_started_is_refused() {
+        test()
+            .given(vec![started(), step_started(0)])
+            .when(AgentRunCommand::CompleteStep {
+                index: 1,
+                output: Value::Null,
+                at: at(),
+            })
+            .then_expect_error(AgentRunError::StepMismatch {
+                expected: 0,
+                got: 1,
+            });
+    }
+
+    #[test]
+    fn completing_a_step_when_none_is_in_progress_is_refused() {
+        test()
+            .given(vec![started(), step_started(0), step_completed(0)])
+            .when(AgentRunCommand::CompleteStep {
+                index: 0,
+                output: Value::Null,
+                at: at(),
+            })
+            .then_expect_error(AgentRunError::NoStepInProgress);
+    }
+
+    #[test]
+    fn failing_a_step_records_the_error_and_keeps_the_run_going() {
+        test()
+            .given(vec![
+                started(),
+                step_started(0),
+                AgentRunEvent::AgentStepFailed {
+                    index: 0,
+                    error: "timeout".into(),
+                    at: at(),
+                },
+            ])
+            .when(AgentRunCommand::StartStep {
+                index: 0,
+                name: "step-0".into(),
+                at: at(),
+            })
+            .then_expect_events(vec![step_started(0)]);
+    }
+
+    #[test]
+    fn failing_a_step_without_an_error_is_refused() {
+        test()
+            .given(vec![started(), step_started(0)])
+            .when(AgentRunCommand::FailStep {
+                index: 0,
+                error: " ".into(),
+                at: at(),
+            })
+            .then_expect_error(AgentRunError::Invalid(TextError::Empty { field: "error" }));
+    }
+
+    #[test]
+    fn saving_a_checkpoint_records_its_state() {
+        test()
+            .given(vec![started(), step_started(0), step_completed(0)])
+            .when(AgentRunCommand::SaveCheckpoint {
+                name: "after-search".into(),
+                step_index: 0,
+                state: json!({"hits": 3}),
+                at: at(),
+            })
+            .then_expect_events(vec![checkpoint("after-search", 0, json!({"hits": 3}))]);
+    }
+
+    #[test]
+    fn saving_more_than_the_maximum_of_checkpoints_is_refused() {
+        let mut events = vec![started()];
+        events.extend((0..MAX_CHECKPOINTS).map(|i| checkpoint(&format!("c{i}"), 0, Value::Null)));
+        test()
+            .given(events)
+            .when(AgentRunCommand::SaveCheckpoint {
+                name: "one-more".into(),
+                step_index: 0,
+                state: Value::Null,
+                at: at(),
+            })
+            .then_expect_error(AgentRunError::TooManyCheckpoints {
+                max: MAX_CHECKPOINTS,
+            });
+    }
+
+    #[test]
+    fn pausing_a_run_records_the_reason() {
+        test()
+            .given(vec![started()])
+            .when(AgentRunCommand::Pause {
+                reason: "waiting for review".into(),
+                at: at(),
+            })
+            .then_expect_events(vec![paused()]);
+    }
+
+    #[test]
+    fn resuming_from_the_latest_checkpoint_carries_its_state() {
+        test()
+            .given(vec![
+                started(),
+                checkpoint("a", 0, json!(1)),
+                checkpoint("b", 1, json!(2)),
+                paused(),
+            ])
+            .when(resume(ResumeFrom::Latest))
+            .then_expect_events(vec![resumed("b", 1, json!(2))]);
+    }
+
+    #[test]
+    fn a_checkpoint_saved_again_under_its_name_replaces_it_and_becomes_the_latest() {
+        test()
+            .given(vec![
+                started(),
+                checkpoint("a", 0, json!(1)),
+                checkpoint("b", 1, json!(2)),
+                checkpoint("a", 2, json!(3)),
+                paused(),
+            ])
+            .when(resume(ResumeFrom::Latest))
+            .then_expect_events(vec![resumed("a", 2, json!(3))]);
+    }
+
+    #[test]
+    fn resuming_from_a_named_checkpoint_carries_its_state() {
+        test()
+            .given(vec![
+                started(),
+                checkpoint("a", 0, json!(1)),
+                checkpoint("b", 1, json!(2)),
+                paused(),
+            ])
+            .when(resume(ResumeFrom::Named("a".into())))
+            .then_expect_events(vec![resumed("a", 0, json!(1))]);
+    }
+
+    #[test]
+    fn resuming_from_a_missing_checkpoint_is_refused() {
+        test()
+            .given(vec![started(), checkpoint("a", 0, json!(1)), paused()])
+            .when(resume(ResumeFrom::Named("zzz".into())))
+            .then_expect_error(AgentRunError::CheckpointNotFound("zzz".into()));
+    }
+
+    #[test]
+    fn resuming_a_run_without_checkpoints_is_refused() {
+        test()
+            .given(vec![started(), paused()])
+            .when(resume(ResumeFrom::Latest))
+            .then_expect_error(AgentRunError::NoCheckpoint);
+    }
+
+    #[test]
+    fn resuming_a_running_run_is_refused() {
+        test()
+            .given(vec![started(), checkpoint("a", 0, json!(1))])
+            .when(resume(ResumeFrom::Latest))
+            .then_expect_error(AgentRunError::NotPaused);
+    }
+
+    #[test]
+    fn resuming_abandons_the_step_in_progress() {
+        test()
+            .given(vec![
+                started(),
+                checkpoint("a", 0, json!(1)),
+                step_started(1),
+                paused(),
+                resumed("a", 0, json!(1)),
+            ])
+            .when(AgentRunCommand::StartStep {
+                index: 1,
+                name: "step-1".into(),
+                at: at(),
+            })
+            .then_expect_events(vec![step_started(1)]);
+    }
+
+    #[test]
+    fn completing_a_run_records_its_output() {
+        test()
+            .given(vec![started(), step_started(0), step_completed(0)])
+            .when(AgentRunCommand::Complete {
+                output: json!("done"),
+                at: at(),
+            })
+            .then_expect_events(vec![completed()]);
+    }
+
+    #[test]
+    fn completing_a_paused_run_is_refused() {
+        test()
+            .given(vec![started(), paused()])
+            .when(AgentRunCommand::Complete {
+                output: Value::Null,
+                at: at(),
+            })
+            .then_expect_error(AgentRunError::Paused);
+    }
+
+    #[test]
+    fn completing_a_run_with_a_step_in_progress_is_refused() {
+        test()
+            .given(vec![started(), step_started(3)])
+            .when(AgentRunCommand::Complete {
+                output: Value::Null,
+                at: at(),
+            })
+            .then_expect_error(AgentRunError::StepInProgress { index: 3 });
+    }
+
+    #[test]
+    fn failing_a_paused_run_records_the_error() {
+        test()
+            .given(vec![started(), paused()])
+            .when(AgentRunCommand::Fail {
+                error: "abandoned".into(),
+                at: at(),
+            })
+            .then_expect_events(vec![AgentRunEvent::AgentRunFailed {
+                error: "abandoned".into(),
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn nothing_happens_to_a_completed_run() {
+        test()
+            .given(vec![started(), completed()])
+            .when(AgentRunCommand::Fail {
+                error: "late".into(),
+                at: at(),
+            })
+            .then_expect_error(AgentRunError::Finished(AgentRunStatus::Completed));
+    }
+
+    #[test]
+    fn json_length_is_the_serialized_length() {
+        let value = json!({"a": [1, "é"]});
+        assert_eq!(json_len(&value), serde_json::to_vec(&value).unwrap().len());
+    }
+}

@@ -1,1 +1,0 @@
-//! content context (in progress)

@@ -1,0 +1,10 @@
+//! The content context: drafts written for a brand, from request through generation, voice
+//! check and approval to publication.
+
+mod channel;
+mod draft;
+mod voice;
+
+pub use channel::{Channel, DraftStatus};
+pub use draft::{Draft, DraftCommand, DraftError, DraftEvent, DraftServices, GeneratorInfo};
+pub use voice::{CheckerInfo, RulesVoiceChecker, VoiceCheck, VoiceChecker};

@@ -1,1 +1,0 @@
-//! research context (in progress)

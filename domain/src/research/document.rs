@@ -1,0 +1,671 @@
+//! The Document aggregate: a text ingested for research, its chunks and the entities found in it.
+//!
+//! A document is chunked once: chunk indexes are what extracted entities point at, so they must
+//! never move (chunking again with the same parameters is a no-op, so retries are safe; other
+//! parameters are refused). Entities may be recorded again, e.g. by a newer extractor; the latest
+//! extraction replaces the previous one.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use super::chunker::{chunk_text, ChunkSpan};
+use crate::text::{self, TextError};
+use crate::EventName;
+
+/// The longest text a document may have, in characters.
+pub const MAX_TEXT: usize = 1_000_000;
+/// Bounds for `max_chars`: small enough chunks to be useful, few enough to keep the chunked
+/// event small (with overlap at most half, a document has at most ~4 × len / max_chars chunks).
+pub const MIN_CHUNK_CHARS: usize = 200;
+pub const MAX_CHUNK_CHARS: usize = 100_000;
+const MAX_TITLE: usize = 500;
+const MAX_SOURCE: usize = 2048;
+const MAX_ENTITIES: usize = 1000;
+const MAX_RELATIONS: usize = 5000;
+const MAX_NAME: usize = 200;
+const MAX_KIND: usize = 64;
+const MAX_INFO: usize = 100;
+
+/// Where a document stands; read models group documents by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentStatus {
+    Ingested,
+    Chunked,
+    EntitiesExtracted,
+}
+
+impl DocumentStatus {
+    pub const ALL: [Self; 3] = [Self::Ingested, Self::Chunked, Self::EntitiesExtracted];
+
+    /// The wire name, identical to the serde form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ingested => "ingested",
+            Self::Chunked => "chunked",
+            Self::EntitiesExtracted => "entities_extracted",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+}
+
+/// Something the extractor found: a person, an organisation, a product...
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entity {
+    /// Unique within one extraction; relations refer to entities by it.
+    pub name: String,
+    pub kind: String,
+    /// The chunks the entity appears in (recorded sorted and deduplicated).
+    pub chunk_indexes: Vec<usize>,
+}
+
+/// A directed, typed link between two extracted entities, named as in the entity list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relation {
+    pub from: String,
+    pub to: String,
+    pub kind: String,
+}
+
+/// The name and version of the extractor (model, rules) that found the entities.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtractorInfo {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DocumentCommand {
+    /// `source` says where the text came from (a URL, a file name).
+    Ingest {
+        title: String,
+        source: String,
+        text: String,
+        at: DateTime<Utc>,
+    },
+    Chunk {
+        max_chars: usize,
+        overlap: usize,
+        at: DateTime<Utc>,
+    },
+    /// Record what an extractor (outside the domain) found in the chunks.
+    RecordEntities {
+        entities: Vec<Entity>,
+        relations: Vec<Relation>,
+        extractor: ExtractorInfo,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DocumentEvent {
+    /// The only event carrying the text; chunk offsets are into this (trimmed) text.
+    DocumentIngested {
+        title: String,
+        source: String,
+        text: String,
+        at: DateTime<Utc>,
+    },
+    DocumentChunked {
+        max_chars: usize,
+        overlap: usize,
+        chunks: Vec<ChunkSpan>,
+        at: DateTime<Utc>,
+    },
+    /// Replaces any earlier extraction.
+    DocumentEntitiesExtracted {
+        entities: Vec<Entity>,
+        relations: Vec<Relation>,
+        extractor: ExtractorInfo,
+        at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for DocumentEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::DocumentIngested { .. } => "DocumentIngested",
+            Self::DocumentChunked { .. } => "DocumentChunked",
+            Self::DocumentEntitiesExtracted { .. } => "DocumentEntitiesExtracted",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_owned()
+    }
+}
+
+impl EventName for DocumentEvent {
+    const EVENT_NAMES: &'static [(&'static str, u16)] = &[
+        ("DocumentIngested", 1),
+        ("DocumentChunked", 1),
+        ("DocumentEntitiesExtracted", 1),
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocumentError {
+    #[error("the document is already ingested")]
+    AlreadyIngested,
+    #[error("the document does not exist")]
+    NotFound,
+    #[error("`max_chars` must be between {min} and {max}, not {max_chars}")]
+    ChunkSizeOutOfRange {
+        max_chars: usize,
+        min: usize,
+        max: usize,
+    },
+    #[error("`overlap` must be at most half of `max_chars` ({max_chars}), not {overlap}")]
+    OverlapTooLarge { overlap: usize, max_chars: usize },
+    #[error("the document is already chunked with max_chars {max_chars} and overlap {overlap}")]
+    AlreadyChunked { max_chars: usize, overlap: usize },
+    #[error("the document is not chunked yet")]
+    NotChunked,
+    #[error("entity `{entity}` refers to chunk {index}, which does not exist")]
+    UnknownChunk { entity: String, index: usize },
+    #[error("entity `{0}` is listed twice")]
+    DuplicateEntity(String),
+    #[error("a relation refers to `{0}`, which is not a listed entity")]
+    UnknownEntity(String),
+    #[error(transparent)]
+    Invalid(#[from] TextError),
+}
+
+/// A document's current state, rebuilt from its events. It keeps the text, which chunking reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Document {
+    /// `None` until ingested.
+    pub status: Option<DocumentStatus>,
+    pub title: String,
+    pub text: String,
+    /// `(max_chars, overlap)` once chunked.
+    pub chunking: Option<(usize, usize)>,
+    pub chunk_count: usize,
+}
+
+impl Document {
+    fn decide(&self, command: DocumentCommand) -> Result<Option<DocumentEvent>, DocumentError> {
+        match command {
+            DocumentCommand::Ingest {
+                title,
+                source,
+                text: body,
+                at,
+            } => {
+                if self.status.is_some() {
+                    return Err(DocumentError::AlreadyIngested);
+                }
+                let title = text::required("title", &title, MAX_TITLE)?;
+                let source = text::required("source", &source, MAX_SOURCE)?;
+                let body = text::required("text", &body, MAX_TEXT)?;
+                Ok(Some(DocumentEvent::DocumentIngested {
+                    title,
+                    source,
+                    text: body,
+                    at,
+                }))
+            }
+            DocumentCommand::Chunk {
+                max_chars,
+                overlap,
+                at,
+            } => {
+                if self.status.is_none() {
+                    return Err(DocumentError::NotFound);
+                }
+                if !(MIN_CHUNK_CHARS..=MAX_CHUNK_CHARS).contains(&max_chars) {
+                    return Err(DocumentError::ChunkSizeOutOfRange {
+                        max_chars,
+                        min: MIN_CHUNK_CHARS,
+                        max: MAX_CHUNK_CHARS,
+                    });
+                }
+                if overlap > max_chars / 2 {
+                    return Err(DocumentError::OverlapTooLarge { overlap, max_chars });
+                }
+                match self.chunking {
+                    Some(params) if params == (max_chars, overlap) => return Ok(None),
+                    Some((max_chars, overlap)) => {
+                        return Err(DocumentError::AlreadyChunked { max_chars, overlap })
+                    }
+                    None => {}
+                }
+                Ok(Some(DocumentEvent::DocumentChunked {
+                    max_chars,
+                    overlap,
+                    chunks: chunk_text(&self.text, max_chars, overlap),
+                    at,
+                }))
+            }
+            DocumentCommand::RecordEntities {
+                entities,
+                relations,
+                extractor,
+                at,
+            } => {
+                if self.status.is_none() {
+                    return Err(DocumentError::NotFound);
+                }
+                if self.chunking.is_none() {
+                    return Err(DocumentError::NotChunked);
+                }
+                let entities = self.validated_entities(entities)?;
+                let relations = validated_relations(&entities, relations)?;
+                let extractor = ExtractorInfo {
+                    name: text::required("extractor.name", &extractor.name, MAX_INFO)?,
+                    version: text::required("extractor.version", &extractor.version, MAX_INFO)?,
+                };
+                Ok(Some(DocumentEvent::DocumentEntitiesExtracted {
+                    entities,
+                    relations,
+                    extractor,
+                    at,
+                }))
+            }
+        }
+    }
+
+    /// Trimmed, unique by name, pointing only at existing chunks.
+    fn validated_entities(&self, entities: Vec<Entity>) -> Result<Vec<Entity>, DocumentError> {
+        if entities.len() > MAX_ENTITIES {
+            return Err(TextError::TooMany {
+                field: "entities",
+                len: entities.len(),
+                max: MAX_ENTITIES,
+            }
+            .into());
+        }
+        let mut names = HashSet::new();
+        let mut out = Vec::with_capacity(entities.len());
+        for entity in entities {
+            let name = text::required("entities.name", &entity.name, MAX_NAME)?;
+            let kind = text::required("entities.kind", &entity.kind, MAX_KIND)?;
+            if let Some(&index) = entity
+                .chunk_indexes
+                .iter()
+                .find(|&&i| i >= self.chunk_count)
+            {
+                return Err(DocumentError::UnknownChunk {
+                    entity: name,
+                    index,
+                });
+            }
+            if !names.insert(name.clone()) {
+                return Err(DocumentError::DuplicateEntity(name));
+            }
+            let mut chunk_indexes = entity.chunk_indexes;
+            chunk_indexes.sort_unstable();
+            chunk_indexes.dedup();
+            out.push(Entity {
+                name,
+                kind,
+                chunk_indexes,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Trimmed, between listed entities only.
+fn validated_relations(
+    entities: &[Entity],
+    relations: Vec<Relation>,
+) -> Result<Vec<Relation>, DocumentError> {
+    if relations.len() > MAX_RELATIONS {
+        return Err(TextError::TooMany {
+            field: "relations",
+            len: relations.len(),
+            max: MAX_RELATIONS,
+        }
+        .into());
+    }
+    let names: HashSet<&str> = entities.iter().map(|e| e.name.as_str()).collect();
+    relations
+        .into_iter()
+        .map(|relation| {
+            let from = text::required("relations.from", &relation.from, MAX_NAME)?;
+            let to = text::required("relations.to", &relation.to, MAX_NAME)?;
+            let kind = text::required("relations.kind", &relation.kind, MAX_KIND)?;
+            for end in [&from, &to] {
+                if !names.contains(end.as_str()) {
+                    return Err(DocumentError::UnknownEntity(end.clone()));
+                }
+            }
+            Ok(Relation { from, to, kind })
+        })
+        .collect()
+}
+
+impl Aggregate for Document {
+    const TYPE: &'static str = "Document";
+    type Command = DocumentCommand;
+    type Event = DocumentEvent;
+    type Error = DocumentError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        if let Some(event) = self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            DocumentEvent::DocumentIngested { title, text, .. } => {
+                *self = Self {
+                    status: Some(DocumentStatus::Ingested),
+                    title,
+                    text,
+                    ..Self::default()
+                }
+            }
+            DocumentEvent::DocumentChunked {
+                max_chars,
+                overlap,
+                chunks,
+                ..
+            } => {
+                self.status = Some(DocumentStatus::Chunked);
+                self.chunking = Some((max_chars, overlap));
+                self.chunk_count = chunks.len();
+            }
+            DocumentEvent::DocumentEntitiesExtracted { .. } => {
+                self.status = Some(DocumentStatus::EntitiesExtracted)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use cqrs_es::test::TestFramework;
+
+    use super::*;
+
+    type DocumentTest = TestFramework<Document>;
+
+    fn test() -> DocumentTest {
+        DocumentTest::with(())
+    }
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 6, 1, 10, 0, 0).single().unwrap()
+    }
+
+    /// Three paragraphs of 148 characters each, 448 characters in all.
+    fn body() -> String {
+        ["a", "b", "c"]
+            .map(|w| format!("{}.", format!("{w} ").repeat(74).trim_end()))
+            .join("\n\n")
+    }
+
+    fn ingested() -> DocumentEvent {
+        DocumentEvent::DocumentIngested {
+            title: "Skates market".into(),
+            source: "https://example.org/report".into(),
+            text: body(),
+            at: at(),
+        }
+    }
+
+    fn chunked() -> DocumentEvent {
+        DocumentEvent::DocumentChunked {
+            max_chars: 200,
+            overlap: 0,
+            chunks: chunk_text(&body(), 200, 0),
+            at: at(),
+        }
+    }
+
+    fn entity(name: &str, chunk_indexes: Vec<usize>) -> Entity {
+        Entity {
+            name: name.into(),
+            kind: "org".into(),
+            chunk_indexes,
+        }
+    }
+
+    fn relation(from: &str, to: &str) -> Relation {
+        Relation {
+            from: from.into(),
+            to: to.into(),
+            kind: "competes_with".into(),
+        }
+    }
+
+    fn extractor() -> ExtractorInfo {
+        ExtractorInfo {
+            name: "ner".into(),
+            version: "3".into(),
+        }
+    }
+
+    fn record(entities: Vec<Entity>, relations: Vec<Relation>) -> DocumentCommand {
+        DocumentCommand::RecordEntities {
+            entities,
+            relations,
+            extractor: extractor(),
+            at: at(),
+        }
+    }
+
+    fn chunk(max_chars: usize, overlap: usize) -> DocumentCommand {
+        DocumentCommand::Chunk {
+            max_chars,
+            overlap,
+            at: at(),
+        }
+    }
+
+    #[test]
+    fn ingesting_a_document_records_its_text() {
+        test()
+            .given_no_previous_events()
+            .when(DocumentCommand::Ingest {
+                title: " Skates market ".into(),
+                source: "https://example.org/report".into(),
+                text: format!("\n{}\n", body()),
+                at: at(),
+            })
+            .then_expect_events(vec![ingested()]);
+    }
+
+    #[test]
+    fn ingesting_twice_is_refused() {
+        test()
+            .given(vec![ingested()])
+            .when(DocumentCommand::Ingest {
+                title: "t".into(),
+                source: "s".into(),
+                text: "x".into(),
+                at: at(),
+            })
+            .then_expect_error(DocumentError::AlreadyIngested);
+    }
+
+    #[test]
+    fn ingesting_a_text_over_the_limit_is_refused() {
+        test()
+            .given_no_previous_events()
+            .when(DocumentCommand::Ingest {
+                title: "t".into(),
+                source: "s".into(),
+                text: "x".repeat(MAX_TEXT + 1),
+                at: at(),
+            })
+            .then_expect_error(DocumentError::Invalid(TextError::TooLong {
+                field: "text",
+                len: MAX_TEXT + 1,
+                max: MAX_TEXT,
+            }));
+    }
+
+    #[test]
+    fn chunking_records_spans_ending_at_paragraphs() {
+        let text = body();
+        let chunks = chunk_text(&text, 200, 0);
+        assert_eq!(chunks.len(), 3);
+        assert!(chunks[0].slice(&text).ends_with(".\n\n"));
+        test()
+            .given(vec![ingested()])
+            .when(chunk(200, 0))
+            .then_expect_events(vec![chunked()]);
+    }
+
+    #[test]
+    fn chunking_an_unknown_document_is_refused() {
+        test()
+            .given_no_previous_events()
+            .when(chunk(200, 0))
+            .then_expect_error(DocumentError::NotFound);
+    }
+
+    #[test]
+    fn chunking_with_too_small_chunks_is_refused() {
+        test()
+            .given(vec![ingested()])
+            .when(chunk(10, 0))
+            .then_expect_error(DocumentError::ChunkSizeOutOfRange {
+                max_chars: 10,
+                min: MIN_CHUNK_CHARS,
+                max: MAX_CHUNK_CHARS,
+            });
+    }
+
+    #[test]
+    fn chunking_with_an_overlap_over_half_a_chunk_is_refused() {
+        test()
+            .given(vec![ingested()])
+            .when(chunk(200, 101))
+            .then_expect_error(DocumentError::OverlapTooLarge {
+                overlap: 101,
+                max_chars: 200,
+            });
+    }
+
+    #[test]
+    fn chunking_again_with_the_same_parameters_records_nothing() {
+        test()
+            .given(vec![ingested(), chunked()])
+            .when(chunk(200, 0))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn chunking_again_with_other_parameters_is_refused() {
+        test()
+            .given(vec![ingested(), chunked()])
+            .when(chunk(300, 50))
+            .then_expect_error(DocumentError::AlreadyChunked {
+                max_chars: 200,
+                overlap: 0,
+            });
+    }
+
+    #[test]
+    fn recording_entities_records_them_normalised() {
+        test()
+            .given(vec![ingested(), chunked()])
+            .when(record(
+                vec![entity(" Acme ", vec![2, 0, 2]), entity("Globex", vec![1])],
+                vec![relation("Acme", " Globex")],
+            ))
+            .then_expect_events(vec![DocumentEvent::DocumentEntitiesExtracted {
+                entities: vec![entity("Acme", vec![0, 2]), entity("Globex", vec![1])],
+                relations: vec![relation("Acme", "Globex")],
+                extractor: extractor(),
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn recording_entities_before_chunking_is_refused() {
+        test()
+            .given(vec![ingested()])
+            .when(record(vec![], vec![]))
+            .then_expect_error(DocumentError::NotChunked);
+    }
+
+    #[test]
+    fn recording_entities_of_an_unknown_document_is_refused() {
+        test()
+            .given_no_previous_events()
+            .when(record(vec![], vec![]))
+            .then_expect_error(DocumentError::NotFound);
+    }
+
+    #[test]
+    fn an_entity_in_a_chunk_that_does_not_exist_is_refused() {
+        test()
+            .given(vec![ingested(), chunked()])
+            .when(record(vec![entity("Acme", vec![0, 3])], vec![]))
+            .then_expect_error(DocumentError::UnknownChunk {
+                entity: "Acme".into(),
+                index: 3,
+            });
+    }
+
+    #[test]
+    fn an_entity_listed_twice_is_refused() {
+        test()
+            .given(vec![ingested(), chunked()])
+            .when(record(
+                vec![entity("Acme", vec![0]), entity("Acme ", vec![1])],
+                vec![],
+            ))
+            .then_expect_error(DocumentError::DuplicateEntity("Acme".into()));
+    }
+
+    #[test]
+    fn a_relation_to_an_unlisted_entity_is_refused() {
+        test()
+            .given(vec![ingested(), chunked()])
+            .when(record(
+                vec![entity("Acme", vec![0])],
+                vec![relation("Acme", "Initech")],
+            ))
+            .then_expect_error(DocumentError::UnknownEntity("Initech".into()));
+    }
+
+    #[test]
+    fn an_extractor_without_a_name_is_refused() {
+        test()
+            .given(vec![ingested(), chunked()])
+            .when(DocumentCommand::RecordEntities {
+                entities: vec![],
+                relations: vec![],
+                extractor: ExtractorInfo {
+                    name: "".into(),
+                    version: "1".into(),
+                },
+                at: at(),
+            })
+            .then_expect_error(DocumentError::Invalid(TextError::Empty {
+                field: "extractor.name",
+            }));
+    }
+
+    #[test]
+    fn document_status_names_match_their_serde_form() {
+        for status in DocumentStatus::ALL {
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+            assert_eq!(DocumentStatus::parse(status.as_str()), Some(status));
+        }
+    }
+}

@@ -8,9 +8,10 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use super::sentiment::{ScorerInfo, Sentiment, SentimentScorer};
-use crate::ids::BrandId;
+use crate::ids::{BrandId, MentionId};
 use crate::text::{self, TextError};
 use crate::EventName;
+use crate::TenantId;
 
 const MAX_SOURCE: usize = 64;
 const MAX_EXTERNAL_ID: usize = 256;
@@ -49,6 +50,22 @@ pub struct IngestMention {
     pub language: Option<String>,
     pub competitors: Vec<String>,
     pub at: DateTime<Utc>,
+}
+
+impl IngestMention {
+    /// The id of the mention this ingest lands on: the same (tenant, source, external id), after
+    /// the normalisation the event records, always gives the same id.
+    pub fn mention_id(&self, tenant: &TenantId) -> MentionId {
+        MentionId::derive(
+            tenant,
+            &normalise_source(&self.source),
+            self.external_id.trim(),
+        )
+    }
+}
+
+fn normalise_source(source: &str) -> String {
+    source.trim().to_lowercase()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,7 +154,7 @@ impl Mention {
         command: IngestMention,
         scorer: &dyn SentimentScorer,
     ) -> Result<Option<MentionEvent>, MentionError> {
-        let source = text::required("source", &command.source, MAX_SOURCE)?.to_lowercase();
+        let source = text::required("source", &normalise_source(&command.source), MAX_SOURCE)?;
         let external_id = text::required("external_id", &command.external_id, MAX_EXTERNAL_ID)?;
         let author = text::bounded("author", command.author.trim(), MAX_AUTHOR)?;
         let body = text::required("text", &command.text, MAX_TEXT)?;
@@ -334,6 +351,15 @@ mod tests {
             .given(vec![ingested()])
             .when(MentionCommand::Ingest(ingest()))
             .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn the_mention_id_ignores_case_and_padding_of_the_source_and_external_id() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let mut other = ingest();
+        other.source = " TWITTER ".into();
+        other.external_id = " tw-1 ".into();
+        assert_eq!(ingest().mention_id(&tenant), other.mention_id(&tenant));
     }
 
     #[test]

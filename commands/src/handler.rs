@@ -1,0 +1,349 @@
+//! Command handling: load an aggregate, let it decide, append what it decided, and retry a
+//! bounded number of times when a concurrent writer got there first.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use plasma_domain::brand::{Brand, IngestMention, Mention, MentionError, MentionServices};
+use plasma_domain::ids::BrandId;
+use plasma_domain::AggregateId;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::event::{AppendBatch, CommandContext, EncodedEvent, StreamAppend};
+use crate::{CommandError, EventStore, StoreError};
+
+/// What a command did: the aggregate, its version afterwards and the position of its last event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandReceipt {
+    pub aggregate_id: Uuid,
+    pub version: i64,
+    /// Position of the aggregate's last event (this command's, or an earlier one's if the
+    /// command decided nothing needed to change). `None` for an aggregate with no events.
+    pub last_position: Option<i64>,
+    pub events_appended: u32,
+    /// True when this is the recorded outcome of an earlier run of the same command id.
+    #[serde(skip)]
+    pub replayed: bool,
+}
+
+/// What a bulk mention ingest did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkReceipt {
+    pub brand_id: BrandId,
+    pub requested: u32,
+    pub ingested: u32,
+    /// Mentions that were already there (or repeated within the request): left unchanged.
+    pub duplicates: u32,
+    pub first_position: Option<i64>,
+    pub last_position: Option<i64>,
+    #[serde(skip)]
+    pub replayed: bool,
+}
+
+/// One mention as a source delivers it, for bulk ingest into a brand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MentionInput {
+    pub source: String,
+    pub external_id: String,
+    #[serde(default)]
+    pub author: String,
+    pub text: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    pub published_at: DateTime<Utc>,
+    #[serde(default)]
+    pub language: Option<String>,
+}
+
+/// Why a bulk ingest was refused; nothing is written in any of these cases.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BulkIngestError {
+    #[error("the brand does not exist")]
+    BrandNotFound,
+    #[error("the brand is archived")]
+    BrandArchived,
+    #[error("mention {index}: {error}")]
+    InvalidMention { index: usize, error: MentionError },
+}
+
+/// The aggregates' outside helpers, one field per aggregate that needs any.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub mention: MentionServices,
+}
+
+/// Runs commands against the event store.
+#[derive(Debug, Clone)]
+pub struct CommandHandler {
+    store: EventStore,
+    max_attempts: u32,
+}
+
+impl CommandHandler {
+    /// Attempts per command before a conflict is reported; each retry reloads and decides again.
+    pub const DEFAULT_ATTEMPTS: u32 = 5;
+
+    pub fn new(store: EventStore) -> Self {
+        Self {
+            store,
+            max_attempts: Self::DEFAULT_ATTEMPTS,
+        }
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// Loads an aggregate by replaying its stream: its state, version and last position.
+    pub async fn load<A: Aggregate>(
+        &self,
+        context: &CommandContext,
+        aggregate_id: Uuid,
+    ) -> Result<(A, i64, Option<i64>), StoreError> {
+        let stream = self
+            .store
+            .load_stream(&context.tenant, A::TYPE, aggregate_id)
+            .await?;
+        let mut aggregate = A::default();
+        for event in &stream.events {
+            aggregate.apply(event.decode()?);
+        }
+        Ok((aggregate, stream.version(), stream.last_position()))
+    }
+
+    /// Executes one command on one aggregate. A command id seen before returns its first
+    /// receipt and appends nothing.
+    #[tracing::instrument(skip_all, fields(plasma.tenant = %context.tenant, plasma.aggregate.type = A::TYPE, plasma.aggregate.id = %aggregate_id, plasma.command.id = %context.command_id))]
+    pub async fn execute<A>(
+        &self,
+        context: &CommandContext,
+        aggregate_id: Uuid,
+        command: A::Command,
+        services: &A::Services,
+    ) -> Result<CommandReceipt, CommandError<A::Error>>
+    where
+        A: Aggregate,
+        A::Command: Clone,
+        A::Error: 'static,
+    {
+        if let Some(receipt) = self.recorded::<CommandReceipt>(context).await? {
+            return Ok(receipt);
+        }
+        for attempt in 1..=self.max_attempts {
+            let (mut aggregate, version, last_position) =
+                self.load::<A>(context, aggregate_id).await?;
+            let sink = EventSink::default();
+            aggregate
+                .handle(command.clone(), services, &sink)
+                .await
+                .map_err(CommandError::Domain)?;
+            let events = sink
+                .collect()
+                .await
+                .iter()
+                .map(EncodedEvent::encode)
+                .collect::<Result<Vec<_>, _>>()?;
+            let appended = events.len() as u32;
+            let batch = AppendBatch {
+                context,
+                streams: vec![StreamAppend {
+                    aggregate_type: A::TYPE,
+                    aggregate_id,
+                    expected_version: version,
+                    events,
+                }],
+            };
+            let result = self
+                .store
+                .append(batch, |range| CommandReceipt {
+                    aggregate_id,
+                    version: version + i64::from(appended),
+                    last_position: range.map(|r| r.last).or(last_position),
+                    events_appended: appended,
+                    replayed: false,
+                })
+                .await;
+            match result {
+                Ok(receipt) => return Ok(receipt),
+                Err(StoreError::Conflict) => {
+                    tracing::debug!(attempt, "version conflict; reloading");
+                    backoff(attempt).await;
+                }
+                Err(StoreError::DuplicateCommand) => {
+                    return self
+                        .recorded(context)
+                        .await?
+                        .ok_or(CommandError::Store(StoreError::DuplicateCommand));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(CommandError::Conflict {
+            attempts: self.max_attempts,
+        })
+    }
+
+    /// Ingests many mentions for one brand in one transaction. Every mention is validated first:
+    /// one bad mention refuses the whole request. Mentions already stored (same tenant, source
+    /// and external id) or repeated within the request are counted as duplicates.
+    #[tracing::instrument(skip_all, fields(plasma.tenant = %context.tenant, plasma.brand.id = %brand_id, plasma.mentions = mentions.len()))]
+    pub async fn ingest_mentions(
+        &self,
+        context: &CommandContext,
+        brand_id: BrandId,
+        mentions: Vec<MentionInput>,
+        at: DateTime<Utc>,
+        services: &MentionServices,
+    ) -> Result<BulkReceipt, CommandError<BulkIngestError>> {
+        if let Some(receipt) = self.recorded::<BulkReceipt>(context).await? {
+            return Ok(receipt);
+        }
+        let (brand, _, _) = self.load::<Brand>(context, brand_id.as_uuid()).await?;
+        if !brand.registered {
+            return Err(CommandError::Domain(BulkIngestError::BrandNotFound));
+        }
+        if brand.archived {
+            return Err(CommandError::Domain(BulkIngestError::BrandArchived));
+        }
+        let requested = mentions.len() as u32;
+        let commands: Vec<IngestMention> = mentions
+            .into_iter()
+            .map(|m| IngestMention {
+                brand_id,
+                source: m.source,
+                external_id: m.external_id,
+                author: m.author,
+                text: m.text,
+                url: m.url,
+                published_at: m.published_at,
+                language: m.language,
+                competitors: brand.competitors.clone(),
+                at,
+            })
+            .collect();
+        // Validate everything before touching the store: a state that is already ingested
+        // validates and then decides nothing, without scoring.
+        let already = Mention {
+            ingested: true,
+            ..Mention::default()
+        };
+        for (index, command) in commands.iter().enumerate() {
+            already
+                .decide_ingest(command.clone(), services.scorer.as_ref())
+                .map_err(|error| {
+                    CommandError::Domain(BulkIngestError::InvalidMention { index, error })
+                })?;
+        }
+        let ids: Vec<Uuid> = commands
+            .iter()
+            .map(|c| c.mention_id(&context.tenant).as_uuid())
+            .collect();
+
+        for attempt in 1..=self.max_attempts {
+            let existing = self
+                .store
+                .existing_streams(&context.tenant, Mention::TYPE, &ids)
+                .await?;
+            let mut seen = HashSet::with_capacity(ids.len());
+            let mut streams = Vec::with_capacity(ids.len());
+            for (command, id) in commands.iter().zip(&ids) {
+                if existing.contains(id) || !seen.insert(*id) {
+                    continue;
+                }
+                let decided = Mention::default()
+                    .decide_ingest(command.clone(), services.scorer.as_ref())
+                    .map_err(|error| {
+                        CommandError::Domain(BulkIngestError::InvalidMention {
+                            index: streams.len(),
+                            error,
+                        })
+                    })?;
+                if let Some(event) = decided {
+                    streams.push(StreamAppend {
+                        aggregate_type: Mention::TYPE,
+                        aggregate_id: *id,
+                        expected_version: 0,
+                        events: vec![EncodedEvent::encode(&event)?],
+                    });
+                }
+            }
+            let ingested = streams.len() as u32;
+            let batch = AppendBatch { context, streams };
+            let result = self
+                .store
+                .append(batch, |range| BulkReceipt {
+                    brand_id,
+                    requested,
+                    ingested,
+                    duplicates: requested - ingested,
+                    first_position: range.map(|r| r.first),
+                    last_position: range.map(|r| r.last),
+                    replayed: false,
+                })
+                .await;
+            match result {
+                Ok(receipt) => return Ok(receipt),
+                Err(StoreError::Conflict) => {
+                    tracing::debug!(
+                        attempt,
+                        "a concurrent ingest stored some of these mentions first"
+                    );
+                    backoff(attempt).await;
+                }
+                Err(StoreError::DuplicateCommand) => {
+                    return self
+                        .recorded(context)
+                        .await?
+                        .ok_or(CommandError::Store(StoreError::DuplicateCommand));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(CommandError::Conflict {
+            attempts: self.max_attempts,
+        })
+    }
+
+    async fn recorded<R: Replayable>(
+        &self,
+        context: &CommandContext,
+    ) -> Result<Option<R>, StoreError> {
+        Ok(self
+            .store
+            .receipt::<R>(&context.tenant, context.command_id)
+            .await?
+            .map(R::replayed))
+    }
+}
+
+trait Replayable: serde::de::DeserializeOwned {
+    fn replayed(self) -> Self;
+}
+
+impl Replayable for CommandReceipt {
+    fn replayed(self) -> Self {
+        Self {
+            replayed: true,
+            ..self
+        }
+    }
+}
+
+impl Replayable for BulkReceipt {
+    fn replayed(self) -> Self {
+        Self {
+            replayed: true,
+            ..self
+        }
+    }
+}
+
+/// A short, growing pause so that retrying writers spread out instead of colliding again.
+async fn backoff(attempt: u32) {
+    let jitter = u64::from(Uuid::new_v4().as_u128() as u8 % 8);
+    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5 + jitter)).await;
+}

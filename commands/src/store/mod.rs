@@ -1,0 +1,201 @@
+//! The event store, on SQLite (embedded) or PostgreSQL (server). Both backends keep the same
+//! contract: appends are all-or-nothing per command, positions are gap-free in commit order, and
+//! a command id is recorded with its receipt in the same transaction as its events.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use plasma_domain::ids::CommandId;
+use plasma_domain::TenantId;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use uuid::Uuid;
+
+pub use self::postgres::PostgresStore;
+pub use self::sqlite::SqliteStore;
+use crate::event::{AppendBatch, AppendedRange, RecordedEvent};
+use crate::StoreError;
+
+/// Where the event store lives.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// One SQLite file (WAL mode); created if missing.
+    Sqlite { path: PathBuf },
+    /// A PostgreSQL database; the URL may carry credentials, so it is never logged.
+    Postgres { url: String, max_connections: u32 },
+}
+
+/// A stream's recorded events, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedStream {
+    pub events: Vec<RecordedEvent>,
+}
+
+impl LoadedStream {
+    /// The stream's version: the sequence of its last event, 0 when it has none.
+    pub fn version(&self) -> i64 {
+        self.events.last().map_or(0, |e| e.sequence)
+    }
+
+    pub fn last_position(&self) -> Option<i64> {
+        self.events.last().map(|e| e.position)
+    }
+}
+
+/// The event store. A cheap handle: clone it freely.
+#[derive(Debug, Clone)]
+pub enum EventStore {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+impl EventStore {
+    /// Connects and applies pending migrations.
+    pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        Ok(match config {
+            StoreConfig::Sqlite { path } => Self::Sqlite(SqliteStore::open(path).await?),
+            StoreConfig::Postgres {
+                url,
+                max_connections,
+            } => Self::Postgres(PostgresStore::open(url, *max_connections).await?),
+        })
+    }
+
+    /// Appends every stream of `batch` in one transaction and records the command's receipt,
+    /// built from the positions handed out. Fails with [`StoreError::Conflict`] when a stream
+    /// moved past its expected version, and [`StoreError::DuplicateCommand`] when the command id
+    /// is already recorded; in both cases nothing is written.
+    pub async fn append<R: Serialize>(
+        &self,
+        batch: AppendBatch<'_>,
+        receipt: impl FnOnce(Option<AppendedRange>) -> R,
+    ) -> Result<R, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.append(batch, receipt).await,
+            Self::Postgres(store) => store.append(batch, receipt).await,
+        }
+    }
+
+    /// The receipt recorded for a command id, if that command already ran.
+    pub async fn receipt<R: DeserializeOwned>(
+        &self,
+        tenant: &TenantId,
+        command_id: CommandId,
+    ) -> Result<Option<R>, StoreError> {
+        let raw = match self {
+            Self::Sqlite(store) => store.receipt(tenant, command_id).await?,
+            Self::Postgres(store) => store.receipt(tenant, command_id).await?,
+        };
+        raw.map(|raw| {
+            serde_json::from_str(&raw)
+                .map_err(|err| StoreError::corrupt("command receipt")(Box::new(err)))
+        })
+        .transpose()
+    }
+
+    /// One aggregate's events, oldest first. Another tenant's stream with the same id is invisible.
+    pub async fn load_stream(
+        &self,
+        tenant: &TenantId,
+        aggregate_type: &str,
+        aggregate_id: Uuid,
+    ) -> Result<LoadedStream, StoreError> {
+        let events = match self {
+            Self::Sqlite(store) => {
+                store
+                    .load_stream(tenant, aggregate_type, aggregate_id)
+                    .await?
+            }
+            Self::Postgres(store) => {
+                store
+                    .load_stream(tenant, aggregate_type, aggregate_id)
+                    .await?
+            }
+        };
+        Ok(LoadedStream { events })
+    }
+
+    /// Which of `ids` already have a stream of `aggregate_type` for this tenant.
+    pub async fn existing_streams(
+        &self,
+        tenant: &TenantId,
+        aggregate_type: &str,
+        ids: &[Uuid],
+    ) -> Result<HashSet<Uuid>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.existing_streams(tenant, aggregate_type, ids).await,
+            Self::Postgres(store) => store.existing_streams(tenant, aggregate_type, ids).await,
+        }
+    }
+
+    /// Up to `limit` events with a position above `after`, in position order.
+    pub async fn read_all(&self, after: i64, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.read_all(after, limit).await,
+            Self::Postgres(store) => store.read_all(after, limit).await,
+        }
+    }
+
+    /// The position of the last committed event (0 for an empty store).
+    pub async fn head(&self) -> Result<i64, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.head().await,
+            Self::Postgres(store) => store.head().await,
+        }
+    }
+
+    /// Whether the store answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.head().await.map(|_| ())
+    }
+}
+
+fn encode_receipt<R: Serialize>(receipt: &R) -> Result<String, StoreError> {
+    serde_json::to_string(receipt)
+        .map_err(|err| StoreError::corrupt("command receipt")(Box::new(err)))
+}
+
+fn tenant_from_db(raw: String) -> Result<TenantId, StoreError> {
+    TenantId::parse(&raw).map_err(|err| StoreError::corrupt("tenant id")(Box::new(err)))
+}
+
+/// Decodes one `events` row; the same column names on both backends (PostgreSQL selects the
+/// payload as text).
+fn decode_event<R>(row: &R) -> Result<RecordedEvent, StoreError>
+where
+    R: sqlx::Row,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> chrono::DateTime<chrono::Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn col<'r, R, T>(row: &'r R, name: &'static str) -> Result<T, StoreError>
+    where
+        R: sqlx::Row,
+        &'static str: sqlx::ColumnIndex<R>,
+        T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        row.try_get(name)
+            .map_err(StoreError::db("decoding an event row"))
+    }
+    Ok(RecordedEvent {
+        position: col(row, "position")?,
+        event_id: col(row, "event_id")?,
+        tenant: tenant_from_db(col(row, "tenant_id")?)?,
+        aggregate_type: col(row, "aggregate_type")?,
+        aggregate_id: col(row, "aggregate_id")?,
+        sequence: col(row, "sequence")?,
+        event_type: col(row, "event_type")?,
+        event_version: col(row, "event_version")?,
+        payload: col(row, "payload")?,
+        correlation_id: col(row, "correlation_id")?,
+        causation_id: col(row, "causation_id")?,
+        command_id: col(row, "command_id")?,
+        recorded_at: col(row, "recorded_at")?,
+    })
+}

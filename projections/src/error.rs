@@ -1,0 +1,33 @@
+use plasma_commands::StoreError;
+use thiserror::Error;
+
+/// What can go wrong on the read side.
+#[derive(Debug, Error)]
+pub enum ProjectionError {
+    #[error("read-model database error while {context}")]
+    Database {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("reading the event log")]
+    EventLog(#[from] StoreError),
+    #[error("stored checkpoint of `{projection}` could not be decoded")]
+    BadCheckpoint {
+        projection: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("no read model is called `{0}`")]
+    UnknownProjection(String),
+    #[error("`{0}` is not a cursor this API handed out")]
+    BadCursor(String),
+    #[error("invalid read-store configuration: {0}")]
+    Config(String),
+}
+
+impl ProjectionError {
+    pub(crate) fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+        move |source| Self::Database { context, source }
+    }
+}

@@ -1,0 +1,67 @@
+//! What a projection is: a name, the tables it owns, and how a batch of events changes them.
+
+use async_trait::async_trait;
+use plasma_commands::RecordedEvent;
+
+use crate::{ProjectionError, ReadTx};
+
+/// Table names for one copy of a read model: the live tables (no suffix) or the shadow tables a
+/// rebuild fills (suffix `__rebuild`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tables {
+    suffix: &'static str,
+}
+
+impl Tables {
+    pub const LIVE: Self = Self { suffix: "" };
+    pub const SHADOW: Self = Self {
+        suffix: "__rebuild",
+    };
+
+    /// The actual name of table `base` in this copy.
+    pub fn name(&self, base: &str) -> String {
+        format!("{base}{}", self.suffix)
+    }
+
+    pub(crate) fn checkpoint_name(&self, projection: &str) -> String {
+        format!("{projection}{}", self.suffix)
+    }
+}
+
+/// A read model's projection.
+///
+/// `ddl` statements are templates: `{t}` is replaced by the table suffix, `{g}` by a generation
+/// tag that keeps index names unique across rebuilds, `{uuid}` by the backend's UUID type.
+/// Tables must be prefixed `rm_` and named by base in `tables`.
+#[async_trait]
+pub trait Projection: Send + Sync + std::fmt::Debug {
+    fn name(&self) -> &'static str;
+    fn tables(&self) -> &'static [&'static str];
+    fn ddl(&self) -> &'static [&'static str];
+
+    /// Applies `events` (in position order; some may be of no interest) inside `tx`.
+    async fn apply(
+        &self,
+        tx: &mut ReadTx,
+        tables: &Tables,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError>;
+}
+
+/// Creates a projection's tables (if missing) in the copy `tables`.
+pub(crate) async fn create_tables(
+    tx: &mut ReadTx,
+    projection: &dyn Projection,
+    tables: &Tables,
+    generation: &str,
+) -> Result<(), ProjectionError> {
+    let uuid = if tx.is_postgres() { "uuid" } else { "BLOB" };
+    for ddl in projection.ddl() {
+        let sql = ddl
+            .replace("{t}", tables.suffix)
+            .replace("{g}", generation)
+            .replace("{uuid}", uuid);
+        tx.execute(&sql, "creating read-model tables").await?;
+    }
+    Ok(())
+}

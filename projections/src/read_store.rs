@@ -1,0 +1,196 @@
+//! The database read models live in: a SQLite file of its own (embedded), or the PostgreSQL
+//! database the events are in (server). SQL is written once; [`on_tx!`] and [`on_pool!`] run it
+//! on whichever backend this is.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Postgres, Sqlite, Transaction};
+
+use crate::ProjectionError;
+
+/// Where the read models live.
+#[derive(Debug, Clone)]
+pub enum ReadStoreConfig {
+    Sqlite {
+        path: PathBuf,
+    },
+    /// Shares the event store's pool: same database, `rm_` tables.
+    Postgres {
+        pool: PgPool,
+    },
+}
+
+/// The read-model database. A cheap handle.
+#[derive(Debug, Clone)]
+pub enum ReadStore {
+    Sqlite {
+        writer: SqlitePool,
+        reader: SqlitePool,
+    },
+    Postgres {
+        pool: PgPool,
+    },
+}
+
+/// A write transaction on the read store.
+#[derive(Debug)]
+pub enum ReadTx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// Runs `$body` with `$c` bound to the transaction's connection, on either backend.
+macro_rules! on_tx {
+    ($tx:expr, |$c:ident| $body:expr) => {
+        match $tx {
+            $crate::read_store::ReadTx::Sqlite(tx) => {
+                let $c = &mut **tx;
+                $body
+            }
+            $crate::read_store::ReadTx::Postgres(tx) => {
+                let $c = &mut **tx;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$p` bound to a pool for reading, on either backend.
+macro_rules! on_pool {
+    ($store:expr, |$p:ident| $body:expr) => {
+        match $store {
+            $crate::read_store::ReadStore::Sqlite { reader: $p, .. } => $body,
+            $crate::read_store::ReadStore::Postgres { pool: $p } => $body,
+        }
+    };
+}
+
+pub(crate) use {on_pool, on_tx};
+
+const CHECKPOINTS_DDL: &str = "CREATE TABLE IF NOT EXISTS projection_checkpoints (
+    name       TEXT   PRIMARY KEY,
+    position   BIGINT NOT NULL,
+    checkpoint TEXT   NOT NULL
+)";
+
+impl ReadStore {
+    pub async fn open(config: &ReadStoreConfig) -> Result<Self, ProjectionError> {
+        let store = match config {
+            ReadStoreConfig::Sqlite { path } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|err| {
+                        ProjectionError::Config(format!("cannot create {}: {err}", dir.display()))
+                    })?;
+                }
+                let options =
+                    SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+                        .map_err(|err| {
+                            ProjectionError::Config(format!("bad path {}: {err}", path.display()))
+                        })?
+                        .create_if_missing(true)
+                        .journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal)
+                        .busy_timeout(Duration::from_secs(10));
+                let writer = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(ProjectionError::db("opening the read store"))?;
+                let reader = SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .connect_with(options)
+                    .await
+                    .map_err(ProjectionError::db("opening the read store for reading"))?;
+                Self::Sqlite { writer, reader }
+            }
+            ReadStoreConfig::Postgres { pool } => Self::Postgres { pool: pool.clone() },
+        };
+        let mut tx = store.begin().await?;
+        on_tx!(&mut tx, |c| sqlx::query(CHECKPOINTS_DDL)
+            .execute(c)
+            .await
+            .map(|_| ())
+            .map_err(ProjectionError::db(
+                "creating the checkpoint table"
+            ))?);
+        tx.commit().await?;
+        Ok(store)
+    }
+
+    /// Begins a write transaction (SQLite: IMMEDIATE, so it holds the write lock from the start).
+    pub async fn begin(&self) -> Result<ReadTx, ProjectionError> {
+        Ok(match self {
+            Self::Sqlite { writer, .. } => ReadTx::Sqlite(
+                writer
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(ProjectionError::db("starting a read-model transaction"))?,
+            ),
+            Self::Postgres { pool } => ReadTx::Postgres(
+                pool.begin()
+                    .await
+                    .map_err(ProjectionError::db("starting a read-model transaction"))?,
+            ),
+        })
+    }
+
+    /// Positions every projection has applied up to, by name.
+    pub async fn positions(&self) -> Result<Vec<(String, i64)>, ProjectionError> {
+        on_pool!(self, |p| sqlx::query_as(
+            "SELECT name, position FROM projection_checkpoints ORDER BY name"
+        )
+        .fetch_all(p)
+        .await
+        .map_err(ProjectionError::db("reading projection positions")))
+    }
+}
+
+impl ReadTx {
+    pub async fn commit(self) -> Result<(), ProjectionError> {
+        match self {
+            Self::Sqlite(tx) => tx.commit().await,
+            Self::Postgres(tx) => tx.commit().await,
+        }
+        .map_err(ProjectionError::db("committing a read-model transaction"))
+    }
+
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
+    /// Runs a statement with one text parameter.
+    pub(crate) async fn execute_bound(
+        &mut self,
+        sql: &str,
+        value: &str,
+        context: &'static str,
+    ) -> Result<(), ProjectionError> {
+        on_tx!(self, |c| sqlx::query(sql)
+            .bind(value)
+            .execute(c)
+            .await
+            .map(|_| ())
+            .map_err(ProjectionError::db(context))?);
+        Ok(())
+    }
+
+    /// Runs DDL or a statement without parameters.
+    pub(crate) async fn execute(
+        &mut self,
+        sql: &str,
+        context: &'static str,
+    ) -> Result<(), ProjectionError> {
+        on_tx!(self, |c| sqlx::query(sql)
+            .execute(c)
+            .await
+            .map(|_| ())
+            .map_err(ProjectionError::db(context))?);
+        Ok(())
+    }
+}

@@ -16,10 +16,15 @@ mod runner;
 mod subscription;
 
 pub use error::ProjectionError;
-pub use models::{all_projections, projection_named};
+pub use models::{
+    all_projections, projection_named, AgentRunsProjection, BrandStatsProjection, BrandsProjection,
+    DocumentsProjection, DraftsProjection, MentionsProjection,
+};
 pub use projection::{Projection, Tables};
 pub use queries::{
-    BrandView, DailyStats, MentionFilter, MentionPage, MentionView, Page, ReadModels, StatsView,
+    AgentCheckpointView, AgentRunPage, AgentRunView, BrandView, DailyStats, DocumentEntityView,
+    DocumentPage, DocumentView, DraftFilter, DraftPage, DraftView, MentionFilter, MentionPage,
+    MentionView, Page, ReadModels, StatsView,
 };
 pub use read_store::{ReadStore, ReadStoreConfig, ReadTx};
 pub use rebuild::{rebuild, RebuildProgress};

@@ -62,6 +62,7 @@ impl<S: Subscription> ProjectionRunner<S> {
         let checkpoint_name = tables.checkpoint_name(projection.name());
         let mut tx = read.begin().await?;
         create_tables(&mut tx, projection.as_ref(), &tables, generation).await?;
+        ensure_checkpoint(&mut tx, &checkpoint_name).await?;
         let checkpoint = load_checkpoint(&mut tx, &checkpoint_name, false).await?;
         tx.commit().await?;
         subscription.seek(&checkpoint).await?;
@@ -178,6 +179,29 @@ pub(crate) async fn load_checkpoint(
             source,
         }),
     }
+}
+
+/// Stores the initial checkpoint unless there is one, so that [`ProjectionRunner::step`]'s
+/// `FOR UPDATE` always finds a row to lock. Without it, two runners starting on a fresh
+/// PostgreSQL read store both read "no checkpoint", lock nothing, and both apply the first batch.
+async fn ensure_checkpoint(tx: &mut ReadTx, name: &str) -> Result<(), ProjectionError> {
+    let raw = serde_json::to_string(&Checkpoint::default()).map_err(|source| {
+        ProjectionError::BadCheckpoint {
+            projection: name.to_owned(),
+            source,
+        }
+    })?;
+    on_tx!(tx, |c| sqlx::query(
+        "INSERT INTO projection_checkpoints (name, position, checkpoint) VALUES ($1, 0, $2) \
+         ON CONFLICT (name) DO NOTHING"
+    )
+    .bind(name)
+    .bind(raw)
+    .execute(c)
+    .await
+    .map(|_| ())
+    .map_err(ProjectionError::db("creating a checkpoint"))?);
+    Ok(())
 }
 
 pub(crate) async fn save_checkpoint(

@@ -242,35 +242,23 @@ impl CommandHandler {
             .iter()
             .map(|c| c.mention_id(&context.tenant).as_uuid())
             .collect();
-
         for attempt in 1..=self.max_attempts {
             let existing = self
                 .store
                 .existing_streams(&context.tenant, Mention::TYPE, &ids)
                 .await?;
             let mut seen = HashSet::with_capacity(ids.len());
-            let mut streams = Vec::with_capacity(ids.len());
-            for (command, id) in commands.iter().zip(&ids) {
-                if existing.contains(id) || !seen.insert(*id) {
-                    continue;
-                }
-                let decided = Mention::default()
-                    .decide_ingest(command.clone(), services.scorer.as_ref())
-                    .map_err(|error| {
-                        CommandError::Domain(BulkIngestError::InvalidMention {
-                            index: streams.len(),
-                            error,
-                        })
-                    })?;
-                if let Some(event) = decided {
-                    streams.push(StreamAppend {
-                        aggregate_type: Mention::TYPE,
-                        aggregate_id: *id,
-                        expected_version: 0,
-                        events: vec![EncodedEvent::encode(&event)?],
-                    });
-                }
-            }
+            let fresh: Vec<(Uuid, IngestMention)> = commands
+                .iter()
+                .zip(&ids)
+                .filter(|(_, id)| !existing.contains(*id) && seen.insert(**id))
+                .map(|(command, id)| (*id, command.clone()))
+                .collect();
+            let scorer = services.scorer.clone();
+            let streams =
+                tokio::task::spawn_blocking(move || decide_in_parallel(fresh, scorer.as_ref()))
+                    .await
+                    .map_err(|err| StoreError::corrupt("mention decisions")(Box::new(err)))??;
             let ingested = streams.len() as u32;
             let batch = AppendBatch { context, streams };
             let result = self
@@ -340,6 +328,52 @@ impl Replayable for BulkReceipt {
             ..self
         }
     }
+}
+
+/// Scores and encodes new mentions on every core: sentiment scoring is the costliest part of
+/// an ingest, and each mention is independent of the others.
+fn decide_in_parallel(
+    fresh: Vec<(Uuid, IngestMention)>,
+    scorer: &dyn plasma_domain::brand::SentimentScorer,
+) -> Result<Vec<StreamAppend>, StoreError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = fresh.len().div_ceil(threads).max(1);
+    let decide = |part: &[(Uuid, IngestMention)]| -> Result<Vec<StreamAppend>, StoreError> {
+        let mut streams = Vec::with_capacity(part.len());
+        for (id, command) in part {
+            // Validated before; an error here would be a bug, and it still refuses the batch.
+            let decided = Mention::default()
+                .decide_ingest(command.clone(), scorer)
+                .map_err(|err| StoreError::corrupt("mention decision")(Box::new(err)))?;
+            if let Some(event) = decided {
+                streams.push(StreamAppend {
+                    aggregate_type: Mention::TYPE,
+                    aggregate_id: *id,
+                    expected_version: 0,
+                    events: vec![EncodedEvent::encode(&event)?],
+                });
+            }
+        }
+        Ok(streams)
+    };
+    let parts: Vec<Result<Vec<StreamAppend>, StoreError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = fresh
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || decide(part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(StoreError::Config("a scoring thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut streams = Vec::with_capacity(fresh.len());
+    for part in parts {
+        streams.extend(part?);
+    }
+    Ok(streams)
 }
 
 /// A short, growing pause so that retrying writers spread out instead of colliding again.

@@ -7,7 +7,7 @@
 //! while queries keep being served from the live tables.
 
 mod error;
-mod models;
+pub mod models;
 mod projection;
 mod queries;
 mod read_store;

@@ -114,7 +114,14 @@ async fn child(backend: Backend) {
                 source: if i % 2 == 0 { "twitter" } else { "news" }.into(),
                 external_id: format!("{batch}-{i}"),
                 author: format!("@a{i}"),
-                text: format!("Acme {} than Globex, batch {batch} item {i}", if i % 3 == 0 { "is much better" } else { "is worse" }),
+                text: format!(
+                    "Acme {} than Globex, batch {batch} item {i}",
+                    if i % 3 == 0 {
+                        "is much better"
+                    } else {
+                        "is worse"
+                    }
+                ),
                 url: None,
                 published_at: Utc::now() - chrono::Duration::hours(i64::from(i % 72)),
                 language: Some("en".into()),
@@ -193,13 +200,22 @@ fn spawn_child_and_kill_it(test_name: &str, backend_env: (&str, &str)) -> Vec<(U
         if acks.len() >= ACKS_BEFORE_KILL {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(240), "child too slow");
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "child too slow"
+        );
     }
     // SIGKILL, while the child is in the middle of its next bulk ingest and projection batches.
     child.kill().unwrap();
     let status = child.wait().unwrap();
-    assert!(!status.success(), "the child must have been killed, got {status}");
-    assert!(acks.len() >= ACKS_BEFORE_KILL, "child died before acknowledging enough commands");
+    assert!(
+        !status.success(),
+        "the child must have been killed, got {status}"
+    );
+    assert!(
+        acks.len() >= ACKS_BEFORE_KILL,
+        "child died before acknowledging enough commands"
+    );
     acks
 }
 
@@ -210,9 +226,16 @@ async fn verify_after_crash(backend: Backend, acks: Vec<(Uuid, i64, i64)>) {
     let head = store.head().await.unwrap();
     let all = store.read_all(0, head + 1).await.unwrap();
     let positions: Vec<i64> = all.iter().map(|e| e.position).collect();
-    assert_eq!(positions, (1..=head).collect::<Vec<_>>(), "the log has a hole");
+    assert_eq!(
+        positions,
+        (1..=head).collect::<Vec<_>>(),
+        "the log has a hole"
+    );
     for (command, first, last) in &acks {
-        assert!(*last <= head, "acknowledged position {last} lost (head {head})");
+        assert!(
+            *last <= head,
+            "acknowledged position {last} lost (head {head})"
+        );
         for event in &all[(*first - 1) as usize..*last as usize] {
             assert_eq!(event.command_id, *command);
         }
@@ -247,9 +270,15 @@ async fn verify_after_crash(backend: Backend, acks: Vec<(Uuid, i64, i64)>) {
             }
             tables
         };
-        rebuild(&read, &store, projection.clone(), RunnerOptions::default(), |_| {})
-            .await
-            .unwrap();
+        rebuild(
+            &read,
+            &store,
+            projection.clone(),
+            RunnerOptions::default(),
+            |_| {},
+        )
+        .await
+        .unwrap();
         for (table, before) in projection.tables().iter().zip(before) {
             let after = dump(&read, table).await;
             assert!(!after.is_empty() || projection.name() != "mentions");
@@ -257,7 +286,10 @@ async fn verify_after_crash(backend: Backend, acks: Vec<(Uuid, i64, i64)>) {
         }
     }
     let mentions = read.positions().await.unwrap();
-    assert!(mentions.iter().all(|(_, p)| *p == head), "{mentions:?} vs head {head}");
+    assert!(
+        mentions.iter().all(|(_, p)| *p == head),
+        "{mentions:?} vs head {head}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

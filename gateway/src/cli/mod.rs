@@ -1,0 +1,3 @@
+//! Subcommands of the `plasma` binary.
+
+pub mod bench;

@@ -225,40 +225,50 @@ impl CommandHandler {
                 at,
             })
             .collect();
-        // Validate everything before touching the store: a state that is already ingested
-        // validates and then decides nothing, without scoring.
-        let already = Mention {
-            ingested: true,
-            ..Mention::default()
-        };
-        for (index, command) in commands.iter().enumerate() {
-            already
-                .decide_ingest(command.clone(), services.scorer.as_ref())
-                .map_err(|error| {
-                    CommandError::Domain(BulkIngestError::InvalidMention { index, error })
-                })?;
-        }
         let ids: Vec<Uuid> = commands
             .iter()
             .map(|c| c.mention_id(&context.tenant).as_uuid())
             .collect();
+        // Validate and score every mention on all cores while the store looks up which already
+        // exist. One invalid mention refuses the request before anything is written.
+        let scorer = services.scorer.clone();
+        let decide =
+            tokio::task::spawn_blocking(move || decide_in_parallel(commands, scorer.as_ref()));
+        let lookup = self
+            .store
+            .existing_streams(&context.tenant, Mention::TYPE, &ids);
+        let (decided, existing) = tokio::join!(decide, lookup);
+        let events = decided
+            .map_err(|err| StoreError::corrupt("mention decisions")(Box::new(err)))?
+            .map_err(|err| match err {
+                Decision::Invalid { index, error } => {
+                    CommandError::Domain(BulkIngestError::InvalidMention { index, error })
+                }
+                Decision::Store(err) => CommandError::Store(err),
+            })?;
+        let mut existing = Some(existing?);
+
         for attempt in 1..=self.max_attempts {
-            let existing = self
-                .store
-                .existing_streams(&context.tenant, Mention::TYPE, &ids)
-                .await?;
+            let existing = match existing.take() {
+                Some(found) => found,
+                None => {
+                    self.store
+                        .existing_streams(&context.tenant, Mention::TYPE, &ids)
+                        .await?
+                }
+            };
             let mut seen = HashSet::with_capacity(ids.len());
-            let fresh: Vec<(Uuid, IngestMention)> = commands
+            let streams: Vec<StreamAppend> = ids
                 .iter()
-                .zip(&ids)
-                .filter(|(_, id)| !existing.contains(*id) && seen.insert(**id))
-                .map(|(command, id)| (*id, command.clone()))
+                .zip(&events)
+                .filter(|(id, _)| !existing.contains(*id) && seen.insert(**id))
+                .map(|(id, event)| StreamAppend {
+                    aggregate_type: Mention::TYPE,
+                    aggregate_id: *id,
+                    expected_version: 0,
+                    events: vec![event.clone()],
+                })
                 .collect();
-            let scorer = services.scorer.clone();
-            let streams =
-                tokio::task::spawn_blocking(move || decide_in_parallel(fresh, scorer.as_ref()))
-                    .await
-                    .map_err(|err| StoreError::corrupt("mention decisions")(Box::new(err)))??;
             let ingested = streams.len() as u32;
             let batch = AppendBatch { context, streams };
             let result = self
@@ -330,50 +340,60 @@ impl Replayable for BulkReceipt {
     }
 }
 
-/// Scores and encodes new mentions on every core: sentiment scoring is the costliest part of
-/// an ingest, and each mention is independent of the others.
+/// Why a mention could not be decided.
+enum Decision {
+    Invalid { index: usize, error: MentionError },
+    Store(StoreError),
+}
+
+/// Validates, scores and encodes every mention, on every core: sentiment scoring is the
+/// costliest part of an ingest, and each mention is independent of the others.
 fn decide_in_parallel(
-    fresh: Vec<(Uuid, IngestMention)>,
+    commands: Vec<IngestMention>,
     scorer: &dyn plasma_domain::brand::SentimentScorer,
-) -> Result<Vec<StreamAppend>, StoreError> {
+) -> Result<Vec<EncodedEvent>, Decision> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = fresh.len().div_ceil(threads).max(1);
-    let decide = |part: &[(Uuid, IngestMention)]| -> Result<Vec<StreamAppend>, StoreError> {
-        let mut streams = Vec::with_capacity(part.len());
-        for (id, command) in part {
-            // Validated before; an error here would be a bug, and it still refuses the batch.
-            let decided = Mention::default()
-                .decide_ingest(command.clone(), scorer)
-                .map_err(|err| StoreError::corrupt("mention decision")(Box::new(err)))?;
-            if let Some(event) = decided {
-                streams.push(StreamAppend {
-                    aggregate_type: Mention::TYPE,
-                    aggregate_id: *id,
-                    expected_version: 0,
-                    events: vec![EncodedEvent::encode(&event)?],
-                });
-            }
-        }
-        Ok(streams)
+    let chunk = commands.len().div_ceil(threads).max(1);
+    let decide = |offset: usize, part: &[IngestMention]| -> Result<Vec<EncodedEvent>, Decision> {
+        part.iter()
+            .enumerate()
+            .map(
+                |(i, command)| match Mention::default().decide_ingest(command.clone(), scorer) {
+                    Ok(Some(event)) => EncodedEvent::encode(&event).map_err(Decision::Store),
+                    Ok(None) => Err(Decision::Store(StoreError::Config(
+                        "a new mention decided nothing".into(),
+                    ))),
+                    Err(error) => Err(Decision::Invalid {
+                        index: offset + i,
+                        error,
+                    }),
+                },
+            )
+            .collect()
     };
-    let parts: Vec<Result<Vec<StreamAppend>, StoreError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = fresh
+    let parts: Vec<Result<Vec<EncodedEvent>, Decision>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = commands
             .chunks(chunk)
-            .map(|part| scope.spawn(move || decide(part)))
+            .enumerate()
+            .map(|(n, part)| scope.spawn(move || decide(n * chunk, part)))
             .collect();
         handles
             .into_iter()
             .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(StoreError::Config("a scoring thread panicked".into())))
+                h.join().unwrap_or_else(|_| {
+                    Err(Decision::Store(StoreError::Config(
+                        "a scoring thread panicked".into(),
+                    )))
+                })
             })
             .collect()
     });
-    let mut streams = Vec::with_capacity(fresh.len());
+    // Parts are in order, so the first error found is the lowest index.
+    let mut events = Vec::with_capacity(commands.len());
     for part in parts {
-        streams.extend(part?);
+        events.extend(part?);
     }
-    Ok(streams)
+    Ok(events)
 }
 
 /// A short, growing pause so that retrying writers spread out instead of colliding again.

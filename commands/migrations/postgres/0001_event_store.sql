@@ -8,7 +8,9 @@ CREATE TABLE events (
     sequence       bigint      NOT NULL,
     event_type     text        NOT NULL,
     event_version  integer     NOT NULL,
-    payload        jsonb       NOT NULL,
+    -- json, not jsonb: the application decodes payloads and nothing queries inside them, and
+    -- jsonb's parse-and-convert made appends about 30% slower (COPY of 10,000 events).
+    payload        json        NOT NULL,
     correlation_id uuid        NOT NULL,
     causation_id   uuid        NOT NULL,
     command_id     uuid        NOT NULL,
@@ -29,10 +31,14 @@ CREATE TABLE event_log_head (
 );
 INSERT INTO event_log_head (singleton, position) VALUES (true, 0);
 
--- Events the relay still has to publish; written in the same transaction as the events.
+-- Events the relay still has to publish: one row per appending transaction, naming the
+-- positions it appended, written in that same transaction. (A row per event cost a bulk ingest
+-- a 10,000-row insert for no information the range does not carry.)
 CREATE TABLE outbox (
-    position    bigint      PRIMARY KEY,
-    enqueued_at timestamptz NOT NULL DEFAULT now()
+    first_position bigint      PRIMARY KEY,
+    last_position  bigint      NOT NULL,
+    enqueued_at    timestamptz NOT NULL DEFAULT now(),
+    CHECK (last_position >= first_position)
 );
 
 -- Every command that changed the store (or decided not to), by its id: a retry with the same id

@@ -41,6 +41,9 @@ pub struct IngestArgs {
     /// Mentions for the stock postgres-es baseline (one command each; it is slow).
     #[arg(long, default_value_t = 5_000)]
     baseline_events: usize,
+    /// Concurrent clients sending commands, for our ingest and the stock baseline alike.
+    #[arg(long, default_value_t = 2)]
+    clients: usize,
     /// A PostgreSQL server to measure on: the URL of a database whose user may create
     /// databases (the bench creates fresh ones). Without it, only SQLite is measured.
     #[arg(long, env = "PLASMA_BENCH_DATABASE_URL")]
@@ -50,9 +53,9 @@ pub struct IngestArgs {
     sqlite_dir: Option<std::path::PathBuf>,
 }
 
-pub async fn run(bench: Bench) -> Result<()> {
+pub async fn run(bench: Bench) -> Result<std::process::ExitCode> {
     match bench {
-        Bench::Ingest(args) => ingest(args).await,
+        Bench::Ingest(args) => ingest(args).await.map(|()| std::process::ExitCode::SUCCESS),
     }
 }
 
@@ -69,16 +72,18 @@ impl Measured {
 }
 
 async fn ingest(args: IngestArgs) -> Result<()> {
-    if args.batch == 0 || args.events == 0 {
-        bail!("--events and --batch must be positive");
+    if args.batch == 0 || args.events == 0 || args.clients == 0 {
+        bail!("--events, --batch and --clients must be positive");
     }
     let mentions = generate_mentions(args.events);
     let avg_text: usize = mentions.iter().map(|m| m.text.len()).sum::<usize>() / mentions.len();
     eprintln!(
-        "generated {} mentions (average text {avg_text} bytes); batches of {}",
+        "generated {} mentions (average text {avg_text} bytes); batches of {}; {} concurrent clients",
         mentions.len(),
-        args.batch
+        args.batch,
+        args.clients
     );
+    let mentions = Arc::new(mentions);
     let mut results = Vec::new();
 
     // SQLite (embedded).
@@ -95,7 +100,16 @@ async fn ingest(args: IngestArgs) -> Result<()> {
         path: sqlite_dir.join("bench-read.db"),
     })
     .await?;
-    results.push(bulk_ingest("SQLite bulk ingest", &store, &mentions, args.batch).await?);
+    results.push(
+        bulk_ingest(
+            "SQLite bulk ingest",
+            &store,
+            &mentions,
+            args.batch,
+            args.clients,
+        )
+        .await?,
+    );
     results.push(catch_up_projections("SQLite projection catch-up", &store, &read).await?);
 
     if let Some(admin_url) = &args.database_url {
@@ -109,14 +123,23 @@ async fn ingest(args: IngestArgs) -> Result<()> {
             unreachable!("opened as PostgreSQL")
         };
         let pool = pg.pool().clone();
-        results.push(bulk_ingest("PostgreSQL bulk ingest", &store, &mentions, args.batch).await?);
+        results.push(
+            bulk_ingest(
+                "PostgreSQL bulk ingest",
+                &store,
+                &mentions,
+                args.batch,
+                args.clients,
+            )
+            .await?,
+        );
         results.push(copy_ceiling(&pool).await?);
         let read = ReadStore::open(&ReadStoreConfig::Postgres { pool }).await?;
         results.push(catch_up_projections("PostgreSQL projection catch-up", &store, &read).await?);
 
         let baseline_url = fresh_database(admin_url, "plasma_bench_baseline").await?;
         let n = args.baseline_events.min(mentions.len());
-        results.push(stock_postgres_es(&baseline_url, &mentions[..n]).await?);
+        results.push(stock_postgres_es(&baseline_url, &mentions[..n], args.clients).await?);
     }
 
     println!("| measurement | events | seconds | events/s |");
@@ -245,22 +268,39 @@ fn register_brand() -> BrandCommand {
 async fn bulk_ingest(
     what: &str,
     store: &EventStore,
-    mentions: &[MentionInput],
+    mentions: &Arc<Vec<MentionInput>>,
     batch: usize,
+    clients: usize,
 ) -> Result<Measured> {
     let handler = CommandHandler::new(store.clone());
     let brand = BrandId::from_uuid(Uuid::now_v7());
     handler
         .execute::<Brand>(&context()?, brand.as_uuid(), register_brand(), &())
         .await?;
-    let services = services();
+    let batches = mentions.len().div_ceil(batch);
     let started = Instant::now();
+    // Client c sends batches c, c + clients, ...: each a separate bulk command.
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let handler = handler.clone();
+            let mentions = mentions.clone();
+            tokio::spawn(async move {
+                let services = services();
+                let mut ingested = 0usize;
+                for b in (client..batches).step_by(clients) {
+                    let chunk = &mentions[b * batch..((b + 1) * batch).min(mentions.len())];
+                    let receipt = handler
+                        .ingest_mentions(&context()?, brand, chunk.to_vec(), Utc::now(), &services)
+                        .await?;
+                    ingested += receipt.ingested as usize;
+                }
+                Ok::<_, anyhow::Error>(ingested)
+            })
+        })
+        .collect();
     let mut ingested = 0;
-    for chunk in mentions.chunks(batch) {
-        let receipt = handler
-            .ingest_mentions(&context()?, brand, chunk.to_vec(), Utc::now(), &services)
-            .await?;
-        ingested += receipt.ingested as usize;
+    for task in tasks {
+        ingested += task.await??;
     }
     let elapsed = started.elapsed();
     if ingested != mentions.len() {
@@ -351,8 +391,13 @@ async fn copy_ceiling(pool: &sqlx::PgPool) -> Result<Measured> {
     })
 }
 
-/// Stock postgres-es: one CqrsFramework command (one transaction) per mention.
-async fn stock_postgres_es(url: &str, mentions: &[MentionInput]) -> Result<Measured> {
+/// Stock postgres-es: one CqrsFramework command (one transaction) per mention, from the same
+/// number of concurrent clients as our ingest.
+async fn stock_postgres_es(
+    url: &str,
+    mentions: &[MentionInput],
+    clients: usize,
+) -> Result<Measured> {
     let pool = sqlx::PgPool::connect(url).await?;
     for ddl in [
         "CREATE TABLE events (aggregate_type text NOT NULL, aggregate_id text NOT NULL, \
@@ -366,32 +411,53 @@ async fn stock_postgres_es(url: &str, mentions: &[MentionInput]) -> Result<Measu
     ] {
         sqlx::query(ddl).execute(&pool).await?;
     }
-    let framework = CqrsFramework::<Mention, _>::new(
+    let framework = Arc::new(CqrsFramework::<Mention, _>::new(
         PersistedEventStore::new_event_store(PostgresEventRepository::new(pool)),
         vec![],
         services(),
-    );
+    ));
     let tenant = tenant()?;
     let brand = BrandId::from_uuid(Uuid::now_v7());
+    let commands: Vec<(String, MentionCommand)> = mentions
+        .iter()
+        .map(|m| {
+            let ingest = IngestMention {
+                brand_id: brand,
+                source: m.source.clone(),
+                external_id: m.external_id.clone(),
+                author: m.author.clone(),
+                text: m.text.clone(),
+                url: m.url.clone(),
+                published_at: m.published_at,
+                language: m.language.clone(),
+                competitors: vec!["Globex".into(), "Initech".into()],
+                at: Utc::now(),
+            };
+            (
+                ingest.mention_id(&tenant).to_string(),
+                MentionCommand::Ingest(ingest),
+            )
+        })
+        .collect();
+    let commands = Arc::new(commands);
     let started = Instant::now();
-    for m in mentions {
-        let ingest = IngestMention {
-            brand_id: brand,
-            source: m.source.clone(),
-            external_id: m.external_id.clone(),
-            author: m.author.clone(),
-            text: m.text.clone(),
-            url: m.url.clone(),
-            published_at: m.published_at,
-            language: m.language.clone(),
-            competitors: vec!["Globex".into(), "Initech".into()],
-            at: Utc::now(),
-        };
-        let id = ingest.mention_id(&tenant).to_string();
-        framework
-            .execute(&id, MentionCommand::Ingest(ingest))
-            .await
-            .map_err(|err| anyhow::anyhow!("postgres-es: {err}"))?;
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let framework = framework.clone();
+            let commands = commands.clone();
+            tokio::spawn(async move {
+                for (id, command) in commands.iter().skip(client).step_by(clients) {
+                    framework
+                        .execute(id, command.clone())
+                        .await
+                        .map_err(|err| anyhow::anyhow!("postgres-es: {err}"))?;
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
     }
     let elapsed = started.elapsed();
     eprintln!(

@@ -55,6 +55,27 @@ pub(crate) async fn create_tables(
     tables: &Tables,
     generation: &str,
 ) -> Result<(), ProjectionError> {
+    if tx.is_postgres() {
+        // Two processes starting on a fresh database would otherwise race on CREATE TABLE IF
+        // NOT EXISTS (a unique violation in pg_type); the lock lasts until this transaction ends.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(7234501)",
+            "serialising read-model DDL",
+        )
+        .await?;
+    }
+    // A copy whose tables all exist is left alone: its indexes may carry another generation's
+    // names (a swapped-in rebuild), and re-running the DDL would add a second set.
+    let mut all_exist = true;
+    for table in projection.tables() {
+        if !tx.table_exists(&tables.name(table)).await? {
+            all_exist = false;
+            break;
+        }
+    }
+    if all_exist {
+        return Ok(());
+    }
     let uuid = if tx.is_postgres() { "uuid" } else { "BLOB" };
     for ddl in projection.ddl() {
         let sql = ddl

@@ -164,6 +164,22 @@ impl ReadTx {
         matches!(self, Self::Postgres(_))
     }
 
+    /// Whether a table of that name exists (in the current schema, on PostgreSQL).
+    pub(crate) async fn table_exists(&mut self, name: &str) -> Result<bool, ProjectionError> {
+        let sql = match self {
+            Self::Sqlite(_) => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1",
+            Self::Postgres(_) => {
+                "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = $1"
+            }
+        };
+        let count: i64 = on_tx!(self, |c| sqlx::query_scalar(sql)
+            .bind(name)
+            .fetch_one(c)
+            .await
+            .map_err(ProjectionError::db("looking up a table"))?);
+        Ok(count > 0)
+    }
+
     /// Runs a statement with one text parameter.
     pub(crate) async fn execute_bound(
         &mut self,

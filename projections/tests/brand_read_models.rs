@@ -465,3 +465,39 @@ async fn a_rebuild_swaps_in_while_queries_keep_answering_and_the_live_runner_fol
     );
     let _ = BrandStatsProjection;
 }
+
+mod index_hygiene {
+    use super::*;
+
+    /// Index names of `table` on SQLite.
+    async fn indexes(stores: &Stores, table: &str) -> Vec<String> {
+        let plasma_projections::ReadStore::Sqlite { reader, .. } = &stores.read else {
+            unreachable!()
+        };
+        sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = $1 AND sql IS NOT NULL",
+        )
+        .bind(table)
+        .fetch_all(reader)
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_runner_started_after_a_rebuild_adds_no_second_set_of_indexes() {
+        let stores = Stores::sqlite().await;
+        ingest(&stores, "acme", 5).await;
+        rebuild(
+            &stores.read,
+            &stores.events,
+            Arc::new(MentionsProjection),
+            RunnerOptions::default(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        stores.catch_up(Arc::new(MentionsProjection)).await;
+        let names = indexes(&stores, "rm_mentions").await;
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+}

@@ -1,37 +1,178 @@
-//! `plasma`: one binary, one subcommand per way of running Plasma Engine.
+//! `plasma`: parses the command line, builds the settings, wires the gateway's components and
+//! runs them under one shutdown signal (ctrl-c or SIGTERM), then reports how each ended.
 
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use plasma_domain::TenantId;
+use plasma_gateway::demo::{DemoOutcome, DEMO_TENANT};
+use plasma_gateway::settings::StoreSettings;
+use plasma_gateway::{Application, Profile, Role, Settings, TokenIssuer};
 
 mod cli;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "plasma",
-    version,
-    about = "Plasma Engine: event-sourced marketing and research backend"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use cli::{Cli, Command};
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Measure the platform on this machine.
-    #[command(subcommand)]
-    Bench(cli::bench::Bench),
-}
+/// How long the token `plasma dev` prints stays valid.
+const DEV_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Dev(_) | Command::Serve(_) => "info,sqlx=warn",
+        Command::Token(_) | Command::Bench(_) => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PLASMA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let result = match cli.command {
+        Command::Dev(args) => dev(args).await,
+        Command::Serve(args) => serve(args).await,
+        Command::Token(args) => token(args),
         Command::Bench(bench) => cli::bench::run(bench).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("plasma: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+async fn dev(args: cli::DevArgs) -> Result<ExitCode> {
+    let settings = Settings::load(
+        Profile::Dev,
+        args.config.config.as_deref(),
+        env,
+        args.layer(),
+    )?;
+    let data_dir = match &settings.store {
+        StoreSettings::Embedded { data_dir } => data_dir.display().to_string(),
+        StoreSettings::Server { .. } => "(server)".to_owned(),
+    };
+    let app = Application::build(settings).await?;
+    let tenant = TenantId::parse(DEMO_TENANT)?;
+    if args.demo {
+        eprintln!("loading the demo data set into tenant `{DEMO_TENANT}`…");
+        match app.load_demo(&tenant).await? {
+            DemoOutcome::Loaded(summary) => eprintln!(
+                "demo loaded: {} brands, {} mentions (spike on {}), {} drafts, {} agent runs, {} documents; up to position {}",
+                summary.brands.len(),
+                summary.mentions,
+                summary.spike.day,
+                summary.drafts,
+                summary.agent_runs,
+                summary.documents,
+                summary.last_position
+            ),
+            DemoOutcome::Skipped { head } => eprintln!(
+                "demo not loaded: the store already holds {head} events (use a fresh --data-dir)"
+            ),
+        }
+    }
+    let token = app
+        .token_issuer()
+        .issue(
+            "dev",
+            &tenant,
+            &[Role::Admin],
+            DEV_TOKEN_TTL,
+            chrono::Utc::now(),
+        )
+        .context("signing the dev token")?;
+    let url = format!("http://{}", app.local_addr());
+    println!("Plasma Engine dev server, embedded store in {data_dir}");
+    println!("  API      {url}/v1");
+    println!("  health   {url}/health   ready {url}/ready   metrics {url}/metrics");
+    println!("  token    admin of tenant `{DEMO_TENANT}`, valid 30 days:");
+    println!();
+    println!("export PLASMA_TOKEN={token}");
+    println!("curl -H \"Authorization: Bearer $PLASMA_TOKEN\" {url}/v1/brands");
+    println!();
+    run(app).await
+}
+
+async fn serve(args: cli::ServeArgs) -> Result<ExitCode> {
+    let settings = Settings::load(
+        Profile::Serve,
+        args.config.config.as_deref(),
+        env,
+        args.layer(),
+    )?;
+    let app = Application::build(settings).await?;
+    eprintln!("plasma serving on http://{}", app.local_addr());
+    run(app).await
+}
+
+fn token(args: cli::TokenArgs) -> Result<ExitCode> {
+    let settings = Settings::load(
+        Profile::Token,
+        args.config.config.as_deref(),
+        env,
+        args.layer(),
+    )?;
+    let tenant = TenantId::parse(&args.tenant)?;
+    let token = TokenIssuer::new(&settings.auth.jwt)
+        .issue(
+            &args.subject,
+            &tenant,
+            &args.roles,
+            args.ttl,
+            chrono::Utc::now(),
+        )
+        .context("signing the token")?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves until ctrl-c or SIGTERM and reports each component's end.
+async fn run(app: Application) -> Result<ExitCode> {
+    let report = app.run_until_stopped(shutdown_signal()).await;
+    for (component, outcome) in &report.components {
+        eprintln!("{component}: {outcome}");
+    }
+    Ok(if report.all_stopped_cleanly() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error.message = %err, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error.message = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("ctrl-c: shutting down"),
+        _ = terminate => tracing::info!("SIGTERM: shutting down"),
     }
 }

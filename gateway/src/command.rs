@@ -1,0 +1,232 @@
+//! Running commands from handlers: context from the caller and headers, idempotency-key
+//! checks, metrics, and the answer every command gives.
+//!
+//! A handler builds the domain command (stamping `at` with [`AppState::now`]) and calls
+//! [`AppState::execute`]; it answers with [`Accepted`]:
+//!
+//! ```ignore
+//! let outcome = state.execute::<Brand>(caller.tenant(), &meta, Target::Existing(id), command, &()).await?;
+//! Ok(Accepted::ok(outcome))
+//! ```
+
+use axum::http::header::{HeaderValue, LOCATION};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use cqrs_es::Aggregate;
+use plasma_commands::{BulkReceipt, CommandContext, CommandReceipt, MentionInput};
+use plasma_domain::brand::Mention;
+use plasma_domain::ids::BrandId;
+use plasma_domain::{AggregateId, TenantId};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::extract::CommandMeta;
+use crate::metrics;
+use crate::state::AppState;
+
+/// The aggregate a command is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A new aggregate whose id the server just minted (e.g. registering a brand). A retry with
+    /// the same `Idempotency-Key` mints another id but gets the first outcome back.
+    New(Uuid),
+    /// An aggregate named by the request.
+    Existing(Uuid),
+}
+
+impl Target {
+    fn id(self) -> Uuid {
+        match self {
+            Self::New(id) | Self::Existing(id) => id,
+        }
+    }
+}
+
+/// What a command did, as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommandOutcome {
+    pub aggregate_type: &'static str,
+    pub aggregate_id: Uuid,
+    /// The aggregate's version after the command.
+    pub version: i64,
+    /// Global position of the aggregate's last event: pass it as `min_position` to a query to
+    /// read your own write.
+    pub position: Option<i64>,
+    /// Events this command appended (0 when nothing needed to change).
+    pub events_appended: u32,
+    pub command_id: Uuid,
+    #[serde(skip)]
+    pub replayed: bool,
+}
+
+/// What a bulk mention ingest did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BulkOutcome {
+    #[serde(flatten)]
+    pub receipt: BulkReceipt,
+    pub command_id: Uuid,
+}
+
+/// Answers of every command kind know whether they replay an earlier run.
+pub trait Replay {
+    fn replayed(&self) -> bool;
+}
+
+impl Replay for CommandOutcome {
+    fn replayed(&self) -> bool {
+        self.replayed
+    }
+}
+
+impl Replay for BulkOutcome {
+    fn replayed(&self) -> bool {
+        self.receipt.replayed
+    }
+}
+
+/// A command's answer: 200 or 201 with the outcome as JSON, a `Location` where sensible, and
+/// `Idempotent-Replayed: true` when this repeats an earlier run of the same `Idempotency-Key`.
+#[derive(Debug)]
+pub struct Accepted<B> {
+    status: StatusCode,
+    location: Option<String>,
+    body: B,
+}
+
+impl<B: Serialize + Replay> Accepted<B> {
+    pub fn ok(body: B) -> Self {
+        Self {
+            status: StatusCode::OK,
+            location: None,
+            body,
+        }
+    }
+
+    /// 201 with the new resource's URL.
+    pub fn created(body: B, location: String) -> Self {
+        Self {
+            status: StatusCode::CREATED,
+            location: Some(location),
+            body,
+        }
+    }
+
+    /// Where to read the result (e.g. the brand's mentions after an ingest).
+    pub fn with_location(mut self, location: String) -> Self {
+        self.location = Some(location);
+        self
+    }
+}
+
+impl<B: Serialize + Replay> IntoResponse for Accepted<B> {
+    fn into_response(self) -> Response {
+        let replayed = self.body.replayed();
+        let mut response = (self.status, axum::Json(self.body)).into_response();
+        let headers = response.headers_mut();
+        if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            headers.insert(LOCATION, location);
+        }
+        if replayed {
+            headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
+        response
+    }
+}
+
+impl AppState {
+    /// Runs `command` on aggregate `A` for `tenant`.
+    pub async fn execute<A>(
+        &self,
+        tenant: &TenantId,
+        meta: &CommandMeta,
+        target: Target,
+        command: A::Command,
+        services: &A::Services,
+    ) -> Result<CommandOutcome, ApiError>
+    where
+        A: Aggregate,
+        A::Command: Clone,
+        A::Error: 'static,
+        ApiError: From<A::Error>,
+    {
+        let context = context(tenant, meta);
+        if meta.idempotency_key {
+            let recorded: Option<CommandReceipt> = self.recorded(&context).await?;
+            if let (Some(receipt), Target::Existing(id)) = (&recorded, target) {
+                if receipt.aggregate_id != id {
+                    return Err(ApiError::IdempotencyKeyReused);
+                }
+            }
+        }
+        let receipt = self
+            .handler()
+            .execute::<A>(&context, target.id(), command, services)
+            .await?;
+        if !receipt.replayed {
+            metrics::events_appended(A::TYPE, u64::from(receipt.events_appended));
+        }
+        Ok(CommandOutcome {
+            aggregate_type: A::TYPE,
+            aggregate_id: receipt.aggregate_id,
+            version: receipt.version,
+            position: receipt.last_position,
+            events_appended: receipt.events_appended,
+            command_id: context.command_id.as_uuid(),
+            replayed: receipt.replayed,
+        })
+    }
+
+    /// Ingests `mentions` into `brand` in one transaction.
+    pub async fn ingest_mentions(
+        &self,
+        tenant: &TenantId,
+        meta: &CommandMeta,
+        brand: BrandId,
+        mentions: Vec<MentionInput>,
+    ) -> Result<BulkOutcome, ApiError> {
+        let context = context(tenant, meta);
+        if meta.idempotency_key {
+            let recorded: Option<BulkReceipt> = self.recorded(&context).await?;
+            if recorded.is_some_and(|r| r.brand_id != brand) {
+                return Err(ApiError::IdempotencyKeyReused);
+            }
+        }
+        let receipt = self
+            .handler()
+            .ingest_mentions(
+                &context,
+                brand,
+                mentions,
+                self.now(),
+                &self.services().mention,
+            )
+            .await?;
+        if !receipt.replayed {
+            metrics::events_appended(Mention::TYPE, u64::from(receipt.ingested));
+        }
+        Ok(BulkOutcome {
+            receipt,
+            command_id: context.command_id.as_uuid(),
+        })
+    }
+
+    /// The receipt recorded under this command id, if any. A receipt of another kind of
+    /// command means the key was reused for a different request.
+    async fn recorded<R: DeserializeOwned>(
+        &self,
+        context: &CommandContext,
+    ) -> Result<Option<R>, ApiError> {
+        let raw: Option<serde_json::Value> = self
+            .store()
+            .receipt(&context.tenant, context.command_id)
+            .await?;
+        raw.map(|raw| serde_json::from_value(raw).map_err(|_| ApiError::IdempotencyKeyReused))
+            .transpose()
+    }
+}
+
+fn context(tenant: &TenantId, meta: &CommandMeta) -> CommandContext {
+    CommandContext::new(tenant.clone(), meta.command_id, meta.correlation_id)
+}

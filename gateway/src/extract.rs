@@ -1,0 +1,363 @@
+//! Extractors whose failures are [`ApiError`]s, so a bad request is always answered in
+//! problem+json with the field at fault:
+//!
+//! - [`Json`]: a JSON body (request DTOs use `#[serde(deny_unknown_fields)]`); malformed JSON,
+//!   unknown or missing fields and wrong types are 400 `invalid_body` with the field's path
+//!   (e.g. `mentions[3].published_at`); an oversized body is 413 `payload_too_large`.
+//! - [`PathId`]: a typed id from the path; 400 `invalid_id`.
+//! - [`ReadQuery`]: query parameters, plus the `min_position` every query accepts; 400
+//!   `invalid_query`.
+//! - [`CommandMeta`]: `Idempotency-Key` and `X-Correlation-Id`; 400 `invalid_header`.
+
+use std::str::FromStr;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use plasma_domain::ids::{CommandId, CorrelationId, IdError};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The name of the query parameter every read endpoint accepts.
+pub const MIN_POSITION: &str = "min_position";
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+pub const CORRELATION_ID: &str = "X-Correlation-Id";
+
+/// A JSON request body, deserialized strictly.
+#[derive(Debug, Clone)]
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let limit = state.body_limit();
+        // Refuse a declared oversized body before reading any of it.
+        let declared = request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit as u64) {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection {
+                    BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+                        ApiError::PayloadTooLarge { limit }
+                    }
+                    other => ApiError::InvalidBody {
+                        field: None,
+                        message: format!("the body could not be read: {other}"),
+                    },
+                })?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Deserializes `bytes` as `T`, naming the offending field's path on failure.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(body_error)?;
+    deserializer.end().map_err(|err| ApiError::InvalidBody {
+        field: None,
+        message: format!("malformed JSON: {err}"),
+    })?;
+    Ok(value)
+}
+
+fn body_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    use serde_json::error::Category;
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    match inner.classify() {
+        Category::Syntax | Category::Eof | Category::Io => ApiError::InvalidBody {
+            field: None,
+            message: format!("malformed JSON: {inner}"),
+        },
+        Category::Data => {
+            let message = inner.to_string();
+            ApiError::InvalidBody {
+                field: Some(field_path(&path, &message)),
+                message,
+            }
+        }
+    }
+}
+
+/// The dotted path of the field a serde message is about. For unknown and missing fields serde
+/// names the field only in the message ("missing field `name`"), so it is appended to the path
+/// of the object it belongs to.
+fn field_path(path: &str, message: &str) -> String {
+    let named = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    let path = if path == "." { "" } else { path };
+    match named {
+        Some(name) if path.is_empty() => name.to_owned(),
+        Some(name) if !path.ends_with(name) => format!("{path}.{name}"),
+        _ if path.is_empty() => ".".to_owned(),
+        _ => path.to_owned(),
+    }
+}
+
+/// A typed id taken from the one path parameter of the route.
+#[derive(Debug, Clone, Copy)]
+pub struct PathId<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PathId<T>
+where
+    T: FromStr<Err = IdError> + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|rejection| ApiError::InvalidId {
+                    field: "id".to_owned(),
+                    message: rejection.body_text(),
+                })?;
+        parse_id(&raw, "id").map(PathId)
+    }
+}
+
+/// Parses a typed id from a path segment; 400 `invalid_id` naming `field`.
+pub fn parse_id<T: FromStr<Err = IdError>>(raw: &str, field: &str) -> Result<T, ApiError> {
+    raw.parse().map_err(|err: IdError| ApiError::InvalidId {
+        field: field.to_owned(),
+        message: err.to_string(),
+    })
+}
+
+/// Several path parameters (e.g. `{aggregate_type}/{id}`), as strings to parse one by one.
+#[derive(Debug, Clone)]
+pub struct PathParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PathParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| PathParams(value))
+            .map_err(|rejection| ApiError::InvalidId {
+                field: "path".to_owned(),
+                message: rejection.body_text(),
+            })
+    }
+}
+
+/// The query parameters of a read endpoint, strictly deserialized into `T` (use
+/// `#[serde(deny_unknown_fields)]`), and the `min_position` every read endpoint accepts.
+///
+/// Pass `min_position` to [`AppState::wait_for`] with the projections the endpoint reads.
+#[derive(Debug, Clone)]
+pub struct ReadQuery<T> {
+    pub params: T,
+    pub min_position: Option<i64>,
+}
+
+/// For read endpoints that take no parameters besides `min_position`.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+impl<T, S> FromRequestParts<S> for ReadQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parse_query(parts.uri.query().unwrap_or_default())
+    }
+}
+
+/// Splits `min_position` off `query` and deserializes the rest as `T`.
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<ReadQuery<T>, ApiError> {
+    let mut min_position = None;
+    let mut rest = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if key == MIN_POSITION {
+            let position = value
+                .parse::<i64>()
+                .ok()
+                .filter(|p| *p >= 0)
+                .ok_or_else(|| ApiError::InvalidQuery {
+                    field: Some(MIN_POSITION.to_owned()),
+                    message: format!(
+                        "`min_position` must be a non-negative integer, not `{}`",
+                        value.chars().take(40).collect::<String>()
+                    ),
+                })?;
+            min_position = Some(position);
+        } else {
+            rest.append_pair(&key, &value);
+        }
+    }
+    let rest = rest.finish();
+    let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(rest.as_bytes()));
+    let params = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let message = err.into_inner().to_string();
+        ApiError::InvalidQuery {
+            field: Some(field_path(&path, &message)),
+            message: format!("invalid query: {message}"),
+        }
+    })?;
+    Ok(ReadQuery {
+        params,
+        min_position,
+    })
+}
+
+/// The headers every command accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandMeta {
+    /// From `Idempotency-Key` when given, else a fresh UUIDv7.
+    pub command_id: CommandId,
+    /// Whether the client chose the command id (and so may be retrying).
+    pub idempotency_key: bool,
+    pub correlation_id: Option<CorrelationId>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CommandMeta {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let key = uuid_header(&parts.headers, IDEMPOTENCY_KEY)?;
+        let correlation = uuid_header(&parts.headers, CORRELATION_ID)?;
+        Ok(Self {
+            command_id: CommandId::from_uuid(key.unwrap_or_else(Uuid::now_v7)),
+            idempotency_key: key.is_some(),
+            correlation_id: correlation.map(CorrelationId::from_uuid),
+        })
+    }
+}
+
+fn uuid_header(headers: &HeaderMap, name: &'static str) -> Result<Option<Uuid>, ApiError> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| Uuid::parse_str(v.trim()).ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::InvalidHeader {
+            header: name,
+            message: format!("`{name}` must be a UUID"),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        #[serde(default)]
+        inner: Vec<Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        count: u32,
+    }
+
+    fn field_of(json: &str) -> Option<String> {
+        match parse_json::<Body>(json.as_bytes()) {
+            Err(ApiError::InvalidBody { field, .. }) => field,
+            other => panic!("expected invalid_body, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn body_errors_name_the_field_path() {
+        assert_eq!(field_of(r#"{}"#).as_deref(), Some("name"));
+        assert_eq!(field_of(r#"{"name": 5}"#).as_deref(), Some("name"));
+        assert_eq!(
+            field_of(r#"{"name": "a", "nme": 1}"#).as_deref(),
+            Some("nme")
+        );
+        assert_eq!(
+            field_of(r#"{"name": "a", "inner": [{"count": 1}, {"count": "x"}]}"#).as_deref(),
+            Some("inner[1].count")
+        );
+        assert_eq!(
+            field_of(r#"{"name": "a", "inner": [{}]}"#).as_deref(),
+            Some("inner[0].count")
+        );
+        assert_eq!(
+            field_of(r#"{"name": "a", "inner": [{"count": 1, "extra": 2}]}"#).as_deref(),
+            Some("inner[0].extra")
+        );
+        assert_eq!(field_of(r#"{"name": "#), None);
+        assert_eq!(field_of(r#"{"name": "a"} trailing"#), None);
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Params {
+        limit: Option<u32>,
+    }
+
+    #[test]
+    fn queries_split_off_min_position_and_name_bad_parameters() {
+        let query = parse_query::<Params>("limit=5&min_position=42").unwrap();
+        assert_eq!(query.params.limit, Some(5));
+        assert_eq!(query.min_position, Some(42));
+        match parse_query::<Params>("limit=lots") {
+            Err(ApiError::InvalidQuery { field, .. }) => {
+                assert_eq!(field.as_deref(), Some("limit"))
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_query::<Params>("limt=5") {
+            Err(ApiError::InvalidQuery { field, .. }) => assert_eq!(field.as_deref(), Some("limt")),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_query::<Params>("min_position=-1").is_err());
+    }
+}

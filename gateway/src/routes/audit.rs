@@ -1,0 +1,349 @@
+//! Audit: the recorded history of an aggregate, its state as of a version or an instant, and
+//! the tenant's whole event log. These read the event store itself, never a read model, so
+//! they are always current (`min_position` is accepted and has nothing to wait for).
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json as JsonBody, Router};
+use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
+use plasma_commands::RecordedEvent;
+use plasma_domain::agent::AgentRun;
+use plasma_domain::brand::{Brand, Mention};
+use plasma_domain::content::Draft;
+use plasma_domain::ids::{BrandId, DocumentId, DraftId, MentionId, RunId};
+use plasma_domain::research::Document;
+use plasma_domain::{AggregateId, TenantId};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::{Audit, Authorized};
+use crate::error::ApiError;
+use crate::extract::{parse_id, NoParams, PathParams, ReadQuery};
+use crate::state::AppState;
+
+/// Default and largest page of the tenant's event log.
+pub const DEFAULT_EVENTS_LIMIT: u32 = 100;
+pub const MAX_EVENTS_LIMIT: u32 = 1000;
+/// The log is shared by all tenants and read in position order; one request scans at most this
+/// many events, so a tenant with few events among many answers in bounded time (and pages on
+/// with `next_from_position`).
+const MAX_SCANNED: usize = 20_000;
+const SCAN_BATCH: i64 = 2_000;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/audit/events", get(tenant_events))
+        .route("/audit/{aggregate_type}/{id}/events", get(history))
+        .route("/audit/{aggregate_type}/{id}/state", get(state_as_of))
+}
+
+/// The aggregate types whose history the audit endpoints serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AggregateKind {
+    Brand,
+    Mention,
+    Draft,
+    AgentRun,
+    Document,
+}
+
+impl AggregateKind {
+    const ALL: [Self; 5] = [
+        Self::Brand,
+        Self::Mention,
+        Self::Draft,
+        Self::AgentRun,
+        Self::Document,
+    ];
+
+    fn type_name(self) -> &'static str {
+        match self {
+            Self::Brand => Brand::TYPE,
+            Self::Mention => Mention::TYPE,
+            Self::Draft => Draft::TYPE,
+            Self::AgentRun => AgentRun::TYPE,
+            Self::Document => Document::TYPE,
+        }
+    }
+
+    /// `AgentRun`, `agent_run`, `agent-run` and `agentrun` all name the same type.
+    fn parse(raw: &str) -> Result<Self, ApiError> {
+        let wanted: String = raw
+            .chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .collect::<String>()
+            .to_lowercase();
+        Self::ALL
+            .into_iter()
+            .find(|k| k.type_name().to_lowercase() == wanted)
+            .ok_or_else(|| ApiError::UnknownAggregateType(raw.chars().take(80).collect()))
+    }
+
+    /// The aggregate's id, parsed as its own kind of id.
+    fn parse_id(self, raw: &str) -> Result<Uuid, ApiError> {
+        Ok(match self {
+            Self::Brand => parse_id::<BrandId>(raw, "id")?.as_uuid(),
+            Self::Mention => parse_id::<MentionId>(raw, "id")?.as_uuid(),
+            Self::Draft => parse_id::<DraftId>(raw, "id")?.as_uuid(),
+            Self::AgentRun => parse_id::<RunId>(raw, "id")?.as_uuid(),
+            Self::Document => parse_id::<DocumentId>(raw, "id")?.as_uuid(),
+        })
+    }
+
+    /// The aggregate's state after `events`, as JSON.
+    fn replay(self, events: &[RecordedEvent]) -> Result<serde_json::Value, ApiError> {
+        match self {
+            Self::Brand => replay::<Brand>(events),
+            Self::Mention => replay::<Mention>(events),
+            Self::Draft => replay::<Draft>(events),
+            Self::AgentRun => replay::<AgentRun>(events),
+            Self::Document => replay::<Document>(events),
+        }
+    }
+}
+
+fn replay<A: Aggregate + Serialize>(
+    events: &[RecordedEvent],
+) -> Result<serde_json::Value, ApiError> {
+    let mut aggregate = A::default();
+    for event in events {
+        aggregate.apply(event.decode::<A::Event>()?);
+    }
+    Ok(serde_json::to_value(&aggregate)?)
+}
+
+/// One recorded event with all its metadata.
+#[derive(Debug, Serialize)]
+struct AuditEvent {
+    position: i64,
+    event_id: Uuid,
+    aggregate_type: String,
+    aggregate_id: Uuid,
+    sequence: i64,
+    event_type: String,
+    event_version: i32,
+    recorded_at: DateTime<Utc>,
+    correlation_id: Uuid,
+    causation_id: Uuid,
+    command_id: Uuid,
+    payload: serde_json::Value,
+}
+
+impl TryFrom<RecordedEvent> for AuditEvent {
+    type Error = ApiError;
+    fn try_from(event: RecordedEvent) -> Result<Self, ApiError> {
+        let payload = serde_json::from_str(&event.payload)?;
+        Ok(Self {
+            position: event.position,
+            event_id: event.event_id,
+            aggregate_type: event.aggregate_type,
+            aggregate_id: event.aggregate_id,
+            sequence: event.sequence,
+            event_type: event.event_type,
+            event_version: event.event_version,
+            recorded_at: event.recorded_at,
+            correlation_id: event.correlation_id,
+            causation_id: event.causation_id,
+            command_id: event.command_id,
+            payload,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamPath {
+    aggregate_type: String,
+    id: String,
+}
+
+/// Loads one aggregate's events for `tenant`; another tenant's aggregate is not found.
+async fn load(
+    state: &AppState,
+    tenant: &TenantId,
+    path: &StreamPath,
+) -> Result<(AggregateKind, Uuid, Vec<RecordedEvent>), ApiError> {
+    let kind = AggregateKind::parse(&path.aggregate_type)?;
+    let id = kind.parse_id(&path.id)?;
+    let stream = state
+        .store()
+        .load_stream(tenant, kind.type_name(), id)
+        .await?;
+    if stream.events.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "{} {id} does not exist",
+            kind.type_name()
+        )));
+    }
+    Ok((kind, id, stream.events))
+}
+
+#[derive(Debug, Serialize)]
+struct History {
+    aggregate_type: &'static str,
+    aggregate_id: Uuid,
+    version: i64,
+    events: Vec<AuditEvent>,
+}
+
+/// Every event of one aggregate, oldest first.
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.aggregate.type = %path.aggregate_type, plasma.aggregate.id = %path.id))]
+async fn history(
+    State(state): State<AppState>,
+    caller: Authorized<Audit>,
+    PathParams(path): PathParams<StreamPath>,
+    _query: ReadQuery<NoParams>,
+) -> Result<JsonBody<History>, ApiError> {
+    let (kind, id, events) = load(&state, caller.tenant(), &path).await?;
+    let version = events.last().map_or(0, |e| e.sequence);
+    let events = events
+        .into_iter()
+        .map(AuditEvent::try_from)
+        .collect::<Result<_, _>>()?;
+    Ok(JsonBody(History {
+        aggregate_type: kind.type_name(),
+        aggregate_id: id,
+        version,
+        events,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AsOf {
+    /// The state right after this version (sequence) was applied.
+    as_of_version: Option<i64>,
+    /// The state as recorded at this instant (RFC 3339).
+    as_of: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+struct StateAsOf {
+    aggregate_type: &'static str,
+    aggregate_id: Uuid,
+    /// Version of the last event applied (0: the aggregate did not exist yet).
+    version: i64,
+    /// Position and time of that event.
+    position: Option<i64>,
+    recorded_at: Option<DateTime<Utc>>,
+    /// The aggregate's current version, for comparison.
+    current_version: i64,
+    state: serde_json::Value,
+}
+
+/// The aggregate's state rebuilt by replaying its events up to `as_of_version` or `as_of`
+/// (the current state without either).
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.aggregate.type = %path.aggregate_type, plasma.aggregate.id = %path.id))]
+async fn state_as_of(
+    State(state): State<AppState>,
+    caller: Authorized<Audit>,
+    PathParams(path): PathParams<StreamPath>,
+    query: ReadQuery<AsOf>,
+) -> Result<JsonBody<StateAsOf>, ApiError> {
+    let AsOf {
+        as_of_version,
+        as_of,
+    } = query.params;
+    if as_of_version.is_some() && as_of.is_some() {
+        return Err(ApiError::InvalidQuery {
+            field: Some("as_of".to_owned()),
+            message: "give `as_of_version` or `as_of`, not both".to_owned(),
+        });
+    }
+    if as_of_version.is_some_and(|v| v < 0) {
+        return Err(ApiError::InvalidQuery {
+            field: Some("as_of_version".to_owned()),
+            message: "`as_of_version` must not be negative".to_owned(),
+        });
+    }
+    let (kind, id, events) = load(&state, caller.tenant(), &path).await?;
+    let current_version = events.last().map_or(0, |e| e.sequence);
+    let upto = events
+        .iter()
+        .take_while(|e| {
+            as_of_version.is_none_or(|v| e.sequence <= v)
+                && as_of.is_none_or(|t| e.recorded_at <= t)
+        })
+        .count();
+    let applied = &events[..upto];
+    let last = applied.last();
+    Ok(JsonBody(StateAsOf {
+        aggregate_type: kind.type_name(),
+        aggregate_id: id,
+        version: last.map_or(0, |e| e.sequence),
+        position: last.map(|e| e.position),
+        recorded_at: last.map(|e| e.recorded_at),
+        current_version,
+        state: kind.replay(applied)?,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// The first position to return (inclusive); 1 by default.
+    from_position: Option<i64>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct EventLog {
+    events: Vec<AuditEvent>,
+    /// Pass as `from_position` for the next page.
+    next_from_position: i64,
+    /// Position of the last event in the store when this page was read.
+    head: i64,
+    /// Whether events after this page may belong to the tenant.
+    has_more: bool,
+}
+
+/// The tenant's events in global position order, across all aggregates.
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant()))]
+async fn tenant_events(
+    State(state): State<AppState>,
+    caller: Authorized<Audit>,
+    query: ReadQuery<EventsQuery>,
+) -> Result<JsonBody<EventLog>, ApiError> {
+    let from = query.params.from_position.unwrap_or(1);
+    if from < 0 {
+        return Err(ApiError::InvalidQuery {
+            field: Some("from_position".to_owned()),
+            message: "`from_position` must not be negative".to_owned(),
+        });
+    }
+    let limit = query.params.limit.unwrap_or(DEFAULT_EVENTS_LIMIT);
+    if !(1..=MAX_EVENTS_LIMIT).contains(&limit) {
+        return Err(ApiError::InvalidQuery {
+            field: Some("limit".to_owned()),
+            message: format!("`limit` must be between 1 and {MAX_EVENTS_LIMIT}"),
+        });
+    }
+    let limit = limit as usize;
+    let store = state.store();
+    let head = store.head().await?;
+    let mut after = from.saturating_sub(1);
+    let mut scanned = 0;
+    let mut events = Vec::new();
+    'scan: while events.len() < limit && scanned < MAX_SCANNED && after < head {
+        let batch = store.read_all(after, SCAN_BATCH).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for event in batch {
+            after = event.position;
+            scanned += 1;
+            if &event.tenant == caller.tenant() {
+                events.push(AuditEvent::try_from(event)?);
+                if events.len() == limit {
+                    break 'scan;
+                }
+            }
+        }
+    }
+    Ok(JsonBody(EventLog {
+        events,
+        next_from_position: after + 1,
+        head,
+        has_more: after < head,
+    }))
+}

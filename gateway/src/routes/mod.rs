@@ -1,0 +1,122 @@
+//! The HTTP routes: ops endpoints at the root, the API under `/v1`.
+//!
+//! # Adding a route module
+//!
+//! 1. Create `routes/<context>.rs` with `pub(crate) fn routes() -> Router<AppState>`, paths
+//!    relative to `/v1` (e.g. `/drafts/{id}/approve`), and add it to [`v1`].
+//! 2. Handlers take, in this order: `State(state)`, the caller as
+//!    [`Authorized<Commands>`](crate::auth::Authorized) / `Authorized<Queries>` /
+//!    `Authorized<Audit>` (the permission is the type), path ids as
+//!    [`PathId<DraftId>`](crate::extract::PathId), then [`CommandMeta`](crate::extract::CommandMeta)
+//!    for commands or [`ReadQuery<T>`](crate::extract::ReadQuery) for queries, and a JSON body
+//!    last as [`Json<T>`](crate::extract::Json) (DTO with `#[serde(deny_unknown_fields)]`).
+//! 3. Commands: stamp `at` with `state.now()`, run with
+//!    [`AppState::execute`](crate::state::AppState::execute), answer
+//!    [`Accepted`](crate::command::Accepted). Queries: first
+//!    `state.wait_for(query.min_position, &[<projections read>])`, then `state.read()`; a
+//!    missing (or other tenant's) thing is `ApiError::NotFound`.
+//! 4. Return `Result<_, ApiError>`; domain errors convert with `?` (see `error/domain.rs`).
+//! 5. Put `#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), …))]` on
+//!    each handler, and add the route to the API tests.
+
+mod audit;
+mod brands;
+mod mentions;
+mod ops;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, Method, Uri};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::{ApiError, InternalError};
+use crate::state::AppState;
+use crate::{auth, metrics};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole application router.
+pub fn router(state: AppState, request_timeout: std::time::Duration) -> Router {
+    let body_limit = state.body_limit();
+    Router::new()
+        .merge(ops::routes())
+        .nest("/v1", v1(state.clone()))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Layers run outside-in from the last one added.
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            timeout(request_timeout, request, next)
+        }))
+        .layer(CatchPanicLayer::custom(panicked))
+        .layer(middleware::from_fn(metrics::track_http))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Every `/v1` route: authenticated and rate limited per tenant.
+fn v1(state: AppState) -> Router<AppState> {
+    Router::new()
+        .merge(brands::routes())
+        .merge(mentions::routes())
+        .merge(audit::routes())
+        .layer(middleware::from_fn_with_state(state, auth::authenticate))
+}
+
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "http.request",
+        http.request.method = %request.method(),
+        url.path = %request.uri().path(),
+        http.route = route.as_deref().unwrap_or("unmatched"),
+        http.request.id = request_id,
+        plasma.tenant = tracing::field::Empty,
+    )
+}
+
+async fn timeout(
+    after: std::time::Duration,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    tokio::time::timeout(after, next.run(request))
+        .await
+        .map_err(|_| ApiError::Timeout { after })
+}
+
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    axum::response::IntoResponse::into_response(ApiError::Internal(InternalError::Panic(message)))
+}
+
+async fn route_not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::RouteNotFound {
+        method: method.to_string(),
+        path: uri.path().chars().take(200).collect(),
+    }
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+    }
+}

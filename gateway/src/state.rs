@@ -1,0 +1,169 @@
+//! What every handler can reach: the command handler, the read models, the clock, and the
+//! gateway's own services. A cheap handle (one `Arc`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use metrics_exporter_prometheus::PrometheusHandle;
+use plasma_commands::{CommandHandler, EventStore, Services};
+use plasma_domain::content::DraftServices;
+use plasma_projections::ReadModels;
+
+use crate::auth::TokenVerifier;
+use crate::clock::Clock;
+use crate::error::ApiError;
+use crate::rate_limit::RateLimiter;
+
+/// Shared state of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    handler: CommandHandler,
+    read: ReadModels,
+    clock: Arc<dyn Clock>,
+    verifier: TokenVerifier,
+    rate_limiter: RateLimiter,
+    services: Services,
+    draft_services: DraftServices,
+    body_limit: usize,
+    min_position_wait: Duration,
+    ready_max_lag: u64,
+    projections: Vec<&'static str>,
+    metrics: PrometheusHandle,
+}
+
+/// The parts [`AppState::new`] is built from.
+#[derive(Debug)]
+pub struct StateParts {
+    pub handler: CommandHandler,
+    pub read: ReadModels,
+    pub clock: Arc<dyn Clock>,
+    pub verifier: TokenVerifier,
+    pub rate_limiter: RateLimiter,
+    pub services: Services,
+    pub draft_services: DraftServices,
+    pub body_limit: usize,
+    pub min_position_wait: Duration,
+    pub ready_max_lag: u64,
+    pub projections: Vec<&'static str>,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub fn new(parts: StateParts) -> Self {
+        let StateParts {
+            handler,
+            read,
+            clock,
+            verifier,
+            rate_limiter,
+            services,
+            draft_services,
+            body_limit,
+            min_position_wait,
+            ready_max_lag,
+            projections,
+            metrics,
+        } = parts;
+        Self {
+            inner: Arc::new(Inner {
+                handler,
+                read,
+                clock,
+                verifier,
+                rate_limiter,
+                services,
+                draft_services,
+                body_limit,
+                min_position_wait,
+                ready_max_lag,
+                projections,
+                metrics,
+            }),
+        }
+    }
+
+    /// Runs commands (through [`AppState::execute`] in handlers, which adds idempotency checks
+    /// and metrics).
+    pub fn handler(&self) -> &CommandHandler {
+        &self.inner.handler
+    }
+
+    pub fn store(&self) -> &EventStore {
+        self.inner.handler.store()
+    }
+
+    pub fn read(&self) -> &ReadModels {
+        &self.inner.read
+    }
+
+    /// The instant stamped on commands as `at`.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    /// The aggregates' outside helpers (sentiment scorer, …).
+    pub fn services(&self) -> &Services {
+        &self.inner.services
+    }
+
+    pub fn draft_services(&self) -> &DraftServices {
+        &self.inner.draft_services
+    }
+
+    pub fn verifier(&self) -> &TokenVerifier {
+        &self.inner.verifier
+    }
+
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.inner.rate_limiter
+    }
+
+    pub fn body_limit(&self) -> usize {
+        self.inner.body_limit
+    }
+
+    pub fn ready_max_lag(&self) -> u64 {
+        self.inner.ready_max_lag
+    }
+
+    /// The names of every projection this process runs.
+    pub fn projections(&self) -> &[&'static str] {
+        &self.inner.projections
+    }
+
+    pub fn metrics(&self) -> &PrometheusHandle {
+        &self.inner.metrics
+    }
+
+    /// Read-your-writes: with a `min_position`, waits (at most the configured bound) until
+    /// every projection in `projections` has applied it; 503 `not_yet_consistent` otherwise.
+    pub async fn wait_for(
+        &self,
+        min_position: Option<i64>,
+        projections: &[&str],
+    ) -> Result<(), ApiError> {
+        let Some(position) = min_position else {
+            return Ok(());
+        };
+        let waited = self.inner.min_position_wait;
+        if self
+            .inner
+            .read
+            .wait_for(projections, position, waited)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(ApiError::NotYetConsistent {
+                min_position: position,
+                waited,
+            })
+        }
+    }
+}

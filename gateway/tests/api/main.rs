@@ -1,0 +1,19 @@
+//! API tests: the real server on port 0, each test on a fresh store, every test once on SQLite
+//! and once on PostgreSQL. `TEST_LOG=1` turns logs on (filter with `PLASMA_LOG`).
+
+// Tests may unwrap and panic: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
+#[macro_use]
+mod helpers;
+
+mod audit;
+mod auth;
+mod bad_input;
+mod brands;
+mod consistency;
+mod demo;
+mod idempotency;
+mod ops;
+mod rate_limit;
+mod tenancy;

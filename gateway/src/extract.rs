@@ -10,13 +10,14 @@
 //! - [`CommandMeta`]: `Idempotency-Key` and `X-Correlation-Id`; 400 `invalid_header`.
 
 use std::str::FromStr;
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
+use http_body_util::BodyExt as _;
 use plasma_domain::ids::{CommandId, CorrelationId, IdError};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -41,29 +42,61 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
             return Err(ApiError::UnsupportedMediaType);
         }
         let limit = state.body_limit();
-        // Refuse a declared oversized body before reading any of it.
         let declared = request
             .headers()
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > limit as u64) {
+        let body = request.into_body();
+        if let Some(declared) = declared.filter(|len| *len > limit as u64) {
+            // Refuse before reading; read a modest excess anyway so the client, still
+            // sending, gets to see the answer.
+            if declared <= (limit as u64).saturating_mul(2) {
+                drain(body, limit).await;
+            }
             return Err(ApiError::PayloadTooLarge { limit });
         }
-        let bytes =
-            Bytes::from_request(request, state)
-                .await
-                .map_err(|rejection| match rejection {
-                    BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
-                        ApiError::PayloadTooLarge { limit }
-                    }
-                    other => ApiError::InvalidBody {
-                        field: None,
-                        message: format!("the body could not be read: {other}"),
-                    },
-                })?;
+        let bytes = read_limited(body, limit).await?;
         parse_json(&bytes).map(Json)
     }
+}
+
+/// How long a refused body is read on before the 413 goes out regardless.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// The whole body, or 413 `payload_too_large` once it passes `limit` bytes.
+async fn read_limited(mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| ApiError::InvalidBody {
+            field: None,
+            message: format!("the body could not be read: {err}"),
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > limit {
+                drain(body, limit).await;
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// Reads and discards up to `max` more bytes (for at most [`DRAIN_TIME`]). A client that sends
+/// its whole body before reading the answer, as most do, then sees the 413 instead of a
+/// connection reset; a larger body is cut off by closing the connection.
+async fn drain(mut body: Body, max: usize) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut read = 0;
+        while read <= max {
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+                Some(Err(_)) | None => break,
+            }
+        }
+    })
+    .await;
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

@@ -139,6 +139,19 @@ impl EventStore {
         }
     }
 
+    /// Up to `limit` of one tenant's events with a position above `after`, in position order.
+    pub async fn read_tenant(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.read_tenant(tenant, after, limit).await,
+            Self::Postgres(store) => store.read_tenant(tenant, after, limit).await,
+        }
+    }
+
     /// The position of the last committed event (0 for an empty store).
     pub async fn head(&self) -> Result<i64, StoreError> {
         match self {

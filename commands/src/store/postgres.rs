@@ -210,6 +210,24 @@ impl PostgresStore {
         rows.iter().map(decode_event).collect()
     }
 
+    pub async fn read_tenant(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql =
+            format!("{SELECT_EVENTS} WHERE tenant_id = $1 AND position > $2 ORDER BY position LIMIT $3");
+        let rows = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("reading a tenant's events"))?;
+        rows.iter().map(decode_event).collect()
+    }
+
     pub async fn head(&self) -> Result<i64, StoreError> {
         // Not event_log_head: that counts positions of transactions still in flight.
         sqlx::query_scalar("SELECT COALESCE(MAX(position), 0)::bigint FROM events")

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use cqrs_es::Aggregate;
 use plasma_commands::{BulkReceipt, CommandContext, CommandReceipt, MentionInput};
 use plasma_domain::brand::Mention;
-use plasma_domain::ids::BrandId;
+use plasma_domain::ids::{BrandId, CommandId};
 use plasma_domain::{AggregateId, TenantId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -176,6 +176,20 @@ impl AppState {
             command_id: context.command_id.as_uuid(),
             replayed: receipt.replayed,
         })
+    }
+
+    /// The current state of `tenant`'s aggregate `A` with `id`, replayed from the event store
+    /// (never a read model, so it is as current as a command would see it). An aggregate with
+    /// no events — never created, or another tenant's — is `A::default()`.
+    ///
+    /// For handlers whose command needs another aggregate's state (a draft's voice check needs
+    /// its brand's voice guidelines).
+    pub async fn load<A: Aggregate>(&self, tenant: &TenantId, id: Uuid) -> Result<A, ApiError> {
+        // Loading reads the tenant's stream only; the command id is never used.
+        let context =
+            CommandContext::new(tenant.clone(), CommandId::from_uuid(Uuid::now_v7()), None);
+        let (aggregate, _version, _position) = self.handler().load::<A>(&context, id).await?;
+        Ok(aggregate)
     }
 
     /// Ingests `mentions` into `brand` in one transaction.

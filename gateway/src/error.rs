@@ -32,6 +32,13 @@ pub enum ApiError {
     /// The thing does not exist — or belongs to another tenant, which is answered the same way.
     #[error("{0}")]
     NotFound(String),
+    /// A body field names something that does not exist for this tenant (e.g. the `brand_id`
+    /// of a new draft); answered like [`ApiError::NotFound`], with the field.
+    #[error("{message}")]
+    UnknownReference {
+        field: &'static str,
+        message: String,
+    },
     #[error("unknown aggregate type `{0}`: use Brand, Mention, Draft, AgentRun or Document")]
     UnknownAggregateType(String),
     #[error("no route for {method} {path}")]
@@ -143,6 +150,10 @@ impl ApiError {
             Self::Unauthorized(_) => parts(S::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Self::Forbidden { .. } => parts(S::FORBIDDEN, "forbidden", "Forbidden"),
             Self::NotFound(_) => parts(S::NOT_FOUND, "not_found", "Not found"),
+            Self::UnknownReference { field, .. } => ProblemParts {
+                field: Some((*field).to_owned()),
+                ..parts(S::NOT_FOUND, "not_found", "Not found")
+            },
             Self::UnknownAggregateType(_) => parts(
                 S::NOT_FOUND,
                 "unknown_aggregate_type",

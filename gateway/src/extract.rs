@@ -4,6 +4,7 @@
 //! - [`Json`]: a JSON body (request DTOs use `#[serde(deny_unknown_fields)]`); malformed JSON,
 //!   unknown or missing fields and wrong types are 400 `invalid_body` with the field's path
 //!   (e.g. `mentions[3].published_at`); an oversized body is 413 `payload_too_large`.
+//!   `Option<Json<T>>` takes an optional body: none at all is `None`.
 //! - [`PathId`]: a typed id from the path; 400 `invalid_id`.
 //! - [`ReadQuery`]: query parameters, plus the `min_position` every query accepts; 400
 //!   `invalid_query`.
@@ -13,7 +14,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
@@ -41,24 +42,51 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
         if !is_json(request.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let limit = state.body_limit();
-        let declared = request
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let body = request.into_body();
-        if let Some(declared) = declared.filter(|len| *len > limit as u64) {
-            // Refuse before reading; read a modest excess anyway so the client, still
-            // sending, gets to see the answer.
-            if declared <= (limit as u64).saturating_mul(2) {
-                drain(body, limit).await;
-            }
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        let bytes = read_limited(body, limit).await?;
+        let bytes = read_body(request, state.body_limit()).await?;
         parse_json(&bytes).map(Json)
     }
+}
+
+/// `Option<Json<T>>`: for commands whose body is optional (e.g. approving a draft, where the
+/// approver defaults to the caller). No body — nothing at all, or only whitespace — is `None`,
+/// with or without a JSON content type; a body that is there must be declared as JSON and is
+/// parsed as strictly as [`Json`].
+impl<T: DeserializeOwned> OptionalFromRequest<AppState> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        request: Request,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        let declared_json = is_json(request.headers());
+        let bytes = read_body(request, state.body_limit()).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        if !declared_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        parse_json(&bytes).map(|value| Some(Json(value)))
+    }
+}
+
+/// The whole body, refused with 413 `payload_too_large` past `limit` bytes.
+async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = request.into_body();
+    if let Some(declared) = declared.filter(|len| *len > limit as u64) {
+        // Refuse before reading; read a modest excess anyway so the client, still
+        // sending, gets to see the answer.
+        if declared <= (limit as u64).saturating_mul(2) {
+            drain(body, limit).await;
+        }
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    read_limited(body, limit).await
 }
 
 /// How long a refused body is read on before the 413 goes out regardless.

@@ -124,7 +124,10 @@ impl From<AgentRunError> for ApiError {
             | AgentRunError::NoStepInProgress
             | AgentRunError::StepMismatch { .. }
             | AgentRunError::NoCheckpoint => transition(err),
-            AgentRunError::CheckpointNotFound(_) => invalid("from", err),
+            // Naming a checkpoint the run does not have is a refused value, like an entity
+            // pointing at a chunk that does not exist; resuming a run that has no checkpoint
+            // at all (`NoCheckpoint`) is a matter of its state.
+            AgentRunError::CheckpointNotFound(_) => invalid("checkpoint", err),
             AgentRunError::TooManyCheckpoints { .. } => invalid("name", err),
             AgentRunError::JsonTooLarge { field, .. } => invalid(field, err),
             AgentRunError::Invalid(err) => err.into(),
@@ -165,6 +168,33 @@ mod tests {
             "illegal_transition"
         );
         assert_eq!(ApiError::from(DraftError::NotFound).code(), "not_found");
+    }
+
+    #[test]
+    fn a_missing_named_checkpoint_is_a_refused_value_but_no_checkpoint_at_all_is_a_state() {
+        let err = ApiError::from(AgentRunError::CheckpointNotFound("plan".into()));
+        assert_eq!(err.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(matches!(err, ApiError::Validation { field: Some(f), .. } if f == "checkpoint"));
+        assert_eq!(
+            ApiError::from(AgentRunError::NoCheckpoint).code(),
+            "illegal_transition"
+        );
+        assert_eq!(
+            ApiError::from(DraftError::Rejected).status(),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            ApiError::from(DraftError::NotApproved).code(),
+            "illegal_transition"
+        );
+        assert_eq!(
+            ApiError::from(DocumentError::AlreadyChunked {
+                max_chars: 500,
+                overlap: 0
+            })
+            .code(),
+            "illegal_transition"
+        );
     }
 
     #[test]

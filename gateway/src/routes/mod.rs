@@ -9,7 +9,10 @@
 //!    `Authorized<Audit>` (the permission is the type), path ids as
 //!    [`PathId<DraftId>`](crate::extract::PathId), then [`CommandMeta`](crate::extract::CommandMeta)
 //!    for commands or [`ReadQuery<T>`](crate::extract::ReadQuery) for queries, and a JSON body
-//!    last as [`Json<T>`](crate::extract::Json) (DTO with `#[serde(deny_unknown_fields)]`).
+//!    last as [`Json<T>`](crate::extract::Json) (DTO with `#[serde(deny_unknown_fields)]`), or
+//!    `Option<Json<T>>` when the body may be left out. Several path parameters (e.g.
+//!    `/agent-runs/{id}/steps/{index}/start`) come as one
+//!    [`PathParams<T>`](crate::extract::PathParams), parsed field by field.
 //! 3. Commands: stamp `at` with `state.now()`, run with
 //!    [`AppState::execute`](crate::state::AppState::execute), answer
 //!    [`Accepted`](crate::command::Accepted). Queries: first
@@ -19,8 +22,11 @@
 //! 5. Put `#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), …))]` on
 //!    each handler, and add the route to the API tests.
 
+mod agent_runs;
 mod audit;
 mod brands;
+mod documents;
+mod drafts;
 mod mentions;
 mod ops;
 
@@ -32,6 +38,8 @@ use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+
+use plasma_projections::Page;
 
 use crate::error::{ApiError, InternalError};
 use crate::state::AppState;
@@ -65,8 +73,28 @@ fn v1(state: AppState) -> Router<AppState> {
     Router::new()
         .merge(brands::routes())
         .merge(mentions::routes())
+        .merge(drafts::routes())
+        .merge(agent_runs::routes())
+        .merge(documents::routes())
         .merge(audit::routes())
         .layer(middleware::from_fn_with_state(state, auth::authenticate))
+}
+
+/// Default page size of the list endpoints (drafts, agent runs, documents); the largest is
+/// [`Page::MAX_LIMIT`].
+pub const DEFAULT_PAGE_LIMIT: u32 = 50;
+
+/// A page request from a list endpoint's `limit` and `after`; 400 `invalid_query` for a
+/// `limit` out of range. (A bad `after` cursor is refused by the read model the same way.)
+pub(crate) fn page(limit: Option<u32>, after: Option<String>) -> Result<Page, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+    if !(1..=Page::MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::InvalidQuery {
+            field: Some("limit".to_owned()),
+            message: format!("`limit` must be between 1 and {}", Page::MAX_LIMIT),
+        });
+    }
+    Ok(Page { limit, after })
 }
 
 fn request_span(request: &Request) -> tracing::Span {

@@ -222,6 +222,43 @@ impl TestApp {
         self.send_json(Method::PUT, path, token, body).await
     }
 
+    /// POSTs without a body (a voice check, an archive, a resume from the latest checkpoint).
+    pub async fn post_empty(&self, path: &str, token: &str) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POSTs `body` with an `Idempotency-Key`.
+    pub async fn post_json_with_key(
+        &self,
+        path: &str,
+        token: &str,
+        key: &str,
+        body: &Value,
+    ) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GETs `path` once the read models reached `position`; asserts 200 and returns the body.
+    pub async fn read(&self, path: &str, token: &str, position: i64) -> Value {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let response = self
+            .get(&format!("{path}{separator}min_position={position}"), token)
+            .await;
+        accepted(response, 200).await
+    }
+
     /// Sends `body` as is, with `content_type` when given.
     pub async fn post_raw(
         &self,
@@ -308,6 +345,22 @@ pub fn mention(i: usize) -> Value {
         "published_at": Utc::now().to_rfc3339(),
         "language": "en"
     })
+}
+
+/// Asserts `response` answered `status` (a command's 200 or 201, a query's 200); returns the
+/// JSON body.
+pub async fn accepted(response: Response, status: u16) -> Value {
+    let actual = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(actual, status, "status; body: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The `position` of a command's answer, to read it back with `min_position`.
+pub fn position(answer: &Value) -> i64 {
+    answer["position"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no position in {answer}"))
 }
 
 /// Asserts `response` is problem+json with `status` and `code`; returns the body.

@@ -7,12 +7,15 @@
 #[macro_use]
 mod helpers;
 
+mod agent_runs;
 mod audit;
 mod auth;
 mod bad_input;
 mod brands;
 mod consistency;
 mod demo;
+mod documents;
+mod drafts;
 mod idempotency;
 mod ops;
 mod rate_limit;

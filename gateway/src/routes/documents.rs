@@ -1,0 +1,234 @@
+//! The research context: documents ingested for research, cut into chunks, with the entities
+//! and relations an extractor (outside the platform) found in them.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json as JsonBody, Router};
+use plasma_domain::ids::DocumentId;
+use plasma_domain::research::{Document, DocumentCommand, Entity, ExtractorInfo, Relation};
+use plasma_domain::AggregateId;
+use plasma_projections::{DocumentPage, DocumentView};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::auth::{Authorized, Commands, Queries};
+use crate::command::{Accepted, CommandOutcome, Target};
+use crate::error::ApiError;
+use crate::extract::{CommandMeta, Json, NoParams, PathId, ReadQuery};
+use crate::state::AppState;
+
+/// The read model the document queries read.
+const PROJECTION: &str = "documents";
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/documents", post(ingest).get(list))
+        .route("/documents/{id}", get(show))
+        .route("/documents/{id}/chunk", post(chunk))
+        .route("/documents/{id}/entities", post(record_entities))
+}
+
+fn document_url(id: Uuid) -> String {
+    format!("/v1/documents/{id}")
+}
+
+/// Runs `command` on an existing document and answers 200 with the document's URL.
+async fn run(
+    state: &AppState,
+    caller: &Authorized<Commands>,
+    meta: &CommandMeta,
+    id: DocumentId,
+    command: DocumentCommand,
+) -> Result<Accepted<CommandOutcome>, ApiError> {
+    let outcome = state
+        .execute::<Document>(
+            caller.tenant(),
+            meta,
+            Target::Existing(id.as_uuid()),
+            command,
+            &(),
+        )
+        .await?;
+    Ok(Accepted::ok(outcome).with_location(document_url(id.as_uuid())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IngestDocument {
+    title: String,
+    /// Where the text came from: a URL, a file name.
+    source: String,
+    /// The whole text (at most 1,000,000 characters).
+    text: String,
+}
+
+/// Ingests a document under a new, server-minted id (UUIDv7).
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.document.id = tracing::field::Empty))]
+async fn ingest(
+    State(state): State<AppState>,
+    caller: Authorized<Commands>,
+    meta: CommandMeta,
+    Json(body): Json<IngestDocument>,
+) -> Result<Accepted<CommandOutcome>, ApiError> {
+    let id = DocumentId::from_uuid(Uuid::now_v7());
+    let command = DocumentCommand::Ingest {
+        title: body.title,
+        source: body.source,
+        text: body.text,
+        at: state.now(),
+    };
+    let outcome = state
+        .execute::<Document>(
+            caller.tenant(),
+            &meta,
+            Target::New(id.as_uuid()),
+            command,
+            &(),
+        )
+        .await?;
+    tracing::Span::current().record("plasma.document.id", outcome.aggregate_id.to_string());
+    let location = document_url(outcome.aggregate_id);
+    Ok(Accepted::created(outcome, location))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Chunk {
+    /// The most characters per chunk (200 ..= 100,000).
+    max_chars: usize,
+    /// Characters shared with the previous chunk, at most half of `max_chars`; 0 when left out.
+    #[serde(default)]
+    overlap: usize,
+}
+
+/// Cuts the document into chunks, once: the same parameters again change nothing (a safe
+/// retry, 0 events appended); other parameters are 409 `illegal_transition`, since recorded
+/// entities point at chunk indexes.
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.document.id = %id))]
+async fn chunk(
+    State(state): State<AppState>,
+    caller: Authorized<Commands>,
+    PathId(id): PathId<DocumentId>,
+    meta: CommandMeta,
+    Json(body): Json<Chunk>,
+) -> Result<Accepted<CommandOutcome>, ApiError> {
+    let command = DocumentCommand::Chunk {
+        max_chars: body.max_chars,
+        overlap: body.overlap,
+        at: state.now(),
+    };
+    run(&state, &caller, &meta, id, command).await
+}
+
+/// Something the extractor found.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntityBody {
+    /// Unique within the request; relations name entities by it.
+    name: String,
+    /// A person, an organisation, a product...
+    kind: String,
+    /// The chunks it appears in.
+    #[serde(default)]
+    chunk_indexes: Vec<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelationBody {
+    from: String,
+    to: String,
+    kind: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtractorBody {
+    name: String,
+    version: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entities {
+    entities: Vec<EntityBody>,
+    #[serde(default)]
+    relations: Vec<RelationBody>,
+    extractor: ExtractorBody,
+}
+
+/// Records what an extractor found in a chunked document; it replaces any earlier extraction
+/// (e.g. by an older extractor).
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.document.id = %id))]
+async fn record_entities(
+    State(state): State<AppState>,
+    caller: Authorized<Commands>,
+    PathId(id): PathId<DocumentId>,
+    meta: CommandMeta,
+    Json(body): Json<Entities>,
+) -> Result<Accepted<CommandOutcome>, ApiError> {
+    let command = DocumentCommand::RecordEntities {
+        entities: body
+            .entities
+            .into_iter()
+            .map(|e| Entity {
+                name: e.name,
+                kind: e.kind,
+                chunk_indexes: e.chunk_indexes,
+            })
+            .collect(),
+        relations: body
+            .relations
+            .into_iter()
+            .map(|r| Relation {
+                from: r.from,
+                to: r.to,
+                kind: r.kind,
+            })
+            .collect(),
+        extractor: ExtractorInfo {
+            name: body.extractor.name,
+            version: body.extractor.version,
+        },
+        at: state.now(),
+    };
+    run(&state, &caller, &meta, id, command).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocumentsQuery {
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+/// The tenant's documents (without their text), newest ingested first, paged.
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant()))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Authorized<Queries>,
+    query: ReadQuery<DocumentsQuery>,
+) -> Result<JsonBody<DocumentPage>, ApiError> {
+    let params = query.params;
+    let page = super::page(params.limit, params.after)?;
+    state.wait_for(query.min_position, &[PROJECTION]).await?;
+    let documents = state.read().documents(caller.tenant(), &page).await?;
+    Ok(JsonBody(documents))
+}
+
+/// One document as it stands (without its text), with the entities of the latest extraction.
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.document.id = %id))]
+async fn show(
+    State(state): State<AppState>,
+    caller: Authorized<Queries>,
+    PathId(id): PathId<DocumentId>,
+    query: ReadQuery<NoParams>,
+) -> Result<JsonBody<DocumentView>, ApiError> {
+    state.wait_for(query.min_position, &[PROJECTION]).await?;
+    state
+        .read()
+        .document(caller.tenant(), id)
+        .await?
+        .map(JsonBody)
+        .ok_or_else(|| ApiError::NotFound(format!("document {id} does not exist")))
+}

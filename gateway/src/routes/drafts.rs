@@ -1,0 +1,347 @@
+//! The content context: drafts written for a brand, from request through generation, voice
+//! check and approval to publication.
+//!
+//! Generating text happens outside the platform (a model, a template, a person): a generator
+//! posts what it wrote to `/drafts/{id}/generated`, an editor posts hand edits to
+//! `/drafts/{id}/revisions`. The voice check runs here, against the brand's voice guidelines.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json as JsonBody, Router};
+use chrono::{DateTime, Utc};
+use plasma_domain::brand::Brand;
+use plasma_domain::content::{
+    Channel, Draft, DraftCommand, DraftError, DraftStatus, GeneratorInfo,
+};
+use plasma_domain::ids::{BrandId, DraftId};
+use plasma_domain::AggregateId;
+use plasma_projections::{DraftFilter, DraftPage, DraftView};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::auth::{Authorized, Commands, Queries};
+use crate::command::{Accepted, CommandOutcome, Target};
+use crate::error::ApiError;
+use crate::extract::{CommandMeta, Json, NoParams, PathId, ReadQuery};
+use crate::state::AppState;
+
+/// The read model the draft queries read.
+const PROJECTION: &str = "drafts";
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/drafts", post(request).get(list))
+        .route("/drafts/{id}", get(show))
+        .route("/drafts/{id}/generated", post(record_generated))
+        .route("/drafts/{id}/revisions", post(revise))
+        .route("/drafts/{id}/voice-check", post(check_voice))
+        .route("/drafts/{id}/approve", post(approve))
+        .route("/drafts/{id}/reject", post(reject))
+        .route("/drafts/{id}/schedule", post(schedule))
+        .route("/drafts/{id}/publish", post(publish))
+}
+
+fn draft_url(id: Uuid) -> String {
+    format!("/v1/drafts/{id}")
+}
+
+/// Runs `command` on an existing draft and answers 200 with the draft's URL.
+async fn run(
+    state: &AppState,
+    caller: &Authorized<Commands>,
+    meta: &CommandMeta,
+    id: DraftId,
+    command: DraftCommand,
+) -> Result<Accepted<CommandOutcome>, ApiError> {
+    let outcome = state
+        .execute::<Draft>(
+            caller.tenant(),
+            meta,
+            Target::Existing(id.as_uuid()),
+            command,
+            state.draft_services(),
+        )
+        .await?;
+    Ok(Accepted::ok(outcome).with_location(draft_url(id.as_uuid())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestDraft {
+    brand_id: BrandId,
+    brief: String,
+    channel: Channel,
+}
+
+/// Asks for a draft for one of the tenant's brands, under a new, server-minted id (UUIDv7).
+///
+/// The brand must exist for this tenant (404 `not_found` with `field: brand_id` otherwise,
+/// exactly as for another tenant's brand) and must not be archived (409 `illegal_transition`).
+/// The brand is read from the event store, not a read model, so a brand registered a moment
+/// ago is found without waiting for projections.
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.brand.id = %body.brand_id, plasma.draft.id = tracing::field::Empty))]
+async fn request(
+    State(state): State<AppState>,
+    caller: Authorized<Commands>,
+    meta: CommandMeta,
+    Json(body): Json<RequestDraft>,
+) -> Result<Accepted<CommandOutcome>, ApiError> {
+    let brand: Brand = state.load(caller.tenant(), body.brand_id.as_uuid()).await?;
+    if !brand.registered {
+        return Err(ApiError::UnknownReference {
+            field: "brand_id",
+            message: format!("brand {} does not exist", body.brand_id),
+        });
+    }
+    if brand.archived {
+        return Err(ApiError::IllegalTransition(format!(
+            "brand {} is archived and takes no new drafts",
+            body.brand_id
+        )));
+    }
+    let id = DraftId::from_uuid(Uuid::now_v7());
+    let command = DraftCommand::Request {
+        brand_id: body.brand_id,
+        brief: body.brief,
+        channel: body.channel,
+        at: state.now(),
+    };
+    let outcome = state
+        .execute::<Draft>(
+            caller.tenant(),
+            &meta,
+            Target::New(id.as_uuid()),
+            command,
+            state.draft_services(),
+        )
+        .await?;
+    tracing::Span::current().record("plasma.draft.id", outcome.aggregate_id.to_string());
+    let location = draft_url(outcome.aggregate_id);
+    Ok(Accepted::created(outcome, location))
+}
+
+/// Who produced a text: a model and its version, a template, a person.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Generator {
+    name: String,
+    version: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Generated {
+    text: String,
+    generator: Generator,
+}
+
+/// Records a text a generator wrote; it becomes the current text and needs a voice check.
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.draft.id = %id))]
+async fn record_generated(
+    State(state): State<AppState>,
+    caller: Authorized<Commands>,
+    PathId(id): PathId<DraftId>,
+    meta: CommandMeta,
+    Json(body): Json<Generated>,
+) -> Result<Accepted<CommandOutcome>, ApiError> {
+    let command = DraftCommand::RecordGenerated {
+        text: body.text,
+        generator: GeneratorInfo {
+            name: body.generator.name,
+            version: body.generator.version,
+        },
+        at: state.now(),
+    };
+    run(&state, &caller, &meta, id, command).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Revision {
+    text: String,
+    /// What changed; may be left out.
+    #[serde(default)]
+    note: String,
+}
+
+/// Replaces the text by hand; it becomes the current text and needs a voice check.
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.draft.id = %id))]
+async fn revise(
+    State(state): State<AppState>,
+    caller: Authorized<Commands>,
+    PathId(id): PathId<DraftId>,
+    meta: CommandMeta,
+    Json(body): Json<Revision>,
+) -> Result<Accepted<CommandOutcome>, ApiError> {
+    let command = DraftCommand::Revise {
+        text: body.text,
+        note: body.note,
+        at: state.now(),
+    };
+    run(&state, &caller, &meta, id, command).await
+}
+
+/// Checks the current text against the brand's voice guidelines (banned words, required
+/// phrases, the channel's length limit); the request needs no body. The verdict is recorded
+/// either way: read it (`voice_passed`, `voice_issues`) from `GET /v1/drafts/{id}` with the
+/// answer's `position` as `min_position`.
+///
+/// The guidelines are read from the brand's own event stream, so the check always uses the
+/// brand's current voice, never a lagging read model.
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.draft.id = %id))]
+async fn check_voice(
+    State(state): State<AppState>,
+    caller: Authorized<Commands>,
+    PathId(id): PathId<DraftId>,
+    meta: CommandMeta,
+) -> Result<Accepted<CommandOutcome>, ApiError> {
+    let draft: Draft = state.load(caller.tenant(), id.as_uuid()).await?;
+    let brand_id = draft.brand_id.ok_or(DraftError::NotFound)?;
+    // A draft is only ever requested for an existing brand, and brands are never deleted.
+    let brand: Brand = state.load(caller.tenant(), brand_id.as_uuid()).await?;
+    let command = DraftCommand::CheckVoice {
+        guidelines: brand.voice,
+        at: state.now(),
+    };
+    run(&state, &caller, &meta, id, command).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Approval {
+    /// Who approves; the caller's token subject (`sub`) when left out.
+    #[serde(default)]
+    approver: Option<String>,
+}
+
+/// Approves a draft whose current text passed its voice check. The body is optional: without
+/// one (or without `approver`) the approver is the caller's token subject.
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.draft.id = %id))]
+async fn approve(
+    State(state): State<AppState>,
+    caller: Authorized<Commands>,
+    PathId(id): PathId<DraftId>,
+    meta: CommandMeta,
+    body: Option<Json<Approval>>,
+) -> Result<Accepted<CommandOutcome>, ApiError> {
+    let approver = body
+        .and_then(|Json(body)| body.approver)
+        .unwrap_or_else(|| caller.principal().subject.clone());
+    let command = DraftCommand::Approve {
+        approver,
+        at: state.now(),
+    };
+    run(&state, &caller, &meta, id, command).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rejection {
+    reason: String,
+}
+
+/// Rejects a draft (also cancelling its approval and schedule); new text brings it back.
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.draft.id = %id))]
+async fn reject(
+    State(state): State<AppState>,
+    caller: Authorized<Commands>,
+    PathId(id): PathId<DraftId>,
+    meta: CommandMeta,
+    Json(body): Json<Rejection>,
+) -> Result<Accepted<CommandOutcome>, ApiError> {
+    let command = DraftCommand::Reject {
+        reason: body.reason,
+        at: state.now(),
+    };
+    run(&state, &caller, &meta, id, command).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Schedule {
+    /// When to publish (RFC 3339); must be later than now.
+    publish_at: DateTime<Utc>,
+}
+
+/// Plans publication of an approved draft; scheduling again moves the date.
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.draft.id = %id))]
+async fn schedule(
+    State(state): State<AppState>,
+    caller: Authorized<Commands>,
+    PathId(id): PathId<DraftId>,
+    meta: CommandMeta,
+    Json(body): Json<Schedule>,
+) -> Result<Accepted<CommandOutcome>, ApiError> {
+    let command = DraftCommand::Schedule {
+        publish_at: body.publish_at,
+        at: state.now(),
+    };
+    run(&state, &caller, &meta, id, command).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Publication {
+    /// Where the draft went out (http or https), when known.
+    #[serde(default)]
+    url: Option<String>,
+}
+
+/// Records that an approved (or scheduled) draft was published; the body is optional.
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.draft.id = %id))]
+async fn publish(
+    State(state): State<AppState>,
+    caller: Authorized<Commands>,
+    PathId(id): PathId<DraftId>,
+    meta: CommandMeta,
+    body: Option<Json<Publication>>,
+) -> Result<Accepted<CommandOutcome>, ApiError> {
+    let command = DraftCommand::MarkPublished {
+        url: body.and_then(|Json(body)| body.url),
+        at: state.now(),
+    };
+    run(&state, &caller, &meta, id, command).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DraftsQuery {
+    status: Option<DraftStatus>,
+    brand_id: Option<BrandId>,
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+/// The tenant's drafts, most recently changed first, filtered by status and brand, paged.
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant()))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Authorized<Queries>,
+    query: ReadQuery<DraftsQuery>,
+) -> Result<JsonBody<DraftPage>, ApiError> {
+    let params = query.params;
+    let page = super::page(params.limit, params.after)?;
+    state.wait_for(query.min_position, &[PROJECTION]).await?;
+    let filter = DraftFilter {
+        status: params.status,
+        brand: params.brand_id,
+    };
+    let drafts = state.read().drafts(caller.tenant(), &filter, &page).await?;
+    Ok(JsonBody(drafts))
+}
+
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.draft.id = %id))]
+async fn show(
+    State(state): State<AppState>,
+    caller: Authorized<Queries>,
+    PathId(id): PathId<DraftId>,
+    query: ReadQuery<NoParams>,
+) -> Result<JsonBody<DraftView>, ApiError> {
+    state.wait_for(query.min_position, &[PROJECTION]).await?;
+    state
+        .read()
+        .draft(caller.tenant(), id)
+        .await?
+        .map(JsonBody)
+        .ok_or_else(|| ApiError::NotFound(format!("draft {id} does not exist")))
+}

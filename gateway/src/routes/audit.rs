@@ -28,8 +28,6 @@ pub const MAX_EVENTS_LIMIT: u32 = 1000;
 /// The log is shared by all tenants and read in position order; one request scans at most this
 /// many events, so a tenant with few events among many answers in bounded time (and pages on
 /// with `next_from_position`).
-const MAX_SCANNED: usize = 20_000;
-const SCAN_BATCH: i64 = 2_000;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -293,7 +291,7 @@ struct EventLog {
     next_from_position: i64,
     /// Position of the last event in the store when this page was read.
     head: i64,
-    /// Whether events after this page may belong to the tenant.
+    /// Whether this tenant has more events after this page.
     has_more: bool,
 }
 
@@ -318,32 +316,27 @@ async fn tenant_events(
             message: format!("`limit` must be between 1 and {MAX_EVENTS_LIMIT}"),
         });
     }
-    let limit = limit as usize;
     let store = state.store();
     let head = store.head().await?;
-    let mut after = from.saturating_sub(1);
-    let mut scanned = 0;
-    let mut events = Vec::new();
-    'scan: while events.len() < limit && scanned < MAX_SCANNED && after < head {
-        let batch = store.read_all(after, SCAN_BATCH).await?;
-        if batch.is_empty() {
-            break;
-        }
-        for event in batch {
-            after = event.position;
-            scanned += 1;
-            if &event.tenant == caller.tenant() {
-                events.push(AuditEvent::try_from(event)?);
-                if events.len() == limit {
-                    break 'scan;
-                }
-            }
-        }
-    }
+    // One more than asked tells whether another page exists.
+    let mut page = store
+        .read_tenant(
+            caller.tenant(),
+            from.saturating_sub(1),
+            i64::from(limit) + 1,
+        )
+        .await?;
+    let has_more = page.len() > limit as usize;
+    page.truncate(limit as usize);
+    let next_from_position = page.last().map_or(from, |e| e.position + 1);
+    let events = page
+        .into_iter()
+        .map(AuditEvent::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(JsonBody(EventLog {
         events,
-        next_from_position: after + 1,
+        next_from_position,
         head,
-        has_more: after < head,
+        has_more,
     }))
 }

@@ -78,6 +78,7 @@ on_both_stores!(
     bulk_ingest_is_one_transaction_with_contiguous_positions,
     ingesting_the_same_mentions_again_yields_no_new_events,
     one_bad_mention_refuses_the_whole_bulk_and_writes_nothing,
+    a_nul_character_is_refused_before_it_could_wedge_a_projection,
     bulk_ingest_into_an_unknown_brand_is_refused,
     a_tenant_never_sees_another_tenants_stream,
     a_domain_error_writes_nothing,
@@ -427,6 +428,32 @@ async fn one_bad_mention_refuses_the_whole_bulk_and_writes_nothing(store: EventS
         CommandError::Domain(BulkIngestError::InvalidMention { index, error }) => {
             assert_eq!(index, 7);
             assert!(error.to_string().contains("text"), "{error}");
+        }
+        other => panic!("expected an invalid mention, got {other:?}"),
+    }
+    assert_eq!(store.head().await.unwrap(), head);
+}
+
+async fn a_nul_character_is_refused_before_it_could_wedge_a_projection(store: EventStore) {
+    // JSON allows "\u0000"; PostgreSQL text columns do not, so a read model could never apply it.
+    let handler = CommandHandler::new(store.clone());
+    let brand = new_brand(&handler, "acme").await;
+    let head = store.head().await.unwrap();
+    let mut batch = mentions(3, "nul");
+    batch[2].text = "Acme\u{0}rocks".into();
+    let err = handler
+        .ingest_mentions(&context("acme"), brand, batch, at(), &services())
+        .await
+        .unwrap_err();
+    match err {
+        CommandError::Domain(BulkIngestError::InvalidMention { index, error }) => {
+            assert_eq!(index, 2);
+            assert_eq!(
+                error,
+                plasma_domain::brand::MentionError::Invalid(
+                    plasma_domain::text::TextError::NulCharacter { field: "text" }
+                )
+            );
         }
         other => panic!("expected an invalid mention, got {other:?}"),
     }

@@ -11,6 +11,9 @@ pub enum TextError {
         len: usize,
         max: usize,
     },
+    /// NUL cannot be stored in PostgreSQL text, so a read model could never hold it.
+    #[error("`{field}` must not contain NUL characters")]
+    NulCharacter { field: &'static str },
     #[error("`{field}` has too many entries: {len}, at most {max}")]
     TooMany {
         field: &'static str,
@@ -23,9 +26,10 @@ impl TextError {
     /// The command field at fault.
     pub fn field(&self) -> &'static str {
         match self {
-            Self::Empty { field } | Self::TooLong { field, .. } | Self::TooMany { field, .. } => {
-                field
-            }
+            Self::Empty { field }
+            | Self::TooLong { field, .. }
+            | Self::NulCharacter { field }
+            | Self::TooMany { field, .. } => field,
         }
     }
 }
@@ -44,6 +48,9 @@ pub fn bounded(field: &'static str, value: &str, max: usize) -> Result<String, T
     let len = value.chars().count();
     if len > max {
         return Err(TextError::TooLong { field, len, max });
+    }
+    if value.contains('\0') {
+        return Err(TextError::NulCharacter { field });
     }
     Ok(value.to_owned())
 }
@@ -93,6 +100,14 @@ mod tests {
     fn a_blank_term_names_its_field() {
         let err = term_list("competitors", &["  ".into()], 10, 20).unwrap_err();
         assert_eq!(err.field(), "competitors");
+    }
+
+    #[test]
+    fn a_nul_character_is_refused_naming_the_field() {
+        assert_eq!(
+            required("text", "a\0b", 10),
+            Err(TextError::NulCharacter { field: "text" })
+        );
     }
 
     #[test]

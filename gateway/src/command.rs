@@ -45,8 +45,10 @@ impl Target {
 }
 
 /// What a command did, as the API reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CommandOutcome {
+    /// `Brand`, `Mention`, `Draft`, `AgentRun` or `Document`.
+    #[schema(example = "Draft")]
     pub aggregate_type: &'static str,
     pub aggregate_id: Uuid,
     /// The aggregate's version after the command.
@@ -56,17 +58,45 @@ pub struct CommandOutcome {
     pub position: Option<i64>,
     /// Events this command appended (0 when nothing needed to change).
     pub events_appended: u32,
+    /// The `Idempotency-Key` when one was sent, else a fresh id.
     pub command_id: Uuid,
     #[serde(skip)]
     pub replayed: bool,
 }
 
 /// What a bulk mention ingest did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BulkOutcome {
-    #[serde(flatten)]
-    pub receipt: BulkReceipt,
+    pub brand_id: Uuid,
+    /// Mentions in the request.
+    pub requested: u32,
+    /// Mentions stored by this request.
+    pub ingested: u32,
+    /// Mentions already there (or repeated within the request): left unchanged.
+    pub duplicates: u32,
+    /// Positions of the first and last event appended; pass `last_position` as
+    /// `min_position` to read the mentions.
+    pub first_position: Option<i64>,
+    pub last_position: Option<i64>,
+    /// The `Idempotency-Key` when one was sent, else a fresh id.
     pub command_id: Uuid,
+    #[serde(skip)]
+    pub replayed: bool,
+}
+
+impl BulkOutcome {
+    fn new(receipt: BulkReceipt, command_id: Uuid) -> Self {
+        Self {
+            brand_id: receipt.brand_id.as_uuid(),
+            requested: receipt.requested,
+            ingested: receipt.ingested,
+            duplicates: receipt.duplicates,
+            first_position: receipt.first_position,
+            last_position: receipt.last_position,
+            command_id,
+            replayed: receipt.replayed,
+        }
+    }
 }
 
 /// Answers of every command kind know whether they replay an earlier run.
@@ -82,7 +112,7 @@ impl Replay for CommandOutcome {
 
 impl Replay for BulkOutcome {
     fn replayed(&self) -> bool {
-        self.receipt.replayed
+        self.replayed
     }
 }
 
@@ -220,10 +250,7 @@ impl AppState {
         if !receipt.replayed {
             metrics::events_appended(Mention::TYPE, u64::from(receipt.ingested));
         }
-        Ok(BulkOutcome {
-            receipt,
-            command_id: context.command_id.as_uuid(),
-        })
+        Ok(BulkOutcome::new(receipt, context.command_id.as_uuid()))
     }
 
     /// The receipt recorded under this command id, if any. A receipt of another kind of

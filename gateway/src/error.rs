@@ -119,15 +119,29 @@ struct ProblemParts {
     retry_after: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
-struct ProblemBody<'a> {
+/// An error answer (RFC 9457 problem details), served as `application/problem+json`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
+    /// `urn:plasma:error:<code>`.
     #[serde(rename = "type")]
+    #[schema(example = "urn:plasma:error:validation_failed")]
     kind: String,
+    /// For people; may change.
+    #[schema(example = "Validation failed")]
     title: &'a str,
+    /// The HTTP status, repeated.
+    #[schema(example = 422)]
     status: u16,
+    /// What went wrong with this request, for people. 5xx answers say nothing of the cause.
+    #[schema(example = "`name` must not be empty")]
     detail: String,
+    /// Stable and snake_case: what clients branch on (one section each in docs/errors.md).
+    #[schema(example = "validation_failed")]
     code: &'a str,
+    /// The one field at fault, when there is one: a body path, a query parameter, `id` or
+    /// `index` for a path parameter, or a header name.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "name")]
     field: Option<&'a str>,
 }
 
@@ -267,7 +281,7 @@ impl IntoResponse for ApiError {
             }
             self.to_string()
         };
-        let body = ProblemBody {
+        let body = Problem {
             kind: format!("urn:plasma:error:{}", parts.code),
             title: parts.title,
             status: parts.status.as_u16(),

@@ -6,6 +6,7 @@
 //! - [`Application`]: builds stores, workers and router; [`Application::run_until_stopped`].
 //! - [`routes`]: the endpoints, and how to add a route module.
 //! - [`error::ApiError`]: every failure, answered as `application/problem+json`.
+//! - [`openapi`]: the OpenAPI 3.1 document (`/openapi.json`) and the docs page (`/docs`).
 //! - [`demo`]: the `plasma dev --demo` data set.
 //!
 //! The `plasma` binary (`main.rs`) only parses its command line and wires these together.
@@ -20,6 +21,7 @@ pub mod demo;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 pub mod secret;

@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Dev(_) | Command::Serve(_) => "info,sqlx=warn",
-        Command::Token(_) | Command::Bench(_) => "warn",
+        Command::Token(_) | Command::Bench(_) | Command::Openapi => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -37,6 +37,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve(args).await,
         Command::Token(args) => token(args),
         Command::Bench(bench) => cli::bench::run(bench).await,
+        Command::Openapi => openapi(),
     };
     match result {
         Ok(code) => code,
@@ -134,6 +135,14 @@ fn token(args: cli::TokenArgs) -> Result<ExitCode> {
         )
         .context("signing the token")?;
     println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn openapi() -> Result<ExitCode> {
+    let document = plasma_gateway::routes::openapi_document()
+        .to_pretty_json()
+        .context("encoding the OpenAPI document")?;
+    println!("{document}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -41,6 +41,7 @@ pub struct MentionFilter {
     pub source: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BrandView {
     pub brand_id: Uuid,
@@ -52,6 +53,7 @@ pub struct BrandView {
     pub version: i64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MentionView {
     pub mention_id: Uuid,
@@ -71,6 +73,7 @@ pub struct MentionView {
     pub position: i64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MentionPage {
     pub items: Vec<MentionView>,
@@ -78,6 +81,7 @@ pub struct MentionPage {
     pub next_cursor: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DailyStats {
     pub day: String,
@@ -95,6 +99,7 @@ pub struct DailyStats {
     pub share_of_voice: f64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatsView {
     pub brand_id: Uuid,
@@ -112,6 +117,7 @@ pub struct DraftFilter {
 }
 
 /// A content draft as it stands.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DraftView {
     pub draft_id: Uuid,
@@ -137,6 +143,7 @@ pub struct DraftView {
     pub position: i64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DraftPage {
     pub items: Vec<DraftView>,
@@ -145,6 +152,7 @@ pub struct DraftPage {
 }
 
 /// A saved agent checkpoint.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentCheckpointView {
     pub name: String,
@@ -154,6 +162,7 @@ pub struct AgentCheckpointView {
 }
 
 /// An agent run as it stands.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentRunView {
     pub run_id: Uuid,
@@ -177,6 +186,7 @@ pub struct AgentRunView {
     pub position: i64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentRunPage {
     pub items: Vec<AgentRunView>,
@@ -185,6 +195,7 @@ pub struct AgentRunPage {
 }
 
 /// An entity the latest extraction found in a document.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocumentEntityView {
     pub name: String,
@@ -192,6 +203,7 @@ pub struct DocumentEntityView {
 }
 
 /// A research document as it stands (without its text).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DocumentView {
     pub document_id: Uuid,
@@ -210,6 +222,7 @@ pub struct DocumentView {
     pub position: i64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DocumentPage {
     pub items: Vec<DocumentView>,

@@ -42,6 +42,7 @@ pub enum ResumeFrom {
 }
 
 /// Where a run stands; read models group runs by it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentRunStatus {

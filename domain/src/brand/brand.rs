@@ -14,6 +14,7 @@ const MAX_TERM_LEN: usize = 100;
 const MAX_GUIDELINE_TEXT: usize = 4000;
 
 /// How a brand speaks; drafts are checked against it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VoiceGuidelines {

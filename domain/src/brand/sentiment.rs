@@ -19,6 +19,7 @@ pub struct ScorerInfo {
 }
 
 /// Positive, neutral or negative, by the usual ±0.05 compound-score thresholds.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SentimentLabel {

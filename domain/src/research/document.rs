@@ -31,6 +31,7 @@ const MAX_KIND: usize = 64;
 const MAX_INFO: usize = 100;
 
 /// Where a document stands; read models group documents by it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DocumentStatus {

@@ -33,6 +33,8 @@ pub enum Command {
     /// Measure the platform on this machine.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// Print the OpenAPI 3.1 document of the HTTP API (what `GET /openapi.json` serves).
+    Openapi,
 }
 
 /// Where settings come from besides flags.

@@ -6,14 +6,16 @@
 //! and continues from there.
 
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json as JsonBody, Router};
+use axum::Json as JsonBody;
 use plasma_domain::agent::{AgentRun, AgentRunCommand, AgentRunStatus, ResumeFrom};
 use plasma_domain::ids::RunId;
 use plasma_domain::AggregateId;
 use plasma_projections::{AgentRunPage, AgentRunView};
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{Authorized, Commands, Queries};
@@ -25,21 +27,18 @@ use crate::state::AppState;
 /// The read model the agent run queries read.
 const PROJECTION: &str = "agent_runs";
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/agent-runs", post(start).get(list))
-        .route("/agent-runs/{id}", get(show))
-        .route("/agent-runs/{id}/steps/{index}/start", post(start_step))
-        .route(
-            "/agent-runs/{id}/steps/{index}/complete",
-            post(complete_step),
-        )
-        .route("/agent-runs/{id}/steps/{index}/fail", post(fail_step))
-        .route("/agent-runs/{id}/checkpoints", post(save_checkpoint))
-        .route("/agent-runs/{id}/pause", post(pause))
-        .route("/agent-runs/{id}/resume", post(resume))
-        .route("/agent-runs/{id}/complete", post(complete))
-        .route("/agent-runs/{id}/fail", post(fail))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(start, list))
+        .routes(routes!(show))
+        .routes(routes!(start_step))
+        .routes(routes!(complete_step))
+        .routes(routes!(fail_step))
+        .routes(routes!(save_checkpoint))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(complete))
+        .routes(routes!(fail))
 }
 
 fn run_url(id: Uuid) -> String {
@@ -89,7 +88,7 @@ impl StepPath {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StartRun {
     workflow: String,
@@ -99,6 +98,16 @@ struct StartRun {
 }
 
 /// Starts a run of `workflow` under a new, server-minted id (UUIDv7); the run is `running`.
+#[utoipa::path(
+    post,
+    path = "/agent-runs",
+    tag = "agent-runs",
+    request_body = StartRun,
+    responses(
+        (status = 201, description = "Started; `Location` is the run's URL", body = CommandOutcome),
+        (status = 422, description = "`validation_failed`: the workflow was refused, or `input` is over 256 KiB"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.run.id = tracing::field::Empty))]
 async fn start(
     State(state): State<AppState>,
@@ -126,7 +135,7 @@ async fn start(
     Ok(Accepted::created(outcome, location))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StartStep {
     name: String,
@@ -134,6 +143,18 @@ struct StartStep {
 
 /// Starts step `index` (one step at a time; indexes are the worker's to choose, so a step may
 /// be retried under its index).
+#[utoipa::path(
+    post,
+    path = "/agent-runs/{id}/steps/{index}/start",
+    tag = "agent-runs",
+    params(("id" = Uuid, Path, description = "The run's id"), ("index" = u32, Path, description = "The step's index")),
+    request_body = StartStep,
+    responses(
+        (status = 200, description = "Started", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: the run is paused, completed or failed, or another step is in progress"),
+        (status = 422, description = "`validation_failed`: the name was refused"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.run.id = tracing::field::Empty, plasma.step.index = tracing::field::Empty))]
 async fn start_step(
     State(state): State<AppState>,
@@ -151,7 +172,7 @@ async fn start_step(
     run(&state, &caller, &meta, id, command).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CompleteStep {
     /// Any JSON (at most 256 KiB serialized); `null` when left out.
@@ -160,6 +181,18 @@ struct CompleteStep {
 }
 
 /// Ends step `index`, the one in progress, with its output.
+#[utoipa::path(
+    post,
+    path = "/agent-runs/{id}/steps/{index}/complete",
+    tag = "agent-runs",
+    params(("id" = Uuid, Path, description = "The run's id"), ("index" = u32, Path, description = "The step's index")),
+    request_body = CompleteStep,
+    responses(
+        (status = 200, description = "Completed", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: the run is paused, completed or failed, or step `index` is not the one in progress"),
+        (status = 422, description = "`validation_failed`: `output` is over 256 KiB"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.run.id = tracing::field::Empty, plasma.step.index = tracing::field::Empty))]
 async fn complete_step(
     State(state): State<AppState>,
@@ -177,7 +210,7 @@ async fn complete_step(
     run(&state, &caller, &meta, id, command).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Failure {
     error: String,
@@ -185,6 +218,18 @@ struct Failure {
 
 /// Ends step `index`, the one in progress, as failed. The run goes on: the worker decides
 /// whether to retry the step, pause the run or fail it.
+#[utoipa::path(
+    post,
+    path = "/agent-runs/{id}/steps/{index}/fail",
+    tag = "agent-runs",
+    params(("id" = Uuid, Path, description = "The run's id"), ("index" = u32, Path, description = "The step's index")),
+    request_body = Failure,
+    responses(
+        (status = 200, description = "Failed", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: the run is paused, completed or failed, or step `index` is not the one in progress"),
+        (status = 422, description = "`validation_failed`: the error was refused"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.run.id = tracing::field::Empty, plasma.step.index = tracing::field::Empty))]
 async fn fail_step(
     State(state): State<AppState>,
@@ -211,7 +256,7 @@ fn record_step(path: StepPath) -> Result<(RunId, u32), ApiError> {
     Ok((id, index))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SaveCheckpoint {
     /// A slot: saving under an existing name replaces that checkpoint.
@@ -223,6 +268,18 @@ struct SaveCheckpoint {
 }
 
 /// Saves a checkpoint of a running run; it becomes the latest.
+#[utoipa::path(
+    post,
+    path = "/agent-runs/{id}/checkpoints",
+    tag = "agent-runs",
+    params(("id" = Uuid, Path, description = "The run's id")),
+    request_body = SaveCheckpoint,
+    responses(
+        (status = 200, description = "Saved; it is the latest", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: the run is paused, completed or failed"),
+        (status = 422, description = "`validation_failed`: the name was refused, `state` is over 256 KiB, or the run has 100 checkpoints"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.run.id = %id))]
 async fn save_checkpoint(
     State(state): State<AppState>,
@@ -240,13 +297,25 @@ async fn save_checkpoint(
     run(&state, &caller, &meta, id, command).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Pause {
     reason: String,
 }
 
 /// Pauses a running run; it does nothing more until resumed (or failed).
+#[utoipa::path(
+    post,
+    path = "/agent-runs/{id}/pause",
+    tag = "agent-runs",
+    params(("id" = Uuid, Path, description = "The run's id")),
+    request_body = Pause,
+    responses(
+        (status = 200, description = "Paused", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: the run is paused, completed or failed"),
+        (status = 422, description = "`validation_failed`: the reason was refused"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.run.id = %id))]
 async fn pause(
     State(state): State<AppState>,
@@ -262,7 +331,7 @@ async fn pause(
     run(&state, &caller, &meta, id, command).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Resume {
     /// The name of the checkpoint to resume from; the latest one when left out.
@@ -274,6 +343,18 @@ struct Resume {
 /// optional: none (or `{}`) resumes from the latest checkpoint, `{"checkpoint": "name"}` from
 /// the named one. A run without checkpoints cannot resume (409 `illegal_transition`); a name
 /// the run has no checkpoint under is 422 `validation_failed` with `field: checkpoint`.
+#[utoipa::path(
+    post,
+    path = "/agent-runs/{id}/resume",
+    tag = "agent-runs",
+    params(("id" = Uuid, Path, description = "The run's id")),
+    request_body(content = Option<Resume>, description = "Optional: without it, the latest checkpoint"),
+    responses(
+        (status = 200, description = "Resumed; the run is running", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: the run is not paused, or has no checkpoint"),
+        (status = 422, description = "`validation_failed` (`field: checkpoint`): the run has no checkpoint of that name"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.run.id = %id))]
 async fn resume(
     State(state): State<AppState>,
@@ -293,7 +374,7 @@ async fn resume(
     run(&state, &caller, &meta, id, command).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Complete {
     /// Any JSON (at most 256 KiB serialized); `null` when left out.
@@ -302,6 +383,18 @@ struct Complete {
 }
 
 /// Completes a running run (no step may be in progress); it never changes again.
+#[utoipa::path(
+    post,
+    path = "/agent-runs/{id}/complete",
+    tag = "agent-runs",
+    params(("id" = Uuid, Path, description = "The run's id")),
+    request_body = Complete,
+    responses(
+        (status = 200, description = "Completed", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: the run is paused, completed or failed, or a step is in progress"),
+        (status = 422, description = "`validation_failed`: `output` is over 256 KiB"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.run.id = %id))]
 async fn complete(
     State(state): State<AppState>,
@@ -318,6 +411,18 @@ async fn complete(
 }
 
 /// Fails a running or paused run; it never changes again.
+#[utoipa::path(
+    post,
+    path = "/agent-runs/{id}/fail",
+    tag = "agent-runs",
+    params(("id" = Uuid, Path, description = "The run's id")),
+    request_body = Failure,
+    responses(
+        (status = 200, description = "Failed", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: the run is completed or failed"),
+        (status = 422, description = "`validation_failed`: the error was refused"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.run.id = %id))]
 async fn fail(
     State(state): State<AppState>,
@@ -333,15 +438,26 @@ async fn fail(
     run(&state, &caller, &meta, id, command).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RunsQuery {
+    #[param(inline)]
     status: Option<AgentRunStatus>,
+    /// Page size, 1 ..= 500; 50 by default.
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     after: Option<String>,
 }
 
 /// The tenant's runs, newest started first, optionally of one status, paged.
+#[utoipa::path(
+    get,
+    path = "/agent-runs",
+    tag = "agent-runs",
+    params(RunsQuery),
+    responses((status = 200, description = "A page of runs", body = AgentRunPage))
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant()))]
 async fn list(
     State(state): State<AppState>,
@@ -359,6 +475,13 @@ async fn list(
 }
 
 /// One run as it stands, with its latest checkpoint (state included) to resume from.
+#[utoipa::path(
+    get,
+    path = "/agent-runs/{id}",
+    tag = "agent-runs",
+    params(("id" = Uuid, Path, description = "The run's id")),
+    responses((status = 200, description = "The run, with its latest checkpoint", body = AgentRunView))
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.run.id = %id))]
 async fn show(
     State(state): State<AppState>,

@@ -3,8 +3,7 @@
 //! they are always current (`min_position` is accepted and has nothing to wait for).
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json as JsonBody, Router};
+use axum::Json as JsonBody;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use plasma_commands::RecordedEvent;
@@ -15,6 +14,9 @@ use plasma_domain::ids::{BrandId, DocumentId, DraftId, MentionId, RunId};
 use plasma_domain::research::Document;
 use plasma_domain::{AggregateId, TenantId};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{Audit, Authorized};
@@ -25,15 +27,11 @@ use crate::state::AppState;
 /// Default and largest page of the tenant's event log.
 pub const DEFAULT_EVENTS_LIMIT: u32 = 100;
 pub const MAX_EVENTS_LIMIT: u32 = 1000;
-/// The log is shared by all tenants and read in position order; one request scans at most this
-/// many events, so a tenant with few events among many answers in bounded time (and pages on
-/// with `next_from_position`).
-
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/audit/events", get(tenant_events))
-        .route("/audit/{aggregate_type}/{id}/events", get(history))
-        .route("/audit/{aggregate_type}/{id}/state", get(state_as_of))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(tenant_events))
+        .routes(routes!(history))
+        .routes(routes!(state_as_of))
 }
 
 /// The aggregate types whose history the audit endpoints serve.
@@ -112,7 +110,7 @@ fn replay<A: Aggregate + Serialize>(
 }
 
 /// One recorded event with all its metadata.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct AuditEvent {
     position: i64,
     event_id: Uuid,
@@ -176,7 +174,7 @@ async fn load(
     Ok((kind, id, stream.events))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct History {
     aggregate_type: &'static str,
     aggregate_id: Uuid,
@@ -185,6 +183,19 @@ struct History {
 }
 
 /// Every event of one aggregate, oldest first.
+#[utoipa::path(
+    get,
+    path = "/audit/{aggregate_type}/{id}/events",
+    tag = "audit",
+    params(
+        ("aggregate_type" = String, Path, description = "`Brand`, `Mention`, `Draft`, `AgentRun` or `Document` (case, `_` and `-` ignored)"),
+        ("id" = Uuid, Path, description = "The aggregate's id"),
+    ),
+    responses(
+        (status = 200, description = "The aggregate's events", body = History),
+        (status = 404, description = "`unknown_aggregate_type`: not one of the five types"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.aggregate.type = %path.aggregate_type, plasma.aggregate.id = %path.id))]
 async fn history(
     State(state): State<AppState>,
@@ -206,8 +217,9 @@ async fn history(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AsOf {
     /// The state right after this version (sequence) was applied.
     as_of_version: Option<i64>,
@@ -215,7 +227,7 @@ struct AsOf {
     as_of: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct StateAsOf {
     aggregate_type: &'static str,
     aggregate_id: Uuid,
@@ -231,6 +243,20 @@ struct StateAsOf {
 
 /// The aggregate's state rebuilt by replaying its events up to `as_of_version` or `as_of`
 /// (the current state without either).
+#[utoipa::path(
+    get,
+    path = "/audit/{aggregate_type}/{id}/state",
+    tag = "audit",
+    params(
+        ("aggregate_type" = String, Path, description = "`Brand`, `Mention`, `Draft`, `AgentRun` or `Document` (case, `_` and `-` ignored)"),
+        ("id" = Uuid, Path, description = "The aggregate's id"),
+        AsOf,
+    ),
+    responses(
+        (status = 200, description = "The state as of that point", body = StateAsOf),
+        (status = 404, description = "`unknown_aggregate_type`: not one of the five types"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.aggregate.type = %path.aggregate_type, plasma.aggregate.id = %path.id))]
 async fn state_as_of(
     State(state): State<AppState>,
@@ -276,15 +302,16 @@ async fn state_as_of(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
     /// The first position to return (inclusive); 1 by default.
     from_position: Option<i64>,
     limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct EventLog {
     events: Vec<AuditEvent>,
     /// Pass as `from_position` for the next page.
@@ -296,6 +323,13 @@ struct EventLog {
 }
 
 /// The tenant's events in global position order, across all aggregates.
+#[utoipa::path(
+    get,
+    path = "/audit/events",
+    tag = "audit",
+    params(EventsQuery),
+    responses((status = 200, description = "A page of the tenant's event log", body = EventLog))
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant()))]
 async fn tenant_events(
     State(state): State<AppState>,

@@ -1,8 +1,7 @@
 //! The brand context: brands, their keywords and competitors, their mentions and stats.
 
 use axum::extract::State;
-use axum::routing::{get, post, put};
-use axum::{Json as JsonBody, Router};
+use axum::Json as JsonBody;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use plasma_commands::MentionInput;
 use plasma_domain::brand::{Brand, BrandCommand, SentimentLabel, VoiceGuidelines};
@@ -10,6 +9,9 @@ use plasma_domain::ids::BrandId;
 use plasma_domain::AggregateId;
 use plasma_projections::{BrandView, MentionFilter, MentionPage, Page, StatsView};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{Authorized, Commands, Queries};
@@ -27,22 +29,22 @@ pub const MAX_MENTION_LIMIT: u32 = Page::MAX_LIMIT;
 pub const DEFAULT_STATS_DAYS: u64 = 30;
 pub const MAX_STATS_DAYS: i64 = 366;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/brands", post(register).get(list))
-        .route("/brands/{id}", get(show))
-        .route("/brands/{id}/keywords", put(change_keywords))
-        .route("/brands/{id}/competitors", put(change_competitors))
-        .route("/brands/{id}/archive", post(archive))
-        .route("/brands/{id}/mentions", post(ingest_mentions).get(mentions))
-        .route("/brands/{id}/stats", get(stats))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register, list))
+        .routes(routes!(show))
+        .routes(routes!(change_keywords))
+        .routes(routes!(change_competitors))
+        .routes(routes!(archive))
+        .routes(routes!(ingest_mentions, mentions))
+        .routes(routes!(stats))
 }
 
 fn brand_url(id: Uuid) -> String {
     format!("/v1/brands/{id}")
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RegisterBrand {
     name: String,
@@ -55,6 +57,16 @@ struct RegisterBrand {
 }
 
 /// Registers a brand under a new, server-minted id (UUIDv7).
+#[utoipa::path(
+    post,
+    path = "/brands",
+    tag = "brands",
+    request_body = RegisterBrand,
+    responses(
+        (status = 201, description = "Registered; `Location` is the brand's URL", body = CommandOutcome),
+        (status = 422, description = "`validation_failed`: a name, keyword, competitor or voice guideline was refused"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.brand.id = tracing::field::Empty))]
 async fn register(
     State(state): State<AppState>,
@@ -84,12 +96,25 @@ async fn register(
     Ok(Accepted::created(outcome, location))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Keywords {
     keywords: Vec<String>,
 }
 
+/// Replaces the brand's keywords (trimmed, deduplicated); the same list again changes nothing.
+#[utoipa::path(
+    put,
+    path = "/brands/{id}/keywords",
+    tag = "brands",
+    params(("id" = Uuid, Path, description = "The brand's id")),
+    request_body = Keywords,
+    responses(
+        (status = 200, description = "Changed (or already so: `events_appended` 0)", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: the brand is archived"),
+        (status = 422, description = "`validation_failed`: a keyword was refused"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.brand.id = %id))]
 async fn change_keywords(
     State(state): State<AppState>,
@@ -114,12 +139,25 @@ async fn change_keywords(
     Ok(Accepted::ok(outcome).with_location(brand_url(id.as_uuid())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Competitors {
     competitors: Vec<String>,
 }
 
+/// Replaces the brand's competitors; the same list again changes nothing.
+#[utoipa::path(
+    put,
+    path = "/brands/{id}/competitors",
+    tag = "brands",
+    params(("id" = Uuid, Path, description = "The brand's id")),
+    request_body = Competitors,
+    responses(
+        (status = 200, description = "Changed (or already so: `events_appended` 0)", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: the brand is archived"),
+        (status = 422, description = "`validation_failed`: a competitor was refused, or is the brand itself"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.brand.id = %id))]
 async fn change_competitors(
     State(state): State<AppState>,
@@ -145,6 +183,16 @@ async fn change_competitors(
 }
 
 /// Archives a brand; the request needs no body.
+#[utoipa::path(
+    post,
+    path = "/brands/{id}/archive",
+    tag = "brands",
+    params(("id" = Uuid, Path, description = "The brand's id")),
+    responses(
+        (status = 200, description = "Archived", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: the brand is already archived"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.brand.id = %id))]
 async fn archive(
     State(state): State<AppState>,
@@ -165,14 +213,14 @@ async fn archive(
     Ok(Accepted::ok(outcome).with_location(brand_url(id.as_uuid())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IngestMentions {
     mentions: Vec<MentionBody>,
 }
 
 /// One mention as a source delivers it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MentionBody {
     source: String,
@@ -203,6 +251,19 @@ impl From<MentionBody> for MentionInput {
 
 /// Bulk ingest: up to [`MAX_MENTIONS_PER_REQUEST`] mentions in one transaction; one invalid
 /// mention refuses the whole request. Already known mentions count as duplicates.
+#[utoipa::path(
+    post,
+    path = "/brands/{id}/mentions",
+    tag = "brands",
+    params(("id" = Uuid, Path, description = "The brand's id")),
+    request_body = IngestMentions,
+    responses(
+        (status = 200, description = "Ingested; `Location` lists the brand's mentions", body = BulkOutcome),
+        (status = 409, description = "`illegal_transition`: the brand is archived"),
+        (status = 413, description = "`too_many_mentions`: more than 10,000 in one request"),
+        (status = 422, description = "`validation_failed`: a mention was refused (`field` is `mentions[i].<field>`), or the list is empty"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.brand.id = %id, plasma.mentions = tracing::field::Empty))]
 async fn ingest_mentions(
     State(state): State<AppState>,
@@ -232,23 +293,38 @@ async fn ingest_mentions(
     Ok(Accepted::ok(outcome).with_location(format!("{}/mentions", brand_url(id.as_uuid()))))
 }
 
-#[derive(Debug, Serialize)]
-struct Items<T> {
-    items: Vec<T>,
+/// The tenant's brands.
+#[derive(Debug, Serialize, ToSchema)]
+struct BrandList {
+    items: Vec<BrandView>,
 }
 
 /// The tenant's brands, by name.
+#[utoipa::path(
+    get,
+    path = "/brands",
+    tag = "brands",
+    responses((status = 200, description = "Every brand of the tenant", body = BrandList))
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant()))]
 async fn list(
     State(state): State<AppState>,
     caller: Authorized<Queries>,
     query: ReadQuery<NoParams>,
-) -> Result<JsonBody<Items<BrandView>>, ApiError> {
+) -> Result<JsonBody<BrandList>, ApiError> {
     state.wait_for(query.min_position, &["brands"]).await?;
     let items = state.read().brands(caller.tenant()).await?;
-    Ok(JsonBody(Items { items }))
+    Ok(JsonBody(BrandList { items }))
 }
 
+/// One brand as it stands.
+#[utoipa::path(
+    get,
+    path = "/brands/{id}",
+    tag = "brands",
+    params(("id" = Uuid, Path, description = "The brand's id")),
+    responses((status = 200, description = "The brand", body = BrandView))
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.brand.id = %id))]
 async fn show(
     State(state): State<AppState>,
@@ -272,20 +348,31 @@ async fn existing_brand(
         .ok_or_else(|| ApiError::NotFound(format!("brand {id} does not exist")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct MentionsQuery {
     /// Published at or after (RFC 3339).
     from: Option<DateTime<Utc>>,
     /// Published before (RFC 3339).
     to: Option<DateTime<Utc>>,
+    #[param(inline)]
     sentiment: Option<SentimentLabel>,
     source: Option<String>,
+    /// Page size, 1 ..= 500; 50 by default.
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     after: Option<String>,
 }
 
 /// A brand's mentions, newest first, filtered and paged.
+#[utoipa::path(
+    get,
+    path = "/brands/{id}/mentions",
+    tag = "brands",
+    params(("id" = Uuid, Path, description = "The brand's id"), MentionsQuery),
+    responses((status = 200, description = "A page of mentions", body = MentionPage))
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.brand.id = %id))]
 async fn mentions(
     State(state): State<AppState>,
@@ -330,8 +417,9 @@ async fn mentions(
     Ok(JsonBody(page))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct StatsQuery {
     /// First day (YYYY-MM-DD, UTC), inclusive.
     from: Option<NaiveDate>,
@@ -340,6 +428,13 @@ struct StatsQuery {
 }
 
 /// Daily volume, sentiment and share of voice; the last 30 days by default.
+#[utoipa::path(
+    get,
+    path = "/brands/{id}/stats",
+    tag = "brands",
+    params(("id" = Uuid, Path, description = "The brand's id"), StatsQuery),
+    responses((status = 200, description = "Daily and total stats", body = StatsView))
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.brand.id = %id))]
 async fn stats(
     State(state): State<AppState>,

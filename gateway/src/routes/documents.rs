@@ -2,13 +2,15 @@
 //! and relations an extractor (outside the platform) found in them.
 
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json as JsonBody, Router};
+use axum::Json as JsonBody;
 use plasma_domain::ids::DocumentId;
 use plasma_domain::research::{Document, DocumentCommand, Entity, ExtractorInfo, Relation};
 use plasma_domain::AggregateId;
 use plasma_projections::{DocumentPage, DocumentView};
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{Authorized, Commands, Queries};
@@ -20,12 +22,12 @@ use crate::state::AppState;
 /// The read model the document queries read.
 const PROJECTION: &str = "documents";
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/documents", post(ingest).get(list))
-        .route("/documents/{id}", get(show))
-        .route("/documents/{id}/chunk", post(chunk))
-        .route("/documents/{id}/entities", post(record_entities))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ingest, list))
+        .routes(routes!(show))
+        .routes(routes!(chunk))
+        .routes(routes!(record_entities))
 }
 
 fn document_url(id: Uuid) -> String {
@@ -52,7 +54,7 @@ async fn run(
     Ok(Accepted::ok(outcome).with_location(document_url(id.as_uuid())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IngestDocument {
     title: String,
@@ -63,6 +65,16 @@ struct IngestDocument {
 }
 
 /// Ingests a document under a new, server-minted id (UUIDv7).
+#[utoipa::path(
+    post,
+    path = "/documents",
+    tag = "documents",
+    request_body = IngestDocument,
+    responses(
+        (status = 201, description = "Ingested; `Location` is the document's URL", body = CommandOutcome),
+        (status = 422, description = "`validation_failed`: the title, source or text was refused"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.document.id = tracing::field::Empty))]
 async fn ingest(
     State(state): State<AppState>,
@@ -91,7 +103,7 @@ async fn ingest(
     Ok(Accepted::created(outcome, location))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Chunk {
     /// The most characters per chunk (200 ..= 100,000).
@@ -104,6 +116,18 @@ struct Chunk {
 /// Cuts the document into chunks, once: the same parameters again change nothing (a safe
 /// retry, 0 events appended); other parameters are 409 `illegal_transition`, since recorded
 /// entities point at chunk indexes.
+#[utoipa::path(
+    post,
+    path = "/documents/{id}/chunk",
+    tag = "documents",
+    params(("id" = Uuid, Path, description = "The document's id")),
+    request_body = Chunk,
+    responses(
+        (status = 200, description = "Chunked (or already so with these parameters: `events_appended` 0)", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: already chunked with other parameters"),
+        (status = 422, description = "`validation_failed`: `max_chars` out of range, or `overlap` over half of it"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.document.id = %id))]
 async fn chunk(
     State(state): State<AppState>,
@@ -121,7 +145,7 @@ async fn chunk(
 }
 
 /// Something the extractor found.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EntityBody {
     /// Unique within the request; relations name entities by it.
@@ -133,7 +157,7 @@ struct EntityBody {
     chunk_indexes: Vec<usize>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RelationBody {
     from: String,
@@ -141,14 +165,14 @@ struct RelationBody {
     kind: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ExtractorBody {
     name: String,
     version: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Entities {
     entities: Vec<EntityBody>,
@@ -159,6 +183,18 @@ struct Entities {
 
 /// Records what an extractor found in a chunked document; it replaces any earlier extraction
 /// (e.g. by an older extractor).
+#[utoipa::path(
+    post,
+    path = "/documents/{id}/entities",
+    tag = "documents",
+    params(("id" = Uuid, Path, description = "The document's id")),
+    request_body = Entities,
+    responses(
+        (status = 200, description = "Recorded; replaces any earlier extraction", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: the document is not chunked yet"),
+        (status = 422, description = "`validation_failed`: an entity names a missing chunk or is listed twice, a relation names an unlisted entity, or a name was refused"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.document.id = %id))]
 async fn record_entities(
     State(state): State<AppState>,
@@ -195,14 +231,24 @@ async fn record_entities(
     run(&state, &caller, &meta, id, command).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DocumentsQuery {
+    /// Page size, 1 ..= 500; 50 by default.
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     after: Option<String>,
 }
 
 /// The tenant's documents (without their text), newest ingested first, paged.
+#[utoipa::path(
+    get,
+    path = "/documents",
+    tag = "documents",
+    params(DocumentsQuery),
+    responses((status = 200, description = "A page of documents", body = DocumentPage))
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant()))]
 async fn list(
     State(state): State<AppState>,
@@ -217,6 +263,13 @@ async fn list(
 }
 
 /// One document as it stands (without its text), with the entities of the latest extraction.
+#[utoipa::path(
+    get,
+    path = "/documents/{id}",
+    tag = "documents",
+    params(("id" = Uuid, Path, description = "The document's id")),
+    responses((status = 200, description = "The document", body = DocumentView))
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.document.id = %id))]
 async fn show(
     State(state): State<AppState>,

@@ -6,8 +6,7 @@
 //! `/drafts/{id}/revisions`. The voice check runs here, against the brand's voice guidelines.
 
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json as JsonBody, Router};
+use axum::Json as JsonBody;
 use chrono::{DateTime, Utc};
 use plasma_domain::brand::Brand;
 use plasma_domain::content::{
@@ -17,6 +16,9 @@ use plasma_domain::ids::{BrandId, DraftId};
 use plasma_domain::AggregateId;
 use plasma_projections::{DraftFilter, DraftPage, DraftView};
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{Authorized, Commands, Queries};
@@ -28,17 +30,17 @@ use crate::state::AppState;
 /// The read model the draft queries read.
 const PROJECTION: &str = "drafts";
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/drafts", post(request).get(list))
-        .route("/drafts/{id}", get(show))
-        .route("/drafts/{id}/generated", post(record_generated))
-        .route("/drafts/{id}/revisions", post(revise))
-        .route("/drafts/{id}/voice-check", post(check_voice))
-        .route("/drafts/{id}/approve", post(approve))
-        .route("/drafts/{id}/reject", post(reject))
-        .route("/drafts/{id}/schedule", post(schedule))
-        .route("/drafts/{id}/publish", post(publish))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(request, list))
+        .routes(routes!(show))
+        .routes(routes!(record_generated))
+        .routes(routes!(revise))
+        .routes(routes!(check_voice))
+        .routes(routes!(approve))
+        .routes(routes!(reject))
+        .routes(routes!(schedule))
+        .routes(routes!(publish))
 }
 
 fn draft_url(id: Uuid) -> String {
@@ -65,7 +67,7 @@ async fn run(
     Ok(Accepted::ok(outcome).with_location(draft_url(id.as_uuid())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RequestDraft {
     brand_id: BrandId,
@@ -79,6 +81,18 @@ struct RequestDraft {
 /// exactly as for another tenant's brand) and must not be archived (409 `illegal_transition`).
 /// The brand is read from the event store, not a read model, so a brand registered a moment
 /// ago is found without waiting for projections.
+#[utoipa::path(
+    post,
+    path = "/drafts",
+    tag = "drafts",
+    request_body = RequestDraft,
+    responses(
+        (status = 201, description = "Requested; `Location` is the draft's URL", body = CommandOutcome),
+        (status = 404, description = "`not_found` (`field: brand_id`): the brand does not exist for this tenant"),
+        (status = 409, description = "`illegal_transition`: the brand is archived"),
+        (status = 422, description = "`validation_failed`: the brief was refused"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.brand.id = %body.brand_id, plasma.draft.id = tracing::field::Empty))]
 async fn request(
     State(state): State<AppState>,
@@ -121,14 +135,14 @@ async fn request(
 }
 
 /// Who produced a text: a model and its version, a template, a person.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Generator {
     name: String,
     version: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Generated {
     text: String,
@@ -136,6 +150,18 @@ struct Generated {
 }
 
 /// Records a text a generator wrote; it becomes the current text and needs a voice check.
+#[utoipa::path(
+    post,
+    path = "/drafts/{id}/generated",
+    tag = "drafts",
+    params(("id" = Uuid, Path, description = "The draft's id")),
+    request_body = Generated,
+    responses(
+        (status = 200, description = "Recorded; the draft is `generated`", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: the draft is approved, scheduled or published"),
+        (status = 422, description = "`validation_failed`: the text or generator was refused"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.draft.id = %id))]
 async fn record_generated(
     State(state): State<AppState>,
@@ -155,7 +181,7 @@ async fn record_generated(
     run(&state, &caller, &meta, id, command).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Revision {
     text: String,
@@ -165,6 +191,18 @@ struct Revision {
 }
 
 /// Replaces the text by hand; it becomes the current text and needs a voice check.
+#[utoipa::path(
+    post,
+    path = "/drafts/{id}/revisions",
+    tag = "drafts",
+    params(("id" = Uuid, Path, description = "The draft's id")),
+    request_body = Revision,
+    responses(
+        (status = 200, description = "Revised; the draft is `generated`", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: no text yet, or approved, scheduled or published"),
+        (status = 422, description = "`validation_failed`: the text or note was refused"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.draft.id = %id))]
 async fn revise(
     State(state): State<AppState>,
@@ -188,6 +226,16 @@ async fn revise(
 ///
 /// The guidelines are read from the brand's own event stream, so the check always uses the
 /// brand's current voice, never a lagging read model.
+#[utoipa::path(
+    post,
+    path = "/drafts/{id}/voice-check",
+    tag = "drafts",
+    params(("id" = Uuid, Path, description = "The draft's id")),
+    responses(
+        (status = 200, description = "Checked (passed or not); the draft is `voice_checked`", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: no text yet, rejected, or approved, scheduled or published"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.draft.id = %id))]
 async fn check_voice(
     State(state): State<AppState>,
@@ -206,7 +254,7 @@ async fn check_voice(
     run(&state, &caller, &meta, id, command).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Approval {
     /// Who approves; the caller's token subject (`sub`) when left out.
@@ -216,6 +264,18 @@ struct Approval {
 
 /// Approves a draft whose current text passed its voice check. The body is optional: without
 /// one (or without `approver`) the approver is the caller's token subject.
+#[utoipa::path(
+    post,
+    path = "/drafts/{id}/approve",
+    tag = "drafts",
+    params(("id" = Uuid, Path, description = "The draft's id")),
+    request_body(content = Option<Approval>, description = "Optional"),
+    responses(
+        (status = 200, description = "Approved", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: not voice-checked, failed its voice check, rejected, or already approved, scheduled or published"),
+        (status = 422, description = "`validation_failed`: the approver was refused"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.draft.id = %id))]
 async fn approve(
     State(state): State<AppState>,
@@ -234,13 +294,25 @@ async fn approve(
     run(&state, &caller, &meta, id, command).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Rejection {
     reason: String,
 }
 
 /// Rejects a draft (also cancelling its approval and schedule); new text brings it back.
+#[utoipa::path(
+    post,
+    path = "/drafts/{id}/reject",
+    tag = "drafts",
+    params(("id" = Uuid, Path, description = "The draft's id")),
+    request_body = Rejection,
+    responses(
+        (status = 200, description = "Rejected", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: already rejected, or published"),
+        (status = 422, description = "`validation_failed`: the reason was refused"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.draft.id = %id))]
 async fn reject(
     State(state): State<AppState>,
@@ -256,7 +328,7 @@ async fn reject(
     run(&state, &caller, &meta, id, command).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Schedule {
     /// When to publish (RFC 3339); must be later than now.
@@ -264,6 +336,18 @@ struct Schedule {
 }
 
 /// Plans publication of an approved draft; scheduling again moves the date.
+#[utoipa::path(
+    post,
+    path = "/drafts/{id}/schedule",
+    tag = "drafts",
+    params(("id" = Uuid, Path, description = "The draft's id")),
+    request_body = Schedule,
+    responses(
+        (status = 200, description = "Scheduled", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: not approved, rejected or published"),
+        (status = 422, description = "`validation_failed` (`field: publish_at`): not in the future"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.draft.id = %id))]
 async fn schedule(
     State(state): State<AppState>,
@@ -279,7 +363,7 @@ async fn schedule(
     run(&state, &caller, &meta, id, command).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Publication {
     /// Where the draft went out (http or https), when known.
@@ -288,6 +372,18 @@ struct Publication {
 }
 
 /// Records that an approved (or scheduled) draft was published; the body is optional.
+#[utoipa::path(
+    post,
+    path = "/drafts/{id}/publish",
+    tag = "drafts",
+    params(("id" = Uuid, Path, description = "The draft's id")),
+    request_body(content = Option<Publication>, description = "Optional"),
+    responses(
+        (status = 200, description = "Published", body = CommandOutcome),
+        (status = 409, description = "`illegal_transition`: not approved, rejected or already published"),
+        (status = 422, description = "`validation_failed` (`field: url`): not an http(s) URL"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.draft.id = %id))]
 async fn publish(
     State(state): State<AppState>,
@@ -303,16 +399,28 @@ async fn publish(
     run(&state, &caller, &meta, id, command).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DraftsQuery {
+    #[param(inline)]
     status: Option<DraftStatus>,
+    #[param(inline)]
     brand_id: Option<BrandId>,
+    /// Page size, 1 ..= 500; 50 by default.
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     after: Option<String>,
 }
 
 /// The tenant's drafts, most recently changed first, filtered by status and brand, paged.
+#[utoipa::path(
+    get,
+    path = "/drafts",
+    tag = "drafts",
+    params(DraftsQuery),
+    responses((status = 200, description = "A page of drafts", body = DraftPage))
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant()))]
 async fn list(
     State(state): State<AppState>,
@@ -330,6 +438,14 @@ async fn list(
     Ok(JsonBody(drafts))
 }
 
+/// One draft as it stands.
+#[utoipa::path(
+    get,
+    path = "/drafts/{id}",
+    tag = "drafts",
+    params(("id" = Uuid, Path, description = "The draft's id")),
+    responses((status = 200, description = "The draft", body = DraftView))
+)]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.draft.id = %id))]
 async fn show(
     State(state): State<AppState>,

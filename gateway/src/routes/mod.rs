@@ -1,9 +1,12 @@
-//! The HTTP routes: ops endpoints at the root, the API under `/v1`.
+//! The HTTP routes: ops endpoints, `/openapi.json` and `/docs` at the root, the API under `/v1`.
 //!
 //! # Adding a route module
 //!
-//! 1. Create `routes/<context>.rs` with `pub(crate) fn routes() -> Router<AppState>`, paths
-//!    relative to `/v1` (e.g. `/drafts/{id}/approve`), and add it to [`v1`].
+//! 1. Create `routes/<context>.rs` with `pub(crate) fn routes() -> OpenApiRouter<AppState>`
+//!    registering each handler with `utoipa_axum::routes!` (handlers of one path together),
+//!    and add it to [`v1`]. Paths are relative to `/v1` (e.g. `/drafts/{id}/approve`) and come
+//!    from the handler's `#[utoipa::path]`, so the route and its OpenAPI entry cannot drift
+//!    apart (see [`crate::openapi`]).
 //! 2. Handlers take, in this order: `State(state)`, the caller as
 //!    [`Authorized<Commands>`](crate::auth::Authorized) / `Authorized<Queries>` /
 //!    `Authorized<Audit>` (the permission is the type), path ids as
@@ -20,7 +23,12 @@
 //!    missing (or other tenant's) thing is `ApiError::NotFound`.
 //! 4. Return `Result<_, ApiError>`; domain errors convert with `?` (see `error/domain.rs`).
 //! 5. Put `#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), …))]` on
-//!    each handler, and add the route to the API tests.
+//!    each handler, and add the route to the API tests (and to the route list in
+//!    `tests/api/openapi.rs`).
+//! 6. Put `#[utoipa::path]` on each handler: method, `path`, `tag`, path `params`, the query
+//!    struct (`IntoParams`), `request_body` (`ToSchema` DTO), the success answer and the error
+//!    codes specific to it. Shared answers (401, 403, 429, bodies, headers, `min_position`)
+//!    are added for you.
 
 mod agent_runs;
 mod audit;
@@ -38,21 +46,29 @@ use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use plasma_projections::Page;
 
 use crate::error::{ApiError, InternalError};
 use crate::state::AppState;
-use crate::{auth, metrics};
+use crate::{auth, metrics, openapi};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole application router.
+/// The whole application router, with `/openapi.json` and `/docs` describing it.
 pub fn router(state: AppState, request_timeout: std::time::Duration) -> Router {
     let body_limit = state.body_limit();
+    let v1 = v1().layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::authenticate,
+    ));
+    let (api, mut openapi) = api(v1).split_for_parts();
+    openapi::finish(&mut openapi);
     Router::new()
-        .merge(ops::routes())
-        .nest("/v1", v1(state.clone()))
+        .merge(api)
+        .merge(openapi::routes(openapi))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Layers run outside-in from the last one added.
@@ -68,16 +84,29 @@ pub fn router(state: AppState, request_timeout: std::time::Duration) -> Router {
         .with_state(state)
 }
 
-/// Every `/v1` route: authenticated and rate limited per tenant.
-fn v1(state: AppState) -> Router<AppState> {
-    Router::new()
+/// The OpenAPI document of every route the router serves (what `GET /openapi.json` answers).
+pub fn openapi_document() -> OpenApi {
+    let mut openapi = api(v1()).into_openapi();
+    openapi::finish(&mut openapi);
+    openapi
+}
+
+/// The ops routes and `v1` under `/v1`.
+fn api(v1: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .merge(ops::routes())
+        .nest("/v1", v1)
+}
+
+/// Every `/v1` route; [`router`] authenticates them and rate limits them per tenant.
+fn v1() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(brands::routes())
         .merge(mentions::routes())
         .merge(drafts::routes())
         .merge(agent_runs::routes())
         .merge(documents::routes())
         .merge(audit::routes())
-        .layer(middleware::from_fn_with_state(state, auth::authenticate))
 }
 
 /// Default page size of the list endpoints (drafts, agent runs, documents); the largest is

@@ -7,27 +7,35 @@ use axum::extract::State;
 use axum::http::header::{HeaderValue, CONTENT_TYPE};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::metrics;
 use crate::state::AppState;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(render_metrics))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(render_metrics))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Health {
     status: &'static str,
     version: &'static str,
 }
 
 /// 200 while the process can answer at all.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "ops",
+    responses((status = 200, description = "The process answers", body = Health))
+)]
 async fn health() -> Json<Health> {
     Json(Health {
         status: "ok",
@@ -35,7 +43,7 @@ async fn health() -> Json<Health> {
     })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Readiness {
     status: &'static str,
     /// Position of the last stored event; absent when the store did not answer.
@@ -46,7 +54,7 @@ struct Readiness {
     problems: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ProjectionLag {
     name: &'static str,
     position: i64,
@@ -108,6 +116,16 @@ async fn probe(state: &AppState) -> Readiness {
 
 /// 200 when the store answers and every projection is close enough to its head; 503 with the
 /// details otherwise.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready: `problems` says why", body = Readiness,
+            content_type = "application/json"),
+    )
+)]
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let readiness = probe(&state).await;
     let status = if readiness.problems.is_empty() {
@@ -119,6 +137,13 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
 }
 
 /// Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    responses((status = 200, description = "Prometheus text exposition format",
+        body = String, content_type = "text/plain; version=0.0.4"))
+)]
 async fn render_metrics(State(state): State<AppState>) -> Response {
     // Gauges are read at scrape time, so they are as fresh as the scrape.
     probe(&state).await;

@@ -17,6 +17,7 @@ mod demo;
 mod documents;
 mod drafts;
 mod idempotency;
+mod openapi;
 mod ops;
 mod rate_limit;
 mod tenancy;

@@ -249,8 +249,8 @@ impl From<MentionBody> for MentionInput {
     }
 }
 
-/// Bulk ingest: up to [`MAX_MENTIONS_PER_REQUEST`] mentions in one transaction; one invalid
-/// mention refuses the whole request. Already known mentions count as duplicates.
+/// Bulk ingest: up to 10,000 mentions (`MAX_MENTIONS_PER_REQUEST`) in one transaction; one
+/// invalid mention refuses the whole request. Already known mentions count as duplicates.
 #[utoipa::path(
     post,
     path = "/brands/{id}/mentions",

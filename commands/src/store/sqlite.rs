@@ -220,8 +220,9 @@ impl SqliteStore {
         after: i64,
         limit: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql =
-            format!("{SELECT_EVENTS} WHERE tenant_id = $1 AND position > $2 ORDER BY position LIMIT $3");
+        let sql = format!(
+            "{SELECT_EVENTS} WHERE tenant_id = $1 AND position > $2 ORDER BY position LIMIT $3"
+        );
         let rows = sqlx::query(&sql)
             .bind(tenant.as_str())
             .bind(after)

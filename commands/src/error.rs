@@ -52,6 +52,10 @@ pub enum CommandError<E: std::error::Error + 'static> {
     /// Concurrent writers kept winning; the bounded retries ran out.
     #[error("the aggregate kept changing concurrently; retried {attempts} times")]
     Conflict { attempts: u32 },
+    /// The command id was recorded for a different request (another command, aggregate or
+    /// payload): an idempotency key may only be retried with the same request.
+    #[error("this command id was already used for a different request")]
+    IdempotencyKeyReused,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -25,6 +25,9 @@ pub struct CommandReceipt {
     /// command decided nothing needed to change). `None` for an aggregate with no events.
     pub last_position: Option<i64>,
     pub events_appended: u32,
+    /// What was asked, so a reused command id with another request is told apart from a retry.
+    #[serde(default)]
+    pub fingerprint: Option<Uuid>,
     /// True when this is the recorded outcome of an earlier run of the same command id.
     #[serde(skip)]
     pub replayed: bool,
@@ -40,6 +43,9 @@ pub struct BulkReceipt {
     pub duplicates: u32,
     pub first_position: Option<i64>,
     pub last_position: Option<i64>,
+    /// What was asked, so a reused command id with another request is told apart from a retry.
+    #[serde(default)]
+    pub fingerprint: Option<Uuid>,
     #[serde(skip)]
     pub replayed: bool,
 }
@@ -127,10 +133,14 @@ impl CommandHandler {
     ) -> Result<CommandReceipt, CommandError<A::Error>>
     where
         A: Aggregate,
-        A::Command: Clone,
+        A::Command: Clone + Serialize,
         A::Error: 'static,
     {
-        if let Some(receipt) = self.recorded::<CommandReceipt>(context).await? {
+        let fingerprint = fingerprint(A::TYPE, aggregate_id, &command);
+        if let Some(receipt) = self
+            .recorded::<CommandReceipt, _>(context, fingerprint)
+            .await?
+        {
             return Ok(receipt);
         }
         for attempt in 1..=self.max_attempts {
@@ -164,6 +174,7 @@ impl CommandHandler {
                     version: version + i64::from(appended),
                     last_position: range.map(|r| r.last).or(last_position),
                     events_appended: appended,
+                    fingerprint: Some(fingerprint),
                     replayed: false,
                 })
                 .await;
@@ -175,7 +186,7 @@ impl CommandHandler {
                 }
                 Err(StoreError::DuplicateCommand) => {
                     return self
-                        .recorded(context)
+                        .recorded(context, fingerprint)
                         .await?
                         .ok_or(CommandError::Store(StoreError::DuplicateCommand));
                 }
@@ -199,7 +210,11 @@ impl CommandHandler {
         at: DateTime<Utc>,
         services: &MentionServices,
     ) -> Result<BulkReceipt, CommandError<BulkIngestError>> {
-        if let Some(receipt) = self.recorded::<BulkReceipt>(context).await? {
+        let fingerprint = fingerprint(Mention::TYPE, brand_id.as_uuid(), &mentions);
+        if let Some(receipt) = self
+            .recorded::<BulkReceipt, _>(context, fingerprint)
+            .await?
+        {
             return Ok(receipt);
         }
         let (brand, _, _) = self.load::<Brand>(context, brand_id.as_uuid()).await?;
@@ -280,6 +295,7 @@ impl CommandHandler {
                     duplicates: requested - ingested,
                     first_position: range.map(|r| r.first),
                     last_position: range.map(|r| r.last),
+                    fingerprint: Some(fingerprint),
                     replayed: false,
                 })
                 .await;
@@ -294,7 +310,7 @@ impl CommandHandler {
                 }
                 Err(StoreError::DuplicateCommand) => {
                     return self
-                        .recorded(context)
+                        .recorded(context, fingerprint)
                         .await?
                         .ok_or(CommandError::Store(StoreError::DuplicateCommand));
                 }
@@ -306,23 +322,57 @@ impl CommandHandler {
         })
     }
 
-    async fn recorded<R: Replayable>(
+    /// The receipt of an earlier run of this command id. A receipt of another kind, or for a
+    /// request with another fingerprint, means the id was reused for a different request.
+    async fn recorded<R: Replayable, E: std::error::Error + 'static>(
         &self,
         context: &CommandContext,
-    ) -> Result<Option<R>, StoreError> {
-        Ok(self
+        fingerprint: Uuid,
+    ) -> Result<Option<R>, CommandError<E>> {
+        let Some(raw) = self
             .store
-            .receipt::<R>(&context.tenant, context.command_id)
+            .receipt::<serde_json::Value>(&context.tenant, context.command_id)
             .await?
-            .map(R::replayed))
+        else {
+            return Ok(None);
+        };
+        let receipt: R =
+            serde_json::from_value(raw).map_err(|_| CommandError::IdempotencyKeyReused)?;
+        match receipt.fingerprint() {
+            Some(recorded) if recorded != fingerprint => Err(CommandError::IdempotencyKeyReused),
+            _ => Ok(Some(receipt.replayed())),
+        }
     }
+}
+
+/// Identifies a request: the aggregate, and the command without the time the gateway stamped
+/// on it (`at`), so that a retry of the same request has the same fingerprint.
+fn fingerprint<C: Serialize>(aggregate_type: &str, aggregate_id: Uuid, command: &C) -> Uuid {
+    const NAMESPACE: Uuid = Uuid::from_u128(0x2f6e_83c1_5d0a_4b7e_9c41_7a2b_d3e5_f601);
+    let mut value = serde_json::to_value(command).unwrap_or(serde_json::Value::Null);
+    if let serde_json::Value::Object(outer) = &mut value {
+        outer.remove("at");
+        // Enum commands are {"Variant": {...fields}}: their `at` is one level down.
+        for inner in outer.values_mut() {
+            if let serde_json::Value::Object(fields) = inner {
+                fields.remove("at");
+            }
+        }
+    }
+    let key = format!("{aggregate_type}/{aggregate_id}/{value}");
+    Uuid::new_v5(&NAMESPACE, key.as_bytes())
 }
 
 trait Replayable: serde::de::DeserializeOwned {
     fn replayed(self) -> Self;
+    fn fingerprint(&self) -> Option<Uuid>;
 }
 
 impl Replayable for CommandReceipt {
+    fn fingerprint(&self) -> Option<Uuid> {
+        self.fingerprint
+    }
+
     fn replayed(self) -> Self {
         Self {
             replayed: true,
@@ -332,6 +382,10 @@ impl Replayable for CommandReceipt {
 }
 
 impl Replayable for BulkReceipt {
+    fn fingerprint(&self) -> Option<Uuid> {
+        self.fingerprint
+    }
+
     fn replayed(self) -> Self {
         Self {
             replayed: true,

@@ -192,8 +192,19 @@ async fn a_retried_command_id_returns_the_first_receipt_and_appends_nothing(stor
         .execute::<Brand>(&ctx, id, register("Acme"), &())
         .await
         .unwrap();
-    // The same command id again, even with a different command, returns the first outcome.
+    // The same command id with the same command (its time aside) returns the first outcome.
     let again = handler
+        .execute::<Brand>(&ctx, id, register("Acme"), &())
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(
+        (again.version, again.last_position),
+        (first.version, first.last_position)
+    );
+    assert_eq!(store.head().await.unwrap(), 1);
+    // The same command id for a different request is refused, and changes nothing.
+    let reused = handler
         .execute::<Brand>(
             &ctx,
             id,
@@ -204,11 +215,10 @@ async fn a_retried_command_id_returns_the_first_receipt_and_appends_nothing(stor
             &(),
         )
         .await
-        .unwrap();
-    assert!(again.replayed);
-    assert_eq!(
-        (again.version, again.last_position),
-        (first.version, first.last_position)
+        .unwrap_err();
+    assert!(
+        matches!(reused, CommandError::IdempotencyKeyReused),
+        "{reused:?}"
     );
     assert_eq!(store.head().await.unwrap(), 1);
 
@@ -221,12 +231,20 @@ async fn a_retried_command_id_returns_the_first_receipt_and_appends_nothing(stor
         .unwrap();
     let head = store.head().await.unwrap();
     let replay = handler
-        .ingest_mentions(&bulk_ctx, brand, mentions(50, "other"), at(), &services())
+        .ingest_mentions(&bulk_ctx, brand, mentions(20, "r"), at(), &services())
         .await
         .unwrap();
     assert!(replay.replayed);
     assert_eq!(replay.ingested, receipt.ingested);
     assert_eq!(replay.last_position, receipt.last_position);
+    let reused = handler
+        .ingest_mentions(&bulk_ctx, brand, mentions(50, "other"), at(), &services())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(reused, CommandError::IdempotencyKeyReused),
+        "{reused:?}"
+    );
     assert_eq!(store.head().await.unwrap(), head);
 }
 

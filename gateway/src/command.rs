@@ -13,11 +13,10 @@ use axum::http::header::{HeaderValue, LOCATION};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cqrs_es::Aggregate;
-use plasma_commands::{BulkReceipt, CommandContext, CommandReceipt, MentionInput};
+use plasma_commands::{BulkReceipt, CommandContext, MentionInput};
 use plasma_domain::brand::Mention;
 use plasma_domain::ids::{BrandId, CommandId};
 use plasma_domain::{AggregateId, TenantId};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -29,8 +28,8 @@ use crate::state::AppState;
 /// The aggregate a command is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
-    /// A new aggregate whose id the server just minted (e.g. registering a brand). A retry with
-    /// the same `Idempotency-Key` mints another id but gets the first outcome back.
+    /// A new aggregate whose id the server minted (e.g. registering a brand); see
+    /// [`CommandMeta::new_aggregate_id`](crate::extract::CommandMeta::new_aggregate_id).
     New(Uuid),
     /// An aggregate named by the request.
     Existing(Uuid),
@@ -177,19 +176,13 @@ impl AppState {
     ) -> Result<CommandOutcome, ApiError>
     where
         A: Aggregate,
-        A::Command: Clone,
+        A::Command: Clone + serde::Serialize,
         A::Error: 'static,
         ApiError: From<A::Error>,
     {
+        // A reused command id with a different request is refused by the handler, which
+        // compares the recorded request's fingerprint.
         let context = context(tenant, meta);
-        if meta.idempotency_key {
-            let recorded: Option<CommandReceipt> = self.recorded(&context).await?;
-            if let (Some(receipt), Target::Existing(id)) = (&recorded, target) {
-                if receipt.aggregate_id != id {
-                    return Err(ApiError::IdempotencyKeyReused);
-                }
-            }
-        }
         let receipt = self
             .handler()
             .execute::<A>(&context, target.id(), command, services)
@@ -231,12 +224,6 @@ impl AppState {
         mentions: Vec<MentionInput>,
     ) -> Result<BulkOutcome, ApiError> {
         let context = context(tenant, meta);
-        if meta.idempotency_key {
-            let recorded: Option<BulkReceipt> = self.recorded(&context).await?;
-            if recorded.is_some_and(|r| r.brand_id != brand) {
-                return Err(ApiError::IdempotencyKeyReused);
-            }
-        }
         let receipt = self
             .handler()
             .ingest_mentions(
@@ -251,20 +238,6 @@ impl AppState {
             metrics::events_appended(Mention::TYPE, u64::from(receipt.ingested));
         }
         Ok(BulkOutcome::new(receipt, context.command_id.as_uuid()))
-    }
-
-    /// The receipt recorded under this command id, if any. A receipt of another kind of
-    /// command means the key was reused for a different request.
-    async fn recorded<R: DeserializeOwned>(
-        &self,
-        context: &CommandContext,
-    ) -> Result<Option<R>, ApiError> {
-        let raw: Option<serde_json::Value> = self
-            .store()
-            .receipt(&context.tenant, context.command_id)
-            .await?;
-        raw.map(|raw| serde_json::from_value(raw).map_err(|_| ApiError::IdempotencyKeyReused))
-            .transpose()
     }
 }
 

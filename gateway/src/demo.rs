@@ -241,7 +241,7 @@ impl Loader<'_> {
     ) -> Result<(), DemoError>
     where
         A: Aggregate,
-        A::Command: Clone,
+        A::Command: Clone + serde::Serialize,
         A::Error: 'static,
     {
         let context = self.context(step);

@@ -316,6 +316,23 @@ pub struct CommandMeta {
     pub correlation_id: Option<CorrelationId>,
 }
 
+impl CommandMeta {
+    /// The id for an aggregate this command creates. With an `Idempotency-Key` it is derived
+    /// from the key, so a retry lands on the same aggregate (and matches the first request);
+    /// without one it is a fresh UUIDv7.
+    pub fn new_aggregate_id(&self) -> Uuid {
+        const NAMESPACE: Uuid = Uuid::from_u128(0x8d1c_44e2_97b3_4f0a_a6d5_3e9b_0c7f_2a18);
+        if self.idempotency_key {
+            Uuid::new_v5(
+                &NAMESPACE,
+                plasma_domain::AggregateId::as_uuid(&self.command_id).as_bytes(),
+            )
+        } else {
+            Uuid::now_v7()
+        }
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for CommandMeta {
     type Rejection = ApiError;
 

@@ -22,9 +22,9 @@ pub use models::{
 };
 pub use projection::{Projection, Tables};
 pub use queries::{
-    AgentCheckpointView, AgentRunPage, AgentRunView, BrandView, DailyStats, DocumentEntityView,
-    DocumentPage, DocumentView, DraftFilter, DraftPage, DraftView, MentionFilter, MentionPage,
-    MentionView, Page, ReadModels, StatsView,
+    AgentCheckpointView, AgentRunPage, AgentRunView, BrandView, Cursor, DailyStats,
+    DocumentEntityView, DocumentPage, DocumentView, DraftFilter, DraftPage, DraftView,
+    MentionFilter, MentionPage, MentionView, Page, ReadModels, StatsView,
 };
 pub use read_store::{ReadStore, ReadStoreConfig, ReadTx};
 pub use rebuild::{rebuild, RebuildProgress};

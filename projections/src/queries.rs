@@ -17,11 +17,36 @@ use uuid::Uuid;
 use crate::read_store::on_pool;
 use crate::{ProjectionError, ReadStore};
 
-/// A page request: at most `limit` items after the opaque `after` cursor.
+/// A page request: at most `limit` items after the `after` cursor.
 #[derive(Debug, Clone, Default)]
 pub struct Page {
     pub limit: u32,
-    pub after: Option<String>,
+    pub after: Option<Cursor>,
+}
+
+/// Where a page starts: the sort instant (micros) and id of the previous page's last item.
+/// Clients see it as an opaque string; it is parsed at the edge, before any lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    micros: i64,
+    id: Uuid,
+}
+
+impl Cursor {
+    pub fn parse(raw: &str) -> Result<Self, ProjectionError> {
+        raw.split_once('.')
+            .and_then(|(us, id)| {
+                Some(Self {
+                    micros: us.parse().ok()?,
+                    id: Uuid::parse_str(id).ok()?,
+                })
+            })
+            .ok_or_else(|| ProjectionError::BadCursor(raw.chars().take(80).collect()))
+    }
+
+    fn key(self) -> (i64, Uuid) {
+        (self.micros, self.id)
+    }
 }
 
 impl Page {
@@ -373,7 +398,7 @@ impl ReadModels {
         filter: &MentionFilter,
         page: &Page,
     ) -> Result<MentionPage, ProjectionError> {
-        let cursor = page.after.as_deref().map(parse_cursor).transpose()?;
+        let cursor = page.after.map(Cursor::key);
         let limit = page.limit();
         on_pool!(&self.store, |p| {
             let mut query = sqlx::QueryBuilder::new(
@@ -534,7 +559,7 @@ impl ReadModels {
         filter: &DraftFilter,
         page: &Page,
     ) -> Result<DraftPage, ProjectionError> {
-        let after = page.after.as_deref().map(parse_cursor).transpose()?;
+        let after = page.after.map(Cursor::key);
         let limit = page.limit();
         let mut items = self
             .select_drafts(tenant, None, filter, after, limit + 1)
@@ -627,7 +652,7 @@ impl ReadModels {
         status: Option<AgentRunStatus>,
         page: &Page,
     ) -> Result<AgentRunPage, ProjectionError> {
-        let after = page.after.as_deref().map(parse_cursor).transpose()?;
+        let after = page.after.map(Cursor::key);
         let limit = page.limit();
         let mut items = self
             .select_agent_runs(tenant, None, status, after, limit + 1)
@@ -728,7 +753,7 @@ impl ReadModels {
         tenant: &TenantId,
         page: &Page,
     ) -> Result<DocumentPage, ProjectionError> {
-        let after = page.after.as_deref().map(parse_cursor).transpose()?;
+        let after = page.after.map(Cursor::key);
         let limit = page.limit();
         let mut items = self
             .select_documents(tenant, None, after, limit + 1)
@@ -864,10 +889,4 @@ fn paginate<T>(
     } else {
         None
     }
-}
-
-fn parse_cursor(raw: &str) -> Result<(i64, Uuid), ProjectionError> {
-    raw.split_once('.')
-        .and_then(|(us, id)| Some((us.parse().ok()?, Uuid::parse_str(id).ok()?)))
-        .ok_or_else(|| ProjectionError::BadCursor(raw.chars().take(80).collect()))
 }

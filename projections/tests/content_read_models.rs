@@ -207,7 +207,9 @@ impl Env {
             pages += 1;
             all.extend(got.items);
             match got.next_cursor {
-                Some(cursor) => page.after = Some(cursor),
+                Some(cursor) => {
+                    page.after = Some(plasma_projections::Cursor::parse(&cursor).unwrap())
+                }
                 None => return (all, pages),
             }
         }
@@ -228,7 +230,9 @@ impl Env {
             pages += 1;
             all.extend(got.items);
             match got.next_cursor {
-                Some(cursor) => page.after = Some(cursor),
+                Some(cursor) => {
+                    page.after = Some(plasma_projections::Cursor::parse(&cursor).unwrap())
+                }
                 None => return (all, pages),
             }
         }
@@ -244,7 +248,9 @@ impl Env {
             pages += 1;
             all.extend(got.items);
             match got.next_cursor {
-                Some(cursor) => page.after = Some(cursor),
+                Some(cursor) => {
+                    page.after = Some(plasma_projections::Cursor::parse(&cursor).unwrap())
+                }
                 None => return (all, pages),
             }
         }
@@ -653,15 +659,7 @@ async fn drafts_filter_by_status_and_brand_and_page_through_every_draft_once(env
         "a full last page has no cursor"
     );
 
-    let bad = Page {
-        limit: 3,
-        after: Some("not-a-cursor".into()),
-    };
-    let err = env
-        .models
-        .drafts(&t, &DraftFilter::default(), &bad)
-        .await
-        .unwrap_err();
+    let err = plasma_projections::Cursor::parse("not-a-cursor").unwrap_err();
     assert!(matches!(err, ProjectionError::BadCursor(_)), "{err:?}");
 }
 

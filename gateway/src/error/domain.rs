@@ -40,6 +40,7 @@ where
         match err {
             CommandError::Domain(err) => err.into(),
             CommandError::Conflict { attempts } => Self::VersionConflict { attempts },
+            CommandError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
             CommandError::Store(err) => err.into(),
         }
     }

@@ -115,7 +115,7 @@ async fn start(
     meta: CommandMeta,
     Json(body): Json<StartRun>,
 ) -> Result<Accepted<CommandOutcome>, ApiError> {
-    let id = RunId::from_uuid(Uuid::now_v7());
+    let id = RunId::from_uuid(meta.new_aggregate_id());
     let command = AgentRunCommand::Start {
         workflow: body.workflow,
         input: body.input,

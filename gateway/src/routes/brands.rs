@@ -74,7 +74,7 @@ async fn register(
     meta: CommandMeta,
     Json(body): Json<RegisterBrand>,
 ) -> Result<Accepted<CommandOutcome>, ApiError> {
-    let id = BrandId::from_uuid(Uuid::now_v7());
+    let id = BrandId::from_uuid(meta.new_aggregate_id());
     let command = BrandCommand::Register {
         name: body.name,
         keywords: body.keywords,
@@ -381,13 +381,11 @@ async fn mentions(
     query: ReadQuery<MentionsQuery>,
 ) -> Result<JsonBody<MentionPage>, ApiError> {
     let params = query.params;
-    let limit = params.limit.unwrap_or(DEFAULT_MENTION_LIMIT);
-    if !(1..=MAX_MENTION_LIMIT).contains(&limit) {
-        return Err(ApiError::InvalidQuery {
-            field: Some("limit".to_owned()),
-            message: format!("`limit` must be between 1 and {MAX_MENTION_LIMIT}"),
-        });
-    }
+    let page = super::page_up_to(
+        params.limit.unwrap_or(DEFAULT_MENTION_LIMIT),
+        MAX_MENTION_LIMIT,
+        params.after,
+    )?;
     if let (Some(from), Some(to)) = (params.from, params.to) {
         if from > to {
             return Err(ApiError::InvalidQuery {
@@ -405,10 +403,6 @@ async fn mentions(
         published_to: params.to,
         sentiment: params.sentiment,
         source: params.source,
-    };
-    let page = Page {
-        limit,
-        after: params.after,
     };
     let page = state
         .read()

@@ -82,7 +82,7 @@ async fn ingest(
     meta: CommandMeta,
     Json(body): Json<IngestDocument>,
 ) -> Result<Accepted<CommandOutcome>, ApiError> {
-    let id = DocumentId::from_uuid(Uuid::now_v7());
+    let id = DocumentId::from_uuid(meta.new_aggregate_id());
     let command = DocumentCommand::Ingest {
         title: body.title,
         source: body.source,

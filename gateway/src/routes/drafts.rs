@@ -113,7 +113,7 @@ async fn request(
             body.brand_id
         )));
     }
-    let id = DraftId::from_uuid(Uuid::now_v7());
+    let id = DraftId::from_uuid(meta.new_aggregate_id());
     let command = DraftCommand::Request {
         brand_id: body.brand_id,
         brief: body.brief,

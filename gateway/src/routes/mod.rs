@@ -114,13 +114,22 @@ fn v1() -> OpenApiRouter<AppState> {
 pub const DEFAULT_PAGE_LIMIT: u32 = 50;
 
 /// A page request from a list endpoint's `limit` and `after`; 400 `invalid_query` for a
-/// `limit` out of range. (A bad `after` cursor is refused by the read model the same way.)
+/// `limit` out of range or a cursor this API did not hand out. Handlers call it before any
+/// lookup, so a bad request is a 400 whatever the state of the read models.
 pub(crate) fn page(limit: Option<u32>, after: Option<String>) -> Result<Page, ApiError> {
-    let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT);
-    if !(1..=Page::MAX_LIMIT).contains(&limit) {
+    page_up_to(limit.unwrap_or(DEFAULT_PAGE_LIMIT), Page::MAX_LIMIT, after)
+}
+
+/// [`page`] with a list's own default and maximum `limit` already applied.
+pub(crate) fn page_up_to(limit: u32, max: u32, after: Option<String>) -> Result<Page, ApiError> {
+    let after = after
+        .as_deref()
+        .map(plasma_projections::Cursor::parse)
+        .transpose()?;
+    if !(1..=max).contains(&limit) {
         return Err(ApiError::InvalidQuery {
             field: Some("limit".to_owned()),
-            message: format!("`limit` must be between 1 and {}", Page::MAX_LIMIT),
+            message: format!("`limit` must be between 1 and {max}"),
         });
     }
     Ok(Page { limit, after })

@@ -2,6 +2,7 @@
 //! there is one), and none of them writes an event.
 
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 use crate::helpers::{
     mention, problem, problem_with_field, spawn_app, spawn_app_with, Backend, TestApp,
@@ -124,6 +125,16 @@ async fn bad_ids_and_query_parameters_are_400_with_the_field(backend: Backend) {
             .await;
         problem_with_field(response, 400, "invalid_query", field).await;
     }
+    // Query parameters are checked before any lookup: a bad cursor is a 400 even for a brand
+    // the read model does not (yet) hold, rather than a 404 that depends on projection lag.
+    let unknown = Uuid::now_v7();
+    let response = app
+        .get(
+            &format!("/v1/brands/{unknown}/mentions?after=garbage"),
+            &token,
+        )
+        .await;
+    problem_with_field(response, 400, "invalid_query", "after").await;
     let response = app
         .get(
             &format!("/v1/brands/{id}/stats?from=2026-02-01&to=2026-01-01"),

@@ -37,18 +37,35 @@ async fn the_same_idempotency_key_twice_gives_the_same_answer_and_one_set_of_eve
     assert_eq!(app.event_count(&token).await, 1);
 
     let bulk_key = Uuid::new_v4().to_string();
+    // A retry resends the same request (mention() stamps the current time, so build it once).
+    let body = json!({"mentions": [mention(1), mention(2)]});
     let ingest = || {
         app.client
             .post(app.url(&format!("/v1/brands/{brand}/mentions")))
             .bearer_auth(&token)
             .header("idempotency-key", &bulk_key)
-            .json(&json!({"mentions": [mention(1), mention(2)]}))
+            .json(&body)
             .send()
     };
     let first: Value = ingest().await.unwrap().json().await.unwrap();
     let second: Value = ingest().await.unwrap().json().await.unwrap();
     assert_eq!(first, second);
     assert_eq!(first["ingested"], 2);
+    assert_eq!(app.event_count(&token).await, 3);
+
+    // The same key with other mentions is another request: refused, nothing written.
+    let other = app
+        .client
+        .post(app.url(&format!("/v1/brands/{brand}/mentions")))
+        .bearer_auth(&token)
+        .header("idempotency-key", &bulk_key)
+        .json(&json!({"mentions": [mention(3)]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 422);
+    let other: Value = other.json().await.unwrap();
+    assert_eq!(other["code"], "idempotency_key_reused");
     assert_eq!(app.event_count(&token).await, 3);
 }
 

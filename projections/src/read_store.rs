@@ -140,6 +140,21 @@ impl ReadStore {
         })
     }
 
+    /// Refreshes the planner's statistics of `tables` (PostgreSQL; SQLite's planner does well
+    /// without them here). A catch-up can load 100,000 rows in seconds, long before autovacuum
+    /// looks: without statistics a keyset page read the whole brand (73 ms instead of 0.3 ms).
+    pub async fn analyze(&self, tables: &[String]) -> Result<(), ProjectionError> {
+        if let Self::Postgres { pool } = self {
+            for table in tables {
+                sqlx::query(&format!("ANALYZE {table}"))
+                    .execute(pool)
+                    .await
+                    .map_err(ProjectionError::db("analyzing a read-model table"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Positions every projection has applied up to, by name.
     pub async fn positions(&self) -> Result<Vec<(String, i64)>, ProjectionError> {
         on_pool!(self, |p| sqlx::query_as(

@@ -74,6 +74,8 @@ pub async fn rebuild(
         }
     }
 
+    // Fresh statistics before the swap, so queries plan well from their first read.
+    runner.analyze().await?;
     let mut tx = read.begin().await?;
     let _locked = load_checkpoint(&mut tx, projection.name(), true).await?;
     let mut position = runner.checkpoint().position;

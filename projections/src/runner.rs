@@ -16,6 +16,8 @@ pub struct RunnerOptions {
     pub batch_size: usize,
     /// Pause when caught up before asking for more.
     pub idle_wait: Duration,
+    /// Refresh the tables' planner statistics after this many applied events (PostgreSQL).
+    pub analyze_every: usize,
 }
 
 impl Default for RunnerOptions {
@@ -23,6 +25,7 @@ impl Default for RunnerOptions {
         Self {
             batch_size: 2000,
             idle_wait: Duration::from_millis(20),
+            analyze_every: 50_000,
         }
     }
 }
@@ -37,6 +40,8 @@ pub struct ProjectionRunner<S> {
     checkpoint_name: String,
     checkpoint: Checkpoint,
     options: RunnerOptions,
+    /// Events applied since the tables' statistics were last refreshed.
+    since_analyze: usize,
 }
 
 impl<S: Subscription> ProjectionRunner<S> {
@@ -74,7 +79,19 @@ impl<S: Subscription> ProjectionRunner<S> {
             checkpoint_name,
             checkpoint,
             options,
+            since_analyze: 0,
         })
+    }
+
+    /// Refreshes the statistics of this copy's tables.
+    pub(crate) async fn analyze(&self) -> Result<(), ProjectionError> {
+        let tables: Vec<String> = self
+            .projection
+            .tables()
+            .iter()
+            .map(|t| self.tables.name(t))
+            .collect();
+        self.read.analyze(&tables).await
     }
 
     pub fn checkpoint(&self) -> &Checkpoint {
@@ -112,6 +129,11 @@ impl<S: Subscription> ProjectionRunner<S> {
         save_checkpoint(&mut tx, &self.checkpoint_name, &batch.checkpoint).await?;
         tx.commit().await?;
         self.checkpoint = batch.checkpoint;
+        self.since_analyze += batch.events.len();
+        if self.since_analyze >= self.options.analyze_every {
+            self.since_analyze = 0;
+            self.analyze().await?;
+        }
         Ok(Step::Applied(batch.events.len()))
     }
 

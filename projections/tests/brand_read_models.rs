@@ -499,3 +499,41 @@ mod index_hygiene {
         assert_eq!(names.len(), 1, "{names:?}");
     }
 }
+
+mod planner_statistics {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_runner_refreshes_postgres_statistics_after_a_large_catch_up() {
+        let stores = Stores::postgres().await;
+        let handler = CommandHandler::new(stores.events.clone());
+        let id = brand(&handler, "acme").await;
+        handler
+            .ingest_mentions(&context("acme"), id, mentions(40), day(6), &services())
+            .await
+            .unwrap();
+        let mut runner = plasma_projections::ProjectionRunner::start(
+            stores.read.clone(),
+            Arc::new(MentionsProjection),
+            plasma_projections::StoreSubscription::new(stores.events.clone()),
+            RunnerOptions {
+                batch_size: 10,
+                analyze_every: 25,
+                ..RunnerOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        plasma_projections::catch_up(&mut runner).await.unwrap();
+        let plasma_projections::ReadStore::Postgres { pool } = &stores.read else {
+            unreachable!()
+        };
+        let analyzed: Option<chrono::DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'rm_mentions'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert!(analyzed.is_some(), "rm_mentions was never analyzed");
+    }
+}

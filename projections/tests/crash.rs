@@ -80,6 +80,7 @@ async fn child(backend: Backend) {
             RunnerOptions {
                 batch_size: 300,
                 idle_wait: Duration::from_millis(5),
+                ..RunnerOptions::default()
             },
         )
         .await

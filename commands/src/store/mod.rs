@@ -45,6 +45,33 @@ impl LoadedStream {
     }
 }
 
+/// Reads events with the same SQL on either backend: `$filter` follows the shared SELECT,
+/// `$bind`s are bound in order.
+macro_rules! read_events {
+    ($store:expr, $context:literal, $filter:literal $(, $bind:expr)*) => {
+        match $store {
+            EventStore::Sqlite(store) => {
+                let sql = format!("{} {}", sqlite::SELECT_EVENTS, $filter);
+                let rows = sqlx::query(&sql)
+                    $(.bind($bind))*
+                    .fetch_all(store.reader())
+                    .await
+                    .map_err(StoreError::db($context))?;
+                rows.iter().map(decode_event).collect()
+            }
+            EventStore::Postgres(store) => {
+                let sql = format!("{} {}", postgres::SELECT_EVENTS, $filter);
+                let rows = sqlx::query(&sql)
+                    $(.bind($bind))*
+                    .fetch_all(store.pool())
+                    .await
+                    .map_err(StoreError::db($context))?;
+                rows.iter().map(decode_event).collect()
+            }
+        }
+    };
+}
+
 /// The event store. A cheap handle: clone it freely.
 #[derive(Debug, Clone)]
 pub enum EventStore {
@@ -103,19 +130,15 @@ impl EventStore {
         aggregate_type: &str,
         aggregate_id: Uuid,
     ) -> Result<LoadedStream, StoreError> {
-        let events = match self {
-            Self::Sqlite(store) => {
-                store
-                    .load_stream(tenant, aggregate_type, aggregate_id)
-                    .await?
-            }
-            Self::Postgres(store) => {
-                store
-                    .load_stream(tenant, aggregate_type, aggregate_id)
-                    .await?
-            }
-        };
-        Ok(LoadedStream { events })
+        let events: Result<Vec<RecordedEvent>, StoreError> = read_events!(
+            self,
+            "loading a stream",
+            "WHERE tenant_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 ORDER BY sequence",
+            tenant.as_str(),
+            aggregate_type,
+            aggregate_id
+        );
+        Ok(LoadedStream { events: events? })
     }
 
     /// Which of `ids` already have a stream of `aggregate_type` for this tenant.
@@ -133,10 +156,13 @@ impl EventStore {
 
     /// Up to `limit` events with a position above `after`, in position order.
     pub async fn read_all(&self, after: i64, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
-        match self {
-            Self::Sqlite(store) => store.read_all(after, limit).await,
-            Self::Postgres(store) => store.read_all(after, limit).await,
-        }
+        read_events!(
+            self,
+            "reading events",
+            "WHERE position > $1 ORDER BY position LIMIT $2",
+            after,
+            limit
+        )
     }
 
     /// Up to `limit` of one tenant's events with a position above `after`, in position order.
@@ -146,10 +172,14 @@ impl EventStore {
         after: i64,
         limit: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        match self {
-            Self::Sqlite(store) => store.read_tenant(tenant, after, limit).await,
-            Self::Postgres(store) => store.read_tenant(tenant, after, limit).await,
-        }
+        read_events!(
+            self,
+            "reading a tenant's events",
+            "WHERE tenant_id = $1 AND position > $2 ORDER BY position LIMIT $3",
+            tenant.as_str(),
+            after,
+            limit
+        )
     }
 
     /// The position of the last committed event (0 for an empty store).

@@ -7,11 +7,12 @@ use serde::Serialize;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use uuid::Uuid;
 
-use super::{decode_event, encode_receipt};
-use crate::event::{AppendBatch, AppendedRange, RecordedEvent};
+use super::encode_receipt;
+use crate::event::{AppendBatch, AppendedRange};
 use crate::StoreError;
 
-const SELECT_EVENTS: &str = "SELECT position, event_id, tenant_id, aggregate_type, aggregate_id, \
+pub(super) const SELECT_EVENTS: &str =
+    "SELECT position, event_id, tenant_id, aggregate_type, aggregate_id, \
      sequence, event_type, event_version, payload::text AS payload, correlation_id, causation_id, \
      command_id, recorded_at FROM events";
 
@@ -156,26 +157,6 @@ impl PostgresStore {
         .map_err(StoreError::db("reading a command receipt"))
     }
 
-    pub async fn load_stream(
-        &self,
-        tenant: &TenantId,
-        aggregate_type: &str,
-        aggregate_id: Uuid,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "{SELECT_EVENTS} WHERE tenant_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 \
-             ORDER BY sequence"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(tenant.as_str())
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::db("loading a stream"))?;
-        rows.iter().map(decode_event).collect()
-    }
-
     pub async fn existing_streams(
         &self,
         tenant: &TenantId,
@@ -197,36 +178,6 @@ impl PostgresStore {
         .await
         .map_err(StoreError::db("looking up existing streams"))?;
         Ok(rows.into_iter().collect())
-    }
-
-    pub async fn read_all(&self, after: i64, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!("{SELECT_EVENTS} WHERE position > $1 ORDER BY position LIMIT $2");
-        let rows = sqlx::query(&sql)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::db("reading events"))?;
-        rows.iter().map(decode_event).collect()
-    }
-
-    pub async fn read_tenant(
-        &self,
-        tenant: &TenantId,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "{SELECT_EVENTS} WHERE tenant_id = $1 AND position > $2 ORDER BY position LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(tenant.as_str())
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::db("reading a tenant's events"))?;
-        rows.iter().map(decode_event).collect()
     }
 
     pub async fn head(&self) -> Result<i64, StoreError> {

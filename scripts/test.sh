@@ -5,6 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# rust-toolchain.toml pins the compiler; an offline machine cannot download it. If the pinned
+# name is missing but the installed stable is that version, register stable under the name
+# (as this machine kind's own set-up does) before anything runs cargo.
+pinned=$(sed -n 's/^channel = "\(.*\)"$/\1/p' rust-toolchain.toml)
+toolchains=${RUSTUP_HOME:-$HOME/.rustup}/toolchains
+if [[ -n "$pinned" && -d "$toolchains" ]] && ! compgen -G "$toolchains/$pinned-*" >/dev/null; then
+  for stable in "$toolchains"/stable-*; do
+    if [[ -x "$stable/bin/rustc" ]] && "$stable/bin/rustc" --version | grep -q "^rustc $pinned "; then
+      ln -s "$stable" "$toolchains/$pinned-${stable#"$toolchains"/stable-}"
+    fi
+  done
+fi
+
 scripts/install-deps.sh
 
 work=$(mktemp -d /tmp/plasma-test.XXXXXX)

@@ -97,7 +97,8 @@ struct StartRun {
     input: Value,
 }
 
-/// Starts a run of `workflow` under a new, server-minted id (UUIDv7); the run is `running`.
+/// Starts a run of `workflow` under a new server-minted id (a UUIDv7, or derived from the
+/// `Idempotency-Key` when one is sent); the run is `running`.
 #[utoipa::path(
     post,
     path = "/agent-runs",

@@ -56,7 +56,8 @@ struct RegisterBrand {
     voice: VoiceGuidelines,
 }
 
-/// Registers a brand under a new, server-minted id (UUIDv7).
+/// Registers a brand under a new server-minted id: a UUIDv7, or derived from the
+/// `Idempotency-Key` when one is sent, so a retry lands on the same aggregate.
 #[utoipa::path(
     post,
     path = "/brands",

@@ -64,7 +64,8 @@ struct IngestDocument {
     text: String,
 }
 
-/// Ingests a document under a new, server-minted id (UUIDv7).
+/// Ingests a document under a new server-minted id: a UUIDv7, or derived from the
+/// `Idempotency-Key` when one is sent, so a retry lands on the same aggregate.
 #[utoipa::path(
     post,
     path = "/documents",

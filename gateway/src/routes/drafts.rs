@@ -75,7 +75,9 @@ struct RequestDraft {
     channel: Channel,
 }
 
-/// Asks for a draft for one of the tenant's brands, under a new, server-minted id (UUIDv7).
+/// Asks for a draft for one of the tenant's brands, under a new server-minted id: a UUIDv7,
+/// or derived from the `Idempotency-Key` when one is sent, so a retry lands on the same
+/// aggregate.
 ///
 /// The brand must exist for this tenant (404 `not_found` with `field: brand_id` otherwise,
 /// exactly as for another tenant's brand) and must not be archived (409 `illegal_transition`).

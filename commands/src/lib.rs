@@ -8,6 +8,7 @@ mod cqrs;
 mod error;
 mod event;
 mod handler;
+pub mod log;
 pub mod sentiment;
 mod store;
 

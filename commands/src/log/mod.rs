@@ -1,0 +1,110 @@
+//! The Kafka-compatible log: the event contract (Avro through a schema registry), the outbox
+//! relay that publishes committed events, and the client settings shared with the projection
+//! workers and partner-facing tools.
+
+pub mod codec;
+pub mod contract;
+pub mod registry;
+pub mod relay;
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+pub use codec::{EncodedEvent as LogRecord, EventCodec};
+pub use contract::{Catalog, Context, ContractError, EventSchema};
+pub use registry::{Registered, RegistryAdmin};
+pub use relay::{Relay, RelayOptions, RelayStatus};
+
+/// Where the log and its registry are, shared by every process that talks to them.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Bootstrap brokers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// The schema registry's base URL.
+    pub registry_url: String,
+    /// Topics are `{prefix}.{context}.events`.
+    pub topic_prefix: String,
+}
+
+impl LogConfig {
+    /// Every context's topic.
+    pub fn topics(&self) -> Vec<String> {
+        Context::ALL
+            .iter()
+            .map(|c| c.topic(&self.topic_prefix))
+            .collect()
+    }
+
+    /// The idempotent producer the relay uses: acks from every in-sync replica, retries that
+    /// cannot duplicate or reorder, and no delivery timeout, so a broker outage delays delivery
+    /// (the outbox keeps growing) instead of failing it.
+    pub fn producer(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("max.in.flight.requests.per.connection", "5")
+            .set("message.timeout.ms", "0")
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "200000")
+            .set("compression.type", "lz4")
+            // Java's default partitioner, so partner tools agree on where a key lives.
+            .set("partitioner", "murmur2_random")
+            .set("reconnect.backoff.max.ms", "2000");
+        config
+    }
+
+    /// A consumer; with a group for workers, without one for replays and tails.
+    pub fn consumer(&self, group: Option<&str>) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "50")
+            .set("reconnect.backoff.max.ms", "2000");
+        match group {
+            Some(group) => config
+                .set("group.id", group)
+                .set("session.timeout.ms", "10000")
+                .set("heartbeat.interval.ms", "1000")
+                .set("partition.assignment.strategy", "range"),
+            // librdkafka wants a group id even for manual assignment; nothing is ever committed.
+            None => config.set("group.id", "plasma-unmanaged"),
+        };
+        config
+    }
+}
+
+/// What went wrong talking to the log or the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(transparent)]
+    Contract(#[from] ContractError),
+    #[error("schema registry: {context}: {message}")]
+    Registry { context: String, message: String },
+    #[error("kafka: {context}")]
+    Kafka {
+        context: &'static str,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::StoreError),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl LogError {
+    pub(crate) fn kafka(context: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> Self {
+        move |source| Self::Kafka { context, source }
+    }
+}
+
+/// How long a metadata or watermark request may take before it counts as failed.
+pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,433 @@
+//! The outbox relay: publishes committed events to the context topics in commit order.
+//!
+//! - At-least-once, never reordered per aggregate: events are produced in position order by one
+//!   idempotent producer (retries cannot duplicate or reorder within a partition) with no
+//!   delivery timeout, and `relay_state.published_position` advances only after every event up
+//!   to it was acknowledged by all in-sync replicas. A crash republishes at most the
+//!   unacknowledged suffix, again in order; consumers drop what they already applied by position.
+//! - The outbox buffers while the broker is down: commands keep committing, the relay keeps
+//!   waiting on its in-flight deliveries, and resumes when the broker is back.
+//! - One leader: a session-level PostgreSQL advisory lock. Other replicas wait on standby and
+//!   take over when the leader's session ends.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection, PgPool};
+use tokio::sync::watch;
+
+use super::{EventCodec, LogConfig, LogError};
+use crate::{EventStore, RecordedEvent, StoreError};
+
+/// The advisory lock key relay replicas compete for ("plasma relay").
+const LEADER_LOCK: i64 = 0x706c_6173_6d61_7231;
+
+pub const METRIC_OUTBOX_DEPTH: &str = "plasma_relay_outbox_depth";
+pub const METRIC_PUBLISHED: &str = "plasma_relay_published_events_total";
+pub const METRIC_PUBLISH_SECONDS: &str = "plasma_relay_publish_seconds";
+pub const METRIC_COMMIT_TO_ACK_SECONDS: &str = "plasma_relay_commit_to_ack_seconds";
+pub const METRIC_LEADER: &str = "plasma_relay_leader";
+
+/// Registers the relay's metric descriptions with the installed recorder.
+pub fn describe_metrics() {
+    metrics::describe_gauge!(
+        METRIC_OUTBOX_DEPTH,
+        "Committed events not yet acknowledged by the broker"
+    );
+    metrics::describe_counter!(METRIC_PUBLISHED, "Events acknowledged by the broker");
+    metrics::describe_histogram!(
+        METRIC_PUBLISH_SECONDS,
+        metrics::Unit::Seconds,
+        "From producing a batch to the broker acknowledging all of it"
+    );
+    metrics::describe_histogram!(
+        METRIC_COMMIT_TO_ACK_SECONDS,
+        metrics::Unit::Seconds,
+        "From an event's commit to its acknowledgement by the broker"
+    );
+    metrics::describe_gauge!(METRIC_LEADER, "1 while this replica is the leader");
+}
+
+/// Tunables of the relay.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// Events read and produced per batch.
+    pub batch_events: usize,
+    /// Batches produced but not yet acknowledged, so reading overlaps delivery.
+    pub max_in_flight: usize,
+    /// Pause when the outbox is empty.
+    pub idle_wait: Duration,
+    /// How often a standby replica tries to become leader.
+    pub standby_wait: Duration,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        Self {
+            batch_events: 2000,
+            max_in_flight: 4,
+            idle_wait: Duration::from_millis(10),
+            standby_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the relay is doing, for health checks and tests.
+#[derive(Debug, Default)]
+pub struct RelayStatus {
+    leader: AtomicBool,
+    published_position: AtomicI64,
+}
+
+impl RelayStatus {
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    pub fn published_position(&self) -> i64 {
+        self.published_position.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug)]
+pub struct Relay {
+    pool: PgPool,
+    store: EventStore,
+    config: LogConfig,
+    codec: Arc<EventCodec>,
+    options: RelayOptions,
+    status: Arc<RelayStatus>,
+}
+
+/// A produced batch waiting for its acknowledgements.
+struct InFlight {
+    last_position: i64,
+    last_recorded_at: chrono::DateTime<Utc>,
+    deliveries: Vec<DeliveryFuture>,
+    produced_at: Instant,
+}
+
+impl Relay {
+    /// A relay over the PostgreSQL event store (the only one with an outbox).
+    pub fn new(
+        store: &EventStore,
+        config: LogConfig,
+        options: RelayOptions,
+    ) -> Result<Self, LogError> {
+        let EventStore::Postgres(pg) = store else {
+            return Err(LogError::Config(
+                "the relay needs the PostgreSQL event store (server mode)".into(),
+            ));
+        };
+        Ok(Self {
+            pool: pg.pool().clone(),
+            store: store.clone(),
+            codec: Arc::new(EventCodec::new(&config.registry_url, &config.topic_prefix)?),
+            config,
+            options,
+            status: Arc::default(),
+        })
+    }
+
+    pub fn status(&self) -> Arc<RelayStatus> {
+        self.status.clone()
+    }
+
+    /// Runs until `shutdown` turns true: waits for leadership, then publishes. Errors while
+    /// leading (a lost database session, a fatal producer error) end the term; the relay then
+    /// competes for leadership again and resumes from the published position.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), LogError> {
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            let Some(mut session) = self.become_leader(&mut shutdown).await? else {
+                return Ok(());
+            };
+            self.status.leader.store(true, Ordering::Relaxed);
+            metrics::gauge!(METRIC_LEADER).set(1.0);
+            tracing::info!("relay is the leader");
+            let term = self.lead(&mut session, &mut shutdown).await;
+            self.status.leader.store(false, Ordering::Relaxed);
+            metrics::gauge!(METRIC_LEADER).set(0.0);
+            // Closing the session releases the lock for a standby replica.
+            drop(session);
+            match term {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    tracing::warn!(%error, "relay term ended; competing for leadership again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.options.standby_wait) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// A database session holding the leader lock, or `None` on shutdown.
+    async fn become_leader(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<PgConnection>, LogError> {
+        let mut announced = false;
+        loop {
+            match self.try_lock().await {
+                Ok(Some(session)) => return Ok(Some(session)),
+                Ok(None) if !announced => {
+                    tracing::info!("another relay is the leader; standing by");
+                    announced = true;
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "cannot reach the event store; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.options.standby_wait) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn try_lock(&self) -> Result<Option<PgConnection>, StoreError> {
+        let mut session = self
+            .pool
+            .acquire()
+            .await
+            .map_err(StoreError::db("opening the relay's session"))?
+            .detach();
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LEADER_LOCK)
+            .fetch_one(&mut session)
+            .await
+            .map_err(StoreError::db("taking the relay lock"))?;
+        Ok(locked.then_some(session))
+    }
+
+    async fn published_position(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT published_position FROM relay_state WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::db("reading the published position"))
+    }
+
+    async fn lead(
+        &self,
+        session: &mut PgConnection,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), LogError> {
+        let producer: FutureProducer = self
+            .config
+            .producer()
+            .create()
+            .map_err(LogError::kafka("creating the producer"))?;
+        let mut after = self.published_position().await?;
+        self.status
+            .published_position
+            .store(after, Ordering::Relaxed);
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut last_check = Instant::now();
+        loop {
+            if last_check.elapsed() >= Duration::from_secs(1) {
+                // Still the leader? A lost session means the lock is gone too.
+                session
+                    .ping()
+                    .await
+                    .map_err(StoreError::db("checking the relay's session"))?;
+                let head = self.store.head().await?;
+                let published = self.status.published_position();
+                metrics::gauge!(METRIC_OUTBOX_DEPTH).set((head - published) as f64);
+                last_check = Instant::now();
+            }
+            if *shutdown.borrow() {
+                while let Some(batch) = in_flight.pop_front() {
+                    self.complete(batch).await?;
+                }
+                producer.flush(Duration::from_secs(5)).ok();
+                return Ok(());
+            }
+            let mut produced = false;
+            if in_flight.len() < self.options.max_in_flight {
+                let limit = i64::try_from(self.options.batch_events).unwrap_or(i64::MAX);
+                let events = self.store.read_all(after, limit).await?;
+                if let Some(last) = events.last() {
+                    after = last.position;
+                    let batch = self.produce(&producer, &events, &mut in_flight).await?;
+                    in_flight.push_back(batch);
+                    produced = true;
+                }
+            }
+            if !produced || in_flight.len() >= self.options.max_in_flight {
+                match in_flight.pop_front() {
+                    Some(batch) => self.complete(batch).await?,
+                    None => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(self.options.idle_wait) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Produces `events` in order. When the producer's queue is full, completes the oldest
+    /// in-flight batch to make room (never drops or reorders).
+    async fn produce(
+        &self,
+        producer: &FutureProducer,
+        events: &[RecordedEvent],
+        in_flight: &mut VecDeque<InFlight>,
+    ) -> Result<InFlight, LogError> {
+        let produced_at = Instant::now();
+        let mut deliveries = Vec::with_capacity(events.len());
+        for event in events {
+            let record = self.codec.encode(event).await?;
+            let headers = headers(event);
+            loop {
+                let message = FutureRecord::to(&record.topic)
+                    .key(&record.key)
+                    .payload(&record.value)
+                    .headers(headers.clone());
+                match producer.send_result(message) {
+                    Ok(delivery) => {
+                        deliveries.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        match in_flight.pop_front() {
+                            Some(oldest) => self.complete(oldest).await?,
+                            None => tokio::time::sleep(Duration::from_millis(5)).await,
+                        }
+                    }
+                    Err((error, _)) => return Err(LogError::kafka("producing")(error)),
+                }
+            }
+        }
+        let last = events
+            .last()
+            .ok_or_else(|| LogError::Config("empty batch".into()))?;
+        Ok(InFlight {
+            last_position: last.position,
+            last_recorded_at: last.recorded_at,
+            deliveries,
+            produced_at,
+        })
+    }
+
+    /// Waits for every acknowledgement of `batch`, then records it as published.
+    async fn complete(&self, batch: InFlight) -> Result<(), LogError> {
+        let count = batch.deliveries.len();
+        let mut waiting_since = Instant::now();
+        for delivery in batch.deliveries {
+            tokio::pin!(delivery);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut delivery => break outcome,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                        tracing::warn!(
+                            waiting_s = waiting_since.elapsed().as_secs(),
+                            position = batch.last_position,
+                            "broker has not acknowledged yet; the outbox is buffering"
+                        );
+                        waiting_since = Instant::now();
+                    }
+                }
+            };
+            match outcome {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => return Err(LogError::kafka("delivering")(error)),
+                Err(_canceled) => {
+                    return Err(LogError::Config(
+                        "the producer went away mid-delivery".into(),
+                    ))
+                }
+            }
+        }
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::db("recording a publication"))?;
+        sqlx::query("DELETE FROM outbox WHERE last_position <= $1")
+            .bind(batch.last_position)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("draining the outbox"))?;
+        sqlx::query(
+            "UPDATE relay_state SET published_position = $1, updated_at = now() \
+             WHERE id = 1 AND published_position < $1",
+        )
+        .bind(batch.last_position)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db("recording the published position"))?;
+        tx.commit()
+            .await
+            .map_err(StoreError::db("recording a publication"))?;
+        self.status
+            .published_position
+            .store(batch.last_position, Ordering::Relaxed);
+        metrics::counter!(METRIC_PUBLISHED).increment(count as u64);
+        metrics::histogram!(METRIC_PUBLISH_SECONDS)
+            .record(batch.produced_at.elapsed().as_secs_f64());
+        let lag = Utc::now() - batch.last_recorded_at;
+        metrics::histogram!(METRIC_COMMIT_TO_ACK_SECONDS)
+            .record(lag.num_microseconds().unwrap_or(0) as f64 / 1e6);
+        Ok(())
+    }
+}
+
+/// The headers partner consumers can route and deduplicate on without decoding the value.
+/// `traceparent` (W3C) joins the event to its request's trace: the correlation id is the trace
+/// id, the event id's random tail the span id.
+pub fn headers(event: &RecordedEvent) -> OwnedHeaders {
+    let event_id = event.event_id.to_string();
+    let version = event.event_version.to_string();
+    let correlation = event.correlation_id.to_string();
+    let causation = event.causation_id.to_string();
+    let event_hex = event.event_id.simple().to_string();
+    let traceparent = format!(
+        "00-{}-{}-01",
+        event.correlation_id.simple(),
+        &event_hex[16..]
+    );
+    OwnedHeaders::new_with_capacity(7)
+        .insert(Header {
+            key: "event_id",
+            value: Some(&event_id),
+        })
+        .insert(Header {
+            key: "event_type",
+            value: Some(&event.event_type),
+        })
+        .insert(Header {
+            key: "schema_version",
+            value: Some(&version),
+        })
+        .insert(Header {
+            key: "tenant_id",
+            value: Some(event.tenant.as_str()),
+        })
+        .insert(Header {
+            key: "correlation_id",
+            value: Some(&correlation),
+        })
+        .insert(Header {
+            key: "causation_id",
+            value: Some(&causation),
+        })
+        .insert(Header {
+            key: "traceparent",
+            value: Some(&traceparent),
+        })
+}

@@ -351,6 +351,7 @@ impl From<ProjectionError> for ApiError {
             },
             err @ (ProjectionError::Database { .. }
             | ProjectionError::EventLog(_)
+            | ProjectionError::Log(_)
             | ProjectionError::BadCheckpoint { .. }
             | ProjectionError::UnknownProjection(_)
             | ProjectionError::Config(_)) => Self::Internal(InternalError::ReadModel(err)),

@@ -23,7 +23,15 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Dev(_) | Command::Serve(_) => "info,sqlx=warn",
-        Command::Token(_) | Command::Bench(_) | Command::Openapi => "warn",
+        Command::Relay(_) | Command::Project(_) | Command::Replay(_) => {
+            "info,sqlx=warn,rdkafka=warn"
+        }
+        Command::Token(_)
+        | Command::Bench(_)
+        | Command::Openapi
+        | Command::Tail(_)
+        | Command::Schemas(_)
+        | Command::Topics(_) => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -38,6 +46,12 @@ async fn main() -> ExitCode {
         Command::Token(args) => token(args),
         Command::Bench(bench) => cli::bench::run(bench).await,
         Command::Openapi => openapi(),
+        Command::Relay(args) => cli::log::relay(args).await,
+        Command::Project(args) => cli::log::project(args).await,
+        Command::Replay(args) => cli::log::replay(args).await,
+        Command::Tail(args) => cli::log::tail(args).await,
+        Command::Schemas(command) => cli::log::schemas(command).await,
+        Command::Topics(command) => cli::log::topics(command).await,
     };
     match result {
         Ok(code) => code,

@@ -38,6 +38,8 @@ use std::time::Duration;
 use rand::RngCore as _;
 use serde::{Deserialize, Deserializer};
 
+use plasma_commands::log::LogConfig;
+
 use crate::secret::Secret;
 
 /// Where embedded mode keeps its files unless told otherwise.
@@ -64,6 +66,34 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
     pub consistency: ConsistencySettings,
+    /// The Kafka-compatible log and its schema registry, when configured (server mode).
+    pub log: Option<LogConfig>,
+    /// Who maintains the read models this gateway queries.
+    pub projections: ProjectionsMode,
+}
+
+/// Who keeps the read models up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProjectionsMode {
+    /// The gateway runs every projection itself, fed from the event store.
+    InProcess,
+    /// `plasma project` workers do, fed from the log; the gateway only reads.
+    External,
+}
+
+impl FromStr for ProjectionsMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "in-process" => Ok(Self::InProcess),
+            "external" => Ok(Self::External),
+            other => Err(format!(
+                "`{other}` is not a projections mode: use in-process or external"
+            )),
+        }
+    }
 }
 
 /// Where events and read models live.
@@ -128,6 +158,9 @@ pub enum Profile {
     Serve,
     /// `plasma token`: like dev, the data dir's dev secret when none is configured.
     Token,
+    /// The log processes (`relay`, `project`, `replay`, `tail`, `schemas`, `topics`): they
+    /// serve no API, so no secret is needed.
+    LogTool,
 }
 
 /// Embedded (SQLite files) or server (PostgreSQL).
@@ -198,6 +231,24 @@ pub struct SettingsLayer {
     pub rate_limit: RateLimitLayer,
     #[serde(default)]
     pub consistency: ConsistencyLayer,
+    #[serde(default)]
+    pub log: LogLayer,
+    #[serde(default)]
+    pub projections: ProjectionsLayer,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogLayer {
+    pub brokers: Option<String>,
+    pub registry_url: Option<String>,
+    pub topic_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectionsLayer {
+    pub mode: Option<ProjectionsMode>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -304,6 +355,22 @@ impl SettingsLayer {
         if let Some(v) = var("PLASMA_READY_MAX_LAG") {
             layer.consistency.ready_max_lag = Some(parse_number("PLASMA_READY_MAX_LAG", &v)?);
         }
+        if let Some(v) = var("PLASMA_KAFKA_BROKERS") {
+            layer.log.brokers = Some(v.trim().to_owned());
+        }
+        if let Some(v) = var("PLASMA_SCHEMA_REGISTRY_URL") {
+            layer.log.registry_url = Some(v.trim().to_owned());
+        }
+        if let Some(v) = var("PLASMA_TOPIC_PREFIX") {
+            layer.log.topic_prefix = Some(v.trim().to_owned());
+        }
+        if let Some(v) = var("PLASMA_PROJECTIONS") {
+            layer.projections.mode = Some(
+                v.trim()
+                    .parse()
+                    .map_err(|m| invalid("PLASMA_PROJECTIONS", m))?,
+            );
+        }
         Ok(layer)
     }
 
@@ -338,6 +405,14 @@ impl SettingsLayer {
                     .ready_max_lag
                     .or(self.consistency.ready_max_lag),
             },
+            log: LogLayer {
+                brokers: over.log.brokers.or(self.log.brokers),
+                registry_url: over.log.registry_url.or(self.log.registry_url),
+                topic_prefix: over.log.topic_prefix.or(self.log.topic_prefix),
+            },
+            projections: ProjectionsLayer {
+                mode: over.projections.mode.or(self.projections.mode),
+            },
         }
     }
 }
@@ -368,7 +443,7 @@ impl Settings {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let mode = match profile {
             Profile::Dev => Mode::Embedded,
-            Profile::Serve | Profile::Token => {
+            Profile::Serve | Profile::Token | Profile::LogTool => {
                 layer
                     .store
                     .mode
@@ -445,6 +520,12 @@ impl Settings {
         let secret = match (layer.auth.jwt_secret, profile) {
             (Some(secret), _) => secret,
             (None, Profile::Dev | Profile::Token) => dev_secret(&data_dir)?,
+            // Never verifies anything: these processes serve no API.
+            (None, Profile::LogTool) => {
+                let mut bytes = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut bytes);
+                Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            }
             (None, Profile::Serve) => {
                 return Err(SettingsError::Missing {
                     key: "auth.jwt_secret (PLASMA_JWT_SECRET)",
@@ -492,8 +573,57 @@ impl Settings {
             .ready_max_lag
             .unwrap_or(DEFAULT_READY_MAX_LAG);
 
+        let log = match (layer.log.brokers, layer.log.registry_url) {
+            (None, None) => None,
+            (Some(brokers), Some(registry_url)) => {
+                if brokers.is_empty() {
+                    return Err(invalid("log.brokers (PLASMA_KAFKA_BROKERS)", "is empty"));
+                }
+                if !(registry_url.starts_with("http://") || registry_url.starts_with("https://")) {
+                    return Err(invalid(
+                        "log.registry_url (PLASMA_SCHEMA_REGISTRY_URL)",
+                        "expected an http:// or https:// URL",
+                    ));
+                }
+                let topic_prefix = layer
+                    .log
+                    .topic_prefix
+                    .unwrap_or_else(|| "plasma".to_owned());
+                if topic_prefix.is_empty()
+                    || !topic_prefix
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                {
+                    return Err(invalid(
+                        "log.topic_prefix (PLASMA_TOPIC_PREFIX)",
+                        "use letters, digits, '.', '_' or '-'",
+                    ));
+                }
+                Some(LogConfig {
+                    brokers,
+                    registry_url,
+                    topic_prefix,
+                })
+            }
+            (None, Some(_)) => {
+                return Err(SettingsError::Missing {
+                    key: "log.brokers (PLASMA_KAFKA_BROKERS)",
+                    hint: "a schema registry is configured but no brokers",
+                })
+            }
+            (Some(_), None) => {
+                return Err(SettingsError::Missing {
+                    key: "log.registry_url (PLASMA_SCHEMA_REGISTRY_URL)",
+                    hint: "brokers are configured but no schema registry",
+                })
+            }
+        };
+        let projections = layer.projections.mode.unwrap_or(ProjectionsMode::InProcess);
+
         Ok(Self {
             store,
+            log,
+            projections,
             http: HttpSettings {
                 listen,
                 body_limit,

@@ -12,7 +12,9 @@ use plasma_commands::{CommandHandler, EventStore, Services, StoreConfig, StoreEr
 use plasma_domain::brand::MentionServices;
 use plasma_domain::content::DraftServices;
 use plasma_domain::TenantId;
-use plasma_projections::{ProjectionError, ReadModels, ReadStore, ReadStoreConfig, RunnerOptions};
+use plasma_projections::{
+    all_projections, ProjectionError, ReadModels, ReadStore, ReadStoreConfig, RunnerOptions,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -20,7 +22,7 @@ use crate::auth::{TokenIssuer, TokenVerifier};
 use crate::clock::{Clock, SystemClock};
 use crate::demo::{self, DemoError, DemoOutcome};
 use crate::rate_limit::RateLimiter;
-use crate::settings::{Settings, StoreSettings};
+use crate::settings::{ProjectionsMode, Settings, StoreSettings};
 use crate::state::{AppState, StateParts};
 use crate::workers::ProjectionWorkers;
 use crate::{metrics, routes};
@@ -143,9 +145,20 @@ impl Application {
         let read = ReadStore::open(&read_config)
             .await
             .map_err(StartupError::ReadStore)?;
-        let workers = ProjectionWorkers::prepare(&read, &store, RunnerOptions::default())
-            .await
-            .map_err(StartupError::Projections)?;
+        let (workers, projections) = match settings.projections {
+            ProjectionsMode::InProcess => {
+                let workers = ProjectionWorkers::prepare(&read, &store, RunnerOptions::default())
+                    .await
+                    .map_err(StartupError::Projections)?;
+                let names = workers.names();
+                (workers, names)
+            }
+            ProjectionsMode::External => {
+                tracing::info!("read models are maintained by external `plasma project` workers");
+                let names = all_projections().iter().map(|p| p.name()).collect();
+                (ProjectionWorkers::external(&read, &store), names)
+            }
+        };
 
         let handler = CommandHandler::new(store);
         let state = AppState::new(StateParts {
@@ -163,7 +176,7 @@ impl Application {
             body_limit: settings.http.body_limit,
             min_position_wait: settings.consistency.min_position_wait,
             ready_max_lag: settings.consistency.ready_max_lag,
-            projections: workers.names(),
+            projections,
             metrics: metrics::recorder(),
         });
         let router = routes::router(state, settings.http.request_timeout);

@@ -60,6 +60,16 @@ impl ProjectionWorkers {
         })
     }
 
+    /// No in-process runners: the read models are maintained by `plasma project` workers.
+    pub fn external(read: &ReadStore, store: &EventStore) -> Self {
+        Self {
+            read: read.clone(),
+            store: store.clone(),
+            options: RunnerOptions::default(),
+            runners: Vec::new(),
+        }
+    }
+
     pub fn names(&self) -> Vec<&'static str> {
         self.runners.iter().map(|(p, _)| p.name()).collect()
     }

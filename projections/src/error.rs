@@ -22,6 +22,8 @@ pub enum ProjectionError {
     UnknownProjection(String),
     #[error("`{0}` is not a cursor this API handed out")]
     BadCursor(String),
+    #[error("the event log")]
+    Log(#[source] plasma_commands::log::LogError),
     #[error("invalid read-store configuration: {0}")]
     Config(String),
 }

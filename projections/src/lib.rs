@@ -7,6 +7,7 @@
 //! while queries keep being served from the live tables.
 
 mod error;
+pub mod log;
 pub mod models;
 mod projection;
 mod queries;
@@ -16,6 +17,7 @@ mod runner;
 mod subscription;
 
 pub use error::ProjectionError;
+pub use log::{replay_from_log, LogWorker, WorkerOptions, WorkerStep};
 pub use models::{
     all_projections, projection_named, AgentRunsProjection, BrandStatsProjection, BrandsProjection,
     DocumentsProjection, DraftsProjection, MentionsProjection,

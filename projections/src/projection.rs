@@ -1,6 +1,7 @@
 //! What a projection is: a name, the tables it owns, and how a batch of events changes them.
 
 use async_trait::async_trait;
+use plasma_commands::log::Context;
 use plasma_commands::RecordedEvent;
 
 use crate::{ProjectionError, ReadTx};
@@ -36,6 +37,8 @@ impl Tables {
 #[async_trait]
 pub trait Projection: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;
+    /// The bounded contexts whose events it reads (in server mode: the topics it consumes).
+    fn contexts(&self) -> &'static [Context];
     fn tables(&self) -> &'static [&'static str];
     fn ddl(&self) -> &'static [&'static str];
 

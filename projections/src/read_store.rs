@@ -79,6 +79,19 @@ const CHECKPOINTS_DDL: &str = "CREATE TABLE IF NOT EXISTS projection_checkpoints
     checkpoint TEXT   NOT NULL
 )";
 
+/// Log-fed projections: per partition, the next offset to read, the highest position applied
+/// (relay duplicates at or below it are dropped) and the safe position (every event at or below
+/// it, in this partition, is applied). Written in the same transaction as the read-model change.
+const OFFSETS_DDL: &str = "CREATE TABLE IF NOT EXISTS projection_offsets (
+    projection    TEXT    NOT NULL,
+    topic         TEXT    NOT NULL,
+    partition_id  INTEGER NOT NULL,
+    next_offset   BIGINT  NOT NULL,
+    max_position  BIGINT  NOT NULL,
+    safe_position BIGINT  NOT NULL,
+    PRIMARY KEY (projection, topic, partition_id)
+)";
+
 impl ReadStore {
     pub async fn open(config: &ReadStoreConfig) -> Result<Self, ProjectionError> {
         let store = match config {
@@ -112,6 +125,14 @@ impl ReadStore {
             ReadStoreConfig::Postgres { pool } => Self::Postgres { pool: pool.clone() },
         };
         let mut tx = store.begin().await?;
+        if tx.is_postgres() {
+            // Workers starting together would race on CREATE TABLE IF NOT EXISTS.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(7234501)",
+                "serialising read-model DDL",
+            )
+            .await?;
+        }
         on_tx!(&mut tx, |c| sqlx::query(CHECKPOINTS_DDL)
             .execute(c)
             .await
@@ -119,6 +140,8 @@ impl ReadStore {
             .map_err(ProjectionError::db(
                 "creating the checkpoint table"
             ))?);
+        tx.execute(OFFSETS_DDL, "creating the offsets table")
+            .await?;
         tx.commit().await?;
         Ok(store)
     }

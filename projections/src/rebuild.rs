@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use plasma_commands::EventStore;
 
+use crate::read_store::on_tx;
 use crate::runner::{load_checkpoint, save_checkpoint, Step};
 use crate::{
     Checkpoint, Projection, ProjectionError, ProjectionRunner, ReadStore, RunnerOptions,
@@ -105,6 +106,21 @@ pub async fn rebuild(
         ..Checkpoint::default()
     };
     save_checkpoint(&mut tx, projection.name(), &checkpoint).await?;
+    // A log-fed read model (server mode) continues from its partition offsets: everything at or
+    // below `position` is now in the tables, so its workers must treat it as applied. (They
+    // notice the rows moved and reload.) Nothing to do for a store-fed one.
+    on_tx!(&mut tx, |c| sqlx::query(
+        "UPDATE projection_offsets SET \
+         max_position = CASE WHEN max_position < $1 THEN $1 ELSE max_position END, \
+         safe_position = CASE WHEN safe_position < $1 THEN $1 ELSE safe_position END \
+         WHERE projection = $2"
+    )
+    .bind(position)
+    .bind(projection.name())
+    .execute(c)
+    .await
+    .map(|_| ())
+    .map_err(ProjectionError::db("marking log offsets as rebuilt"))?);
     tx.execute_bound(
         "DELETE FROM projection_checkpoints WHERE name = $1",
         &shadow_checkpoint,

@@ -1102,6 +1102,10 @@ impl Projection for SlowEventCounter {
         "test_event_counter"
     }
 
+    fn contexts(&self) -> &'static [plasma_commands::log::Context] {
+        &plasma_commands::log::Context::ALL
+    }
+
     fn tables(&self) -> &'static [&'static str] {
         &["rm_test_event_count"]
     }

@@ -624,8 +624,7 @@ impl Walk<'_> {
                         };
                         let mut out = HashMap::with_capacity(values.len());
                         for (k, v) in values {
-                            let value =
-                                self.encode(values_schema, v, namespace, &join(path, k))?;
+                            let value = self.encode(values_schema, v, namespace, &join(path, k))?;
                             out.insert(k.clone(), value);
                         }
                         Ok(Avro::Map(out))
@@ -760,9 +759,7 @@ impl Walk<'_> {
                         values
                             .iter()
                             .enumerate()
-                            .map(|(i, v)| {
-                                self.decode(items, v, namespace, &format!("{path}[{i}]"))
-                            })
+                            .map(|(i, v)| self.decode(items, v, namespace, &format!("{path}[{i}]")))
                             .collect::<Result<Vec<_>, _>>()
                             .map(Json::Array)
                     }
@@ -773,8 +770,7 @@ impl Walk<'_> {
                         };
                         let mut out = Map::new();
                         for (k, v) in values {
-                            let json =
-                                self.decode(values_schema, v, namespace, &join(path, k))?;
+                            let json = self.decode(values_schema, v, namespace, &join(path, k))?;
                             out.insert(k.clone(), json);
                         }
                         Ok(Json::Object(out))

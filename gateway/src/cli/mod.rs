@@ -2,6 +2,7 @@
 //! last settings layer.
 
 pub mod bench;
+pub mod log;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +36,20 @@ pub enum Command {
     Bench(bench::Bench),
     /// Print the OpenAPI 3.1 document of the HTTP API (what `GET /openapi.json` serves).
     Openapi,
+    /// Publish committed events from the PostgreSQL outbox to the topics (server mode).
+    Relay(log::RelayArgs),
+    /// Maintain one read model from the topics, as a member of its consumer group.
+    Project(log::ProjectArgs),
+    /// Rebuild a read model from the topics (or the event store) and swap it in.
+    Replay(log::ReplayArgs),
+    /// Print a topic's events as JSON lines, decoded through the schema registry.
+    Tail(log::TailArgs),
+    /// The Avro event contract: register it, check it, document it.
+    #[command(subcommand)]
+    Schemas(log::SchemasCommand),
+    /// Create the event topics.
+    #[command(subcommand)]
+    Topics(log::TopicsCommand),
 }
 
 /// Where settings come from besides flags.

@@ -1,4 +1,5 @@
 use async_trait::async_trait;
+use plasma_commands::log::Context;
 use plasma_commands::RecordedEvent;
 use plasma_domain::agent::{AgentRunEvent, AgentRunStatus};
 
@@ -20,6 +21,10 @@ pub struct AgentRunsProjection;
 impl Projection for AgentRunsProjection {
     fn name(&self) -> &'static str {
         "agent_runs"
+    }
+
+    fn contexts(&self) -> &'static [Context] {
+        &[Context::Agent]
     }
 
     fn tables(&self) -> &'static [&'static str] {

@@ -1,4 +1,5 @@
 use async_trait::async_trait;
+use plasma_commands::log::Context;
 use plasma_commands::RecordedEvent;
 use plasma_domain::brand::BrandEvent;
 
@@ -14,6 +15,10 @@ pub struct BrandsProjection;
 impl Projection for BrandsProjection {
     fn name(&self) -> &'static str {
         "brands"
+    }
+
+    fn contexts(&self) -> &'static [Context] {
+        &[Context::Brand]
     }
 
     fn tables(&self) -> &'static [&'static str] {

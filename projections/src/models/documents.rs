@@ -1,4 +1,5 @@
 use async_trait::async_trait;
+use plasma_commands::log::Context;
 use plasma_commands::RecordedEvent;
 use plasma_domain::research::{DocumentEvent, DocumentStatus};
 use serde::Serialize;
@@ -25,6 +26,10 @@ struct EntityRow<'a> {
 impl Projection for DocumentsProjection {
     fn name(&self) -> &'static str {
         "documents"
+    }
+
+    fn contexts(&self) -> &'static [Context] {
+        &[Context::Research]
     }
 
     fn tables(&self) -> &'static [&'static str] {

@@ -1,4 +1,5 @@
 use async_trait::async_trait;
+use plasma_commands::log::Context;
 use plasma_commands::RecordedEvent;
 use plasma_domain::content::{DraftEvent, DraftStatus};
 use plasma_domain::AggregateId;
@@ -21,6 +22,10 @@ pub struct DraftsProjection;
 impl Projection for DraftsProjection {
     fn name(&self) -> &'static str {
         "drafts"
+    }
+
+    fn contexts(&self) -> &'static [Context] {
+        &[Context::Content]
     }
 
     fn tables(&self) -> &'static [&'static str] {

@@ -1,4 +1,5 @@
 use async_trait::async_trait;
+use plasma_commands::log::Context;
 use plasma_commands::RecordedEvent;
 use plasma_domain::brand::{MentionEvent, MentionIngested};
 use uuid::Uuid;
@@ -23,6 +24,10 @@ struct Row<'a> {
 impl Projection for MentionsProjection {
     fn name(&self) -> &'static str {
         "mentions"
+    }
+
+    fn contexts(&self) -> &'static [Context] {
+        &[Context::Brand]
     }
 
     fn tables(&self) -> &'static [&'static str] {

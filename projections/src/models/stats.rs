@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use plasma_commands::log::Context;
 use plasma_commands::RecordedEvent;
 use plasma_domain::brand::{MentionEvent, SentimentLabel};
 use uuid::Uuid;
@@ -31,6 +32,10 @@ type DayKey<'a> = (&'a str, Uuid, String);
 impl Projection for BrandStatsProjection {
     fn name(&self) -> &'static str {
         "brand_stats"
+    }
+
+    fn contexts(&self) -> &'static [Context] {
+        &[Context::Brand]
     }
 
     fn tables(&self) -> &'static [&'static str] {

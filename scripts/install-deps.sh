@@ -30,3 +30,18 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest (crates.io)" >&2
   cargo install cargo-nextest --locked
 fi
+
+# The log's real parts for the server-mode tests (no Docker here): a Kafka-API broker and a
+# schema registry, both from crates.io, pinned, built once into ~/.cargo/bin (tansu takes about
+# 18 minutes on 2 cores; later runs find it installed).
+cargo_installed() {
+  cargo install --list 2>/dev/null | grep -q "^$1 v$2:"
+}
+if ! cargo_installed tansu 0.6.0; then
+  echo "installing tansu 0.6.0 with its sqlite storage (crates.io; ~18 min the first time)" >&2
+  cargo install tansu --version 0.6.0 --locked --features libsql
+fi
+if ! cargo_installed rivven-schema 0.0.22; then
+  echo "installing rivven-schema 0.0.22 (crates.io)" >&2
+  cargo install rivven-schema --version 0.0.22 --locked
+fi

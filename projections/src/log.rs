@@ -12,8 +12,8 @@
 //!   grow, so an event at or below the partition's highest applied position is a duplicate.
 //! - The read model's position (what `min_position` and lag use) is the minimum over partitions
 //!   of each partition's safe position: the highest position below which every event of that
-//!   partition is applied. A partition read to its end when the relay had published up to W is
-//!   safe up to W.
+//!   partition is applied. A partition read past the last offset the relay had acknowledged
+//!   when it recorded position W is safe up to W (`relay_partitions`, no broker round trip).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -30,7 +30,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use crate::projection::create_tables;
-use crate::read_store::{on_pool, on_tx};
+use crate::read_store::on_tx;
 use crate::runner::{load_checkpoint, save_checkpoint};
 use crate::{Checkpoint, Projection, ProjectionError, ReadStore, ReadTx, Tables};
 
@@ -38,6 +38,12 @@ pub const METRIC_APPLIED: &str = "plasma_worker_applied_events_total";
 pub const METRIC_DUPLICATES: &str = "plasma_worker_duplicates_dropped_total";
 
 type PartitionKey = (String, i32);
+
+/// Where a partition starts. Always an explicit offset, never "beginning": tansu 0.6.0 answers
+/// the earliest-offset lookup with the first offset written since it last restarted, which
+/// would silently skip the history (seen in the fault tests). Event topics never delete, and
+/// were the start ever trimmed, `auto.offset.reset=earliest` applies.
+pub const FIRST_OFFSET: i64 = 0;
 
 /// Where one partition stands in the read store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -153,9 +159,8 @@ async fn swap_state(
     expected: PartitionState,
     new: PartitionState,
 ) -> Result<bool, ProjectionError> {
-    let updated =
-        on_tx!(tx, |c| {
-            sqlx::query(
+    let updated = on_tx!(tx, |c| {
+        sqlx::query(
         "UPDATE projection_offsets SET next_offset = $1, max_position = $2, safe_position = $3 \
          WHERE projection = $4 AND topic = $5 AND partition_id = $6 \
          AND next_offset = $7 AND max_position = $8"
@@ -172,18 +177,46 @@ async fn swap_state(
     .await
     .map(|done| done.rows_affected())
     .map_err(ProjectionError::db("saving a partition's offsets"))?
-        });
+    });
     Ok(updated == 1)
 }
 
-/// The relay's published position (0 when this database has no relay state).
-async fn published_position(read: &ReadStore) -> i64 {
-    let result: Result<i64, sqlx::Error> = on_pool!(read, |p| sqlx::query_scalar(
-        "SELECT published_position FROM relay_state WHERE id = 1"
+/// What the relay has published: its position, and per partition the highest offset it had
+/// acknowledged then (one snapshot). Empty when this database has no relay (nothing to wait for).
+async fn published(read: &ReadStore) -> Option<(i64, HashMap<PartitionKey, i64>)> {
+    let ReadStore::Postgres { pool } = read else {
+        return None;
+    };
+    let mut tx = pool.begin().await.ok()?;
+    let position: i64 =
+        sqlx::query_scalar("SELECT published_position FROM relay_state WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .ok()?;
+    let rows: Vec<(String, i32, i64)> =
+        sqlx::query_as("SELECT topic, partition_id, last_offset FROM relay_partitions")
+            .fetch_all(&mut *tx)
+            .await
+            .ok()?;
+    tx.commit().await.ok()?;
+    Some((
+        position,
+        rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect(),
+    ))
+}
+
+async fn offset_rows(
+    read: &ReadStore,
+    projection: &str,
+) -> Result<Vec<(String, i32, i64)>, ProjectionError> {
+    crate::read_store::on_pool!(read, |p| sqlx::query_as(
+        "SELECT topic, partition_id, next_offset FROM projection_offsets \
+         WHERE projection = $1 ORDER BY 1, 2"
     )
-    .fetch_one(p)
-    .await);
-    result.unwrap_or(0)
+    .bind(projection)
+    .fetch_all(p)
+    .await
+    .map_err(ProjectionError::db("reading partition offsets")))
 }
 
 /// Lets the rebalance callback load offsets from the read store before assigning.
@@ -194,7 +227,15 @@ struct WorkerContext {
     assigned: Arc<Mutex<HashMap<PartitionKey, PartitionState>>>,
 }
 
-impl ClientContext for WorkerContext {}
+impl ClientContext for WorkerContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        plasma_commands::log::log_librdkafka(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, reason);
+    }
+}
 
 impl ConsumerContext for WorkerContext {
     fn rebalance(
@@ -228,11 +269,7 @@ impl ConsumerContext for WorkerContext {
                 match loaded {
                     Ok(Ok(states)) => {
                         for ((topic, partition), state) in &states {
-                            let offset = if state.next_offset == 0 {
-                                Offset::Beginning
-                            } else {
-                                Offset::Offset(state.next_offset)
-                            };
+                            let offset = Offset::Offset(state.next_offset);
                             if let Err(error) = tpl.set_partition_offset(topic, *partition, offset)
                             {
                                 tracing::warn!(%error, topic, partition, "cannot set the start offset");
@@ -301,7 +338,13 @@ pub struct LogWorker {
     options: WorkerOptions,
     since_analyze: usize,
     last_safe_check: Instant,
+    /// Lagging partitions' stored offsets as last seen, and since when.
+    unattended: Option<(Vec<(PartitionKey, i64)>, Instant)>,
 }
+
+/// A consumer that should be receiving but is not (seen with a broker that lost its group
+/// state in a restart) is replaced after this long.
+const STALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl std::fmt::Debug for LogWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -401,6 +444,7 @@ impl LogWorker {
             options,
             since_analyze: 0,
             last_safe_check: Instant::now() - Duration::from_secs(1),
+            unattended: None,
         })
     }
 
@@ -414,29 +458,48 @@ impl LogWorker {
     async fn next_records(&self) -> Result<Vec<Record>, ProjectionError> {
         let first = match tokio::time::timeout(self.options.idle_wait, self.consumer.recv()).await {
             Err(_elapsed) => return Ok(Vec::new()),
-            Ok(message) => message.map_err(kafka("receiving"))?,
+            Ok(Ok(message)) => message,
+            // Consumer errors are reports (a broker went away, a fetch failed); librdkafka
+            // reconnects and resumes by itself.
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "consumer error; carrying on");
+                tokio::time::sleep(self.options.idle_wait).await;
+                return Ok(Vec::new());
+            }
         };
         let mut records = vec![to_record(&first)];
         drop(first);
         while records.len() < self.options.batch_size {
             match self.consumer.recv().now_or_never() {
                 Some(Ok(message)) => records.push(to_record(&message)),
-                Some(Err(error)) => return Err(kafka("receiving")(error)),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "consumer error; carrying on");
+                    break;
+                }
                 None => break,
             }
         }
         Ok(records)
     }
 
-    fn seek(&self, key: &PartitionKey, offset: i64) -> Result<(), ProjectionError> {
-        let offset = if offset == 0 {
-            Offset::Beginning
-        } else {
-            Offset::Offset(offset)
-        };
-        self.consumer
-            .seek(&key.0, key.1, offset, Duration::from_secs(5))
-            .map_err(kafka("seeking"))
+    fn is_assigned(&self, key: &PartitionKey) -> bool {
+        self.consumer.assignment().is_ok_and(|tpl| {
+            tpl.elements()
+                .iter()
+                .any(|e| e.topic() == key.0 && e.partition() == key.1)
+        })
+    }
+
+    /// Repositions a partition. A failure (the partition was just revoked, the broker is away)
+    /// is not fatal: records arriving at the wrong offset are dropped and trigger a new seek.
+    fn seek(&self, key: &PartitionKey, offset: i64) {
+        let target = Offset::Offset(offset);
+        if let Err(error) = self
+            .consumer
+            .seek(&key.0, key.1, target, Duration::from_secs(5))
+        {
+            tracing::warn!(%error, topic = %key.0, partition = key.1, offset, "seek failed");
+        }
     }
 
     /// Applies one batch of records.
@@ -461,6 +524,11 @@ impl LogWorker {
             let known = lock(&self.assigned).get(&record.key).copied();
             let state = match after.get(&record.key).copied().or(known) {
                 Some(state) => state,
+                // Fetched before a rebalance took the partition away: not ours to apply.
+                None if !self.is_assigned(&record.key) => {
+                    skip.insert(record.key);
+                    continue;
+                }
                 None => {
                     // Assigned without loaded offsets: load them now and start over there.
                     let states =
@@ -477,7 +545,7 @@ impl LogWorker {
                 // Records we have not applied lie before this one: go back for them, unless we
                 // just did and the log really has a gap there.
                 if self.sought.get(&record.key) != Some(&state.next_offset) {
-                    self.seek(&record.key, state.next_offset)?;
+                    self.seek(&record.key, state.next_offset);
                     self.sought.insert(record.key.clone(), state.next_offset);
                     skip.insert(record.key);
                     continue;
@@ -573,7 +641,7 @@ impl LogWorker {
             mine
         };
         for (key, state) in still_mine {
-            self.seek(&key, state.next_offset)?;
+            self.seek(&key, state.next_offset);
             self.sought.insert(key, state.next_offset);
         }
         tracing::info!(
@@ -583,49 +651,31 @@ impl LogWorker {
         Ok(())
     }
 
-    /// When idle: every partition read to its end is safe up to what the relay had published.
+    /// When idle: a partition read past everything the relay had acknowledged when it reached
+    /// position W holds every event up to W that belongs to it, so it is safe up to W.
     async fn advance_safe_positions(&mut self) -> Result<(), ProjectionError> {
         if self.last_safe_check.elapsed() < Duration::from_millis(100) {
             return Ok(());
         }
         self.last_safe_check = Instant::now();
-        // The relay's position first, the partitions' ends after: every event at or below it
-        // is then below those ends.
-        let published = published_position(&self.read).await;
-        let assigned: Vec<(PartitionKey, PartitionState)> = lock(&self.assigned)
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
-        let candidates: Vec<_> = assigned
-            .into_iter()
-            .filter(|(_, state)| state.safe_position < published)
-            .collect();
-        if candidates.is_empty() {
+        let Some((published, last_offsets)) = published(&self.read).await else {
             return Ok(());
-        }
-        let consumer = self.consumer.clone();
-        let keys: Vec<PartitionKey> = candidates.iter().map(|(k, _)| k.clone()).collect();
-        let ends = tokio::task::spawn_blocking(move || {
-            keys.into_iter()
-                .map(|key| {
-                    let end = consumer.fetch_watermarks(&key.0, key.1, METADATA_TIMEOUT);
-                    (key, end)
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|e| ProjectionError::Config(format!("watermark task failed: {e}")))?;
-        let mut advanced = Vec::new();
-        for ((key, state), (_, end)) in candidates.into_iter().zip(ends) {
-            let (_, high) = end.map_err(kafka("reading partition ends"))?;
-            if state.next_offset >= high {
+        };
+        self.check_stall(&last_offsets).await?;
+        let advanced: Vec<(PartitionKey, PartitionState, PartitionState)> = lock(&self.assigned)
+            .iter()
+            .filter(|(key, state)| {
+                state.safe_position < published
+                    && state.next_offset > last_offsets.get(*key).copied().unwrap_or(-1)
+            })
+            .map(|(key, state)| {
                 let new = PartitionState {
                     safe_position: published,
-                    ..state
+                    ..*state
                 };
-                advanced.push((key, state, new));
-            }
-        }
+                (key.clone(), *state, new)
+            })
+            .collect();
         if advanced.is_empty() {
             return Ok(());
         }
@@ -647,6 +697,36 @@ impl LogWorker {
             if let Some(state) = assigned.get_mut(&key) {
                 *state = new;
             }
+        }
+        Ok(())
+    }
+
+    /// Fails (so the worker rejoins its group with a fresh consumer) when records the relay
+    /// has published stay unapplied: some partition of this read model lags and its stored
+    /// offset has not moved for [`STALL_TIMEOUT`]. Seen with a broker that kept a killed
+    /// member's partitions assigned until a member rejoined, and after a broker restart.
+    async fn check_stall(
+        &mut self,
+        last_offsets: &HashMap<PartitionKey, i64>,
+    ) -> Result<(), ProjectionError> {
+        let rows = offset_rows(&self.read, self.projection.name()).await?;
+        let lagging: Vec<(PartitionKey, i64)> = rows
+            .into_iter()
+            .map(|(t, p, next)| ((t, p), next))
+            .filter(|(key, next)| *next <= last_offsets.get(key).copied().unwrap_or(-1))
+            .collect();
+        match &self.unattended {
+            _ if lagging.is_empty() => self.unattended = None,
+            Some((seen, since)) if *seen == lagging => {
+                if since.elapsed() > STALL_TIMEOUT {
+                    return Err(ProjectionError::Config(format!(
+                        "partitions {:?} lag without progress for {}s; rejoining the group",
+                        lagging.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                        STALL_TIMEOUT.as_secs()
+                    )));
+                }
+            }
+            _ => self.unattended = Some((lagging, Instant::now())),
         }
         Ok(())
     }
@@ -722,7 +802,7 @@ pub async fn replay_from_log(
     let mut assignment = TopicPartitionList::new();
     for (topic, partition) in &partitions {
         assignment
-            .add_partition_offset(topic, *partition, Offset::Beginning)
+            .add_partition_offset(topic, *partition, Offset::Offset(FIRST_OFFSET))
             .map_err(kafka("assigning partitions"))?;
     }
     consumer

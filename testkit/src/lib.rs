@@ -7,8 +7,10 @@
 //! way tests never share a database. If PostgreSQL cannot start, the test fails and says why:
 //! nothing is skipped silently.
 
+pub mod log;
 mod pg;
 
+pub use log::{Broker, Registry};
 pub use pg::{PgCluster, TestPg};
 
 /// A fresh directory for an embedded store, removed when dropped.

@@ -225,7 +225,7 @@ fn unprivileged_user() -> Result<Option<String>> {
     Ok(Some(user))
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("probing for a free port")?;
     Ok(listener
         .local_addr()

@@ -8,3 +8,14 @@ CREATE TABLE relay_state (
     updated_at         timestamptz NOT NULL DEFAULT now()
 );
 INSERT INTO relay_state (id, published_position) VALUES (1, 0);
+
+-- Per partition, the highest offset the relay has had acknowledged, written in the same
+-- transaction as `published_position`. A projection worker whose next offset in a partition is
+-- past `last_offset` has applied every event of that partition up to `published_position`
+-- without asking the broker for watermarks.
+CREATE TABLE relay_partitions (
+    topic        text    NOT NULL,
+    partition_id integer NOT NULL,
+    last_offset  bigint  NOT NULL,
+    PRIMARY KEY (topic, partition_id)
+);

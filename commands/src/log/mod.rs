@@ -36,9 +36,11 @@ impl LogConfig {
             .collect()
     }
 
-    /// The idempotent producer the relay uses: acks from every in-sync replica, retries that
-    /// cannot duplicate or reorder, and no delivery timeout, so a broker outage delays delivery
-    /// (the outbox keeps growing) instead of failing it.
+    /// The idempotent producer the relay uses: acks from every in-sync replica, and retries that
+    /// cannot duplicate or reorder. A delivery still unacknowledged after 30 s fails; the relay
+    /// then replaces the producer and republishes from its published position (consumers drop
+    /// what they already have). That is how it gets past an idempotent producer stalled by a
+    /// broker restart that lost its producer state, which librdkafka alone does not.
     pub fn producer(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
@@ -46,7 +48,7 @@ impl LogConfig {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("max.in.flight.requests.per.connection", "5")
-            .set("message.timeout.ms", "0")
+            .set("message.timeout.ms", "30000")
             .set("linger.ms", "5")
             .set("batch.num.messages", "10000")
             .set("queue.buffering.max.messages", "200000")
@@ -66,7 +68,10 @@ impl LogConfig {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", "50")
+            .set("fetch.wait.max.ms", "100")
+            // Metadata refreshes drive rebalances when partitions (re)appear, e.g. after a
+            // broker restart: don't wait librdkafka's default five minutes.
+            .set("topic.metadata.refresh.interval.ms", "5000")
             .set("reconnect.backoff.max.ms", "2000");
         match group {
             Some(group) => config
@@ -103,6 +108,33 @@ pub enum LogError {
 impl LogError {
     pub(crate) fn kafka(context: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> Self {
         move |source| Self::Kafka { context, source }
+    }
+}
+
+/// Routes librdkafka's own log lines and client errors into `tracing`. Broker disconnects are
+/// routine for a relay or worker (they retry), so they are warnings, not errors.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogContext;
+
+impl rdkafka::ClientContext for LogContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        log_librdkafka(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, reason);
+    }
+}
+
+/// [`LogContext`]'s logging, for other contexts to reuse.
+pub fn log_librdkafka(level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
+            tracing::warn!(target: "librdkafka", fac, message)
+        }
+        L::Notice | L::Info => tracing::info!(target: "librdkafka", fac, message),
+        L::Debug => tracing::debug!(target: "librdkafka", fac, message),
     }
 }
 

@@ -90,6 +90,28 @@ impl RegistryAdmin {
         Ok(())
     }
 
+    /// `GET /config/{subject}`: the subject's compatibility level.
+    pub async fn compatibility(&self, subject: &str) -> Result<String, LogError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(rename = "compatibilityLevel")]
+            level: String,
+        }
+        let context = format!("reading the compatibility of {subject}");
+        let response = self
+            .http
+            .get(format!("{}/config/{}", self.url, encode(subject)))
+            .send()
+            .await
+            .map_err(|e| registry_error(&context, e))?;
+        let response = ensure_ok(response, &context).await?;
+        let answer: Answer = response
+            .json()
+            .await
+            .map_err(|e| registry_error(&context, e))?;
+        Ok(answer.level)
+    }
+
     /// Whether `schema` could be registered as the next version of `subject`
     /// (`POST /compatibility/subjects/{s}/versions/latest`).
     pub async fn is_compatible(&self, subject: &str, schema: &str) -> Result<bool, LogError> {

@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, PgPool};
 use tokio::sync::watch;
 
-use super::{EventCodec, LogConfig, LogError};
+use super::{EventCodec, LogConfig, LogContext, LogError};
 use crate::{EventStore, RecordedEvent, StoreError};
 
 /// The advisory lock key relay replicas compete for ("plasma relay").
@@ -73,7 +73,7 @@ impl Default for RelayOptions {
         Self {
             batch_events: 2000,
             max_in_flight: 4,
-            idle_wait: Duration::from_millis(10),
+            idle_wait: Duration::from_millis(25),
             standby_wait: Duration::from_secs(1),
         }
     }
@@ -110,7 +110,9 @@ pub struct Relay {
 struct InFlight {
     last_position: i64,
     last_recorded_at: chrono::DateTime<Utc>,
-    deliveries: Vec<DeliveryFuture>,
+    /// Each record's delivery, with the index of its topic in `topics`.
+    deliveries: Vec<(usize, DeliveryFuture)>,
+    topics: Vec<String>,
     produced_at: Instant,
 }
 
@@ -225,11 +227,26 @@ impl Relay {
         session: &mut PgConnection,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), LogError> {
-        let producer: FutureProducer = self
+        let producer: FutureProducer<LogContext> = self
             .config
             .producer()
-            .create()
+            .create_with_context(LogContext)
             .map_err(LogError::kafka("creating the producer"))?;
+        let term = self.publish(&producer, session, shutdown).await;
+        if term.is_err() {
+            // Fail whatever is still queued or in flight now, rather than in the destructor;
+            // the next term republishes from the published position.
+            producer.purge(PurgeConfig::default().queue().inflight());
+        }
+        term
+    }
+
+    async fn publish(
+        &self,
+        producer: &FutureProducer<LogContext>,
+        session: &mut PgConnection,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), LogError> {
         let mut after = self.published_position().await?;
         self.status
             .published_position
@@ -261,7 +278,7 @@ impl Relay {
                 let events = self.store.read_all(after, limit).await?;
                 if let Some(last) = events.last() {
                     after = last.position;
-                    let batch = self.produce(&producer, &events, &mut in_flight).await?;
+                    let batch = self.produce(producer, &events, &mut in_flight).await?;
                     in_flight.push_back(batch);
                     produced = true;
                 }
@@ -284,14 +301,22 @@ impl Relay {
     /// in-flight batch to make room (never drops or reorders).
     async fn produce(
         &self,
-        producer: &FutureProducer,
+        producer: &FutureProducer<LogContext>,
         events: &[RecordedEvent],
         in_flight: &mut VecDeque<InFlight>,
     ) -> Result<InFlight, LogError> {
         let produced_at = Instant::now();
         let mut deliveries = Vec::with_capacity(events.len());
+        let mut topics: Vec<String> = Vec::new();
         for event in events {
             let record = self.codec.encode(event).await?;
+            let topic = match topics.iter().position(|t| *t == record.topic) {
+                Some(index) => index,
+                None => {
+                    topics.push(record.topic.clone());
+                    topics.len() - 1
+                }
+            };
             let headers = headers(event);
             loop {
                 let message = FutureRecord::to(&record.topic)
@@ -300,7 +325,7 @@ impl Relay {
                     .headers(headers.clone());
                 match producer.send_result(message) {
                     Ok(delivery) => {
-                        deliveries.push(delivery);
+                        deliveries.push((topic, delivery));
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -320,6 +345,7 @@ impl Relay {
             last_position: last.position,
             last_recorded_at: last.recorded_at,
             deliveries,
+            topics,
             produced_at,
         })
     }
@@ -328,7 +354,9 @@ impl Relay {
     async fn complete(&self, batch: InFlight) -> Result<(), LogError> {
         let count = batch.deliveries.len();
         let mut waiting_since = Instant::now();
-        for delivery in batch.deliveries {
+        // (topic index, partition) → highest acknowledged offset.
+        let mut last_offsets: std::collections::BTreeMap<(usize, i32), i64> = Default::default();
+        for (topic, delivery) in batch.deliveries {
             tokio::pin!(delivery);
             let outcome = loop {
                 tokio::select! {
@@ -344,7 +372,12 @@ impl Relay {
                 }
             };
             match outcome {
-                Ok(Ok(_)) => {}
+                Ok(Ok(delivered)) => {
+                    let last = last_offsets
+                        .entry((topic, delivered.partition))
+                        .or_insert(-1);
+                    *last = (*last).max(delivered.offset);
+                }
                 Ok(Err((error, _))) => return Err(LogError::kafka("delivering")(error)),
                 Err(_canceled) => {
                     return Err(LogError::Config(
@@ -371,6 +404,19 @@ impl Relay {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::db("recording the published position"))?;
+        for ((topic, partition), offset) in last_offsets {
+            sqlx::query(
+                "INSERT INTO relay_partitions (topic, partition_id, last_offset) VALUES ($1, $2, $3) \
+                 ON CONFLICT (topic, partition_id) DO UPDATE \
+                 SET last_offset = GREATEST(relay_partitions.last_offset, excluded.last_offset)",
+            )
+            .bind(&batch.topics[topic])
+            .bind(partition)
+            .bind(offset)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("recording partition offsets"))?;
+        }
         tx.commit()
             .await
             .map_err(StoreError::db("recording a publication"))?;

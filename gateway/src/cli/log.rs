@@ -214,8 +214,12 @@ pub async fn project(args: ProjectArgs) -> Result<ExitCode> {
             Ok(()) => return Ok(ExitCode::SUCCESS),
             Err(error) => {
                 failures += 1;
-                tracing::error!(error = %anyhow::Error::from(error), failures, "worker failed; restarting");
-                let backoff = Duration::from_millis(200u64 << failures.min(5));
+                tracing::error!(
+                    error = format!("{:#}", anyhow::Error::from(error)),
+                    failures,
+                    "worker failed; restarting"
+                );
+                let backoff = Duration::from_millis(200u64 << failures.min(4));
                 let mut stop = shutdown.clone();
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -351,7 +355,7 @@ pub async fn tail(args: TailArgs) -> Result<ExitCode> {
     let mut assignment = TopicPartitionList::new();
     for (t, p) in &partitions {
         let start = if args.from_beginning {
-            Offset::Beginning
+            Offset::Offset(plasma_projections::log::FIRST_OFFSET)
         } else {
             Offset::End
         };

@@ -242,6 +242,9 @@ pub enum Queries {}
 /// Reading the event history and past states: admin, auditor.
 #[derive(Debug)]
 pub enum Audit {}
+/// Operating the platform (rebuilding read models): admin.
+#[derive(Debug)]
+pub enum Operations {}
 
 impl Permission for Commands {
     const NAME: &'static str = "commands (role admin or editor)";
@@ -254,6 +257,13 @@ impl Permission for Queries {
     const NAME: &'static str = "queries (role admin, editor or viewer)";
     fn granted_to(role: Role) -> bool {
         matches!(role, Role::Admin | Role::Editor | Role::Viewer)
+    }
+}
+
+impl Permission for Operations {
+    const NAME: &'static str = "operations (role admin)";
+    fn granted_to(role: Role) -> bool {
+        matches!(role, Role::Admin)
     }
 }
 

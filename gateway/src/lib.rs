@@ -23,6 +23,7 @@ pub mod extract;
 pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
+pub mod rebuilds;
 pub mod routes;
 pub mod secret;
 pub mod settings;

@@ -178,6 +178,7 @@ impl Application {
             ready_max_lag: settings.consistency.ready_max_lag,
             projections,
             metrics: metrics::recorder(),
+            log: settings.log.clone(),
         });
         let router = routes::router(state, settings.http.request_timeout);
 

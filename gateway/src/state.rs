@@ -10,10 +10,13 @@ use plasma_commands::{CommandHandler, EventStore, Services};
 use plasma_domain::content::DraftServices;
 use plasma_projections::ReadModels;
 
+use plasma_commands::log::LogConfig;
+
 use crate::auth::TokenVerifier;
 use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::rate_limit::RateLimiter;
+use crate::rebuilds::Rebuilds;
 
 /// Shared state of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -35,6 +38,8 @@ struct Inner {
     ready_max_lag: u64,
     projections: Vec<&'static str>,
     metrics: PrometheusHandle,
+    log: Option<LogConfig>,
+    rebuilds: Rebuilds,
 }
 
 /// The parts [`AppState::new`] is built from.
@@ -52,6 +57,8 @@ pub struct StateParts {
     pub ready_max_lag: u64,
     pub projections: Vec<&'static str>,
     pub metrics: PrometheusHandle,
+    /// The log, when configured: read-model rebuilds can then read from it.
+    pub log: Option<LogConfig>,
 }
 
 impl AppState {
@@ -69,6 +76,7 @@ impl AppState {
             ready_max_lag,
             projections,
             metrics,
+            log,
         } = parts;
         Self {
             inner: Arc::new(Inner {
@@ -84,6 +92,8 @@ impl AppState {
                 ready_max_lag,
                 projections,
                 metrics,
+                log,
+                rebuilds: Rebuilds::default(),
             }),
         }
     }
@@ -100,6 +110,14 @@ impl AppState {
 
     pub fn read(&self) -> &ReadModels {
         &self.inner.read
+    }
+
+    pub fn log(&self) -> Option<&LogConfig> {
+        self.inner.log.as_ref()
+    }
+
+    pub fn rebuilds(&self) -> &Rebuilds {
+        &self.inner.rebuilds
     }
 
     /// The instant stamped on commands as `at`.

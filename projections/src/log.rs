@@ -315,6 +315,17 @@ struct Record {
     payload: Vec<u8>,
 }
 
+/// Records taken off the consumer: the events to apply and the partition states before and
+/// after them.
+#[derive(Debug, Default)]
+struct Prepared {
+    handled: usize,
+    before: HashMap<PartitionKey, PartitionState>,
+    after: HashMap<PartitionKey, PartitionState>,
+    events: Vec<RecordedEvent>,
+    duplicates: u64,
+}
+
 /// What one [`LogWorker::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerStep {
@@ -333,7 +344,9 @@ pub struct LogWorker {
     consumer: Arc<StreamConsumer<WorkerContext>>,
     assigned: Arc<Mutex<HashMap<PartitionKey, PartitionState>>>,
     /// Partitions we sought back to their stored offset, and to where.
-    sought: HashMap<PartitionKey, i64>,
+    sought: Mutex<HashMap<PartitionKey, i64>>,
+    /// A batch read and decoded while the previous one was being applied.
+    pending: Option<Prepared>,
     topics: Vec<String>,
     options: WorkerOptions,
     since_analyze: usize,
@@ -439,7 +452,8 @@ impl LogWorker {
                 .map_err(ProjectionError::Log)?,
             consumer,
             assigned,
-            sought: HashMap::new(),
+            sought: Mutex::new(HashMap::new()),
+            pending: None,
             topics,
             options,
             since_analyze: 0,
@@ -502,27 +516,59 @@ impl LogWorker {
         }
     }
 
-    /// Applies one batch of records.
+    /// Applies one batch of records, reading and decoding the next batch meanwhile.
     pub async fn step(&mut self) -> Result<WorkerStep, ProjectionError> {
-        let records = self.next_records().await?;
-        if records.is_empty() {
+        let batch = match self.pending.take() {
+            Some(batch) => batch,
+            None => self.prepare(&HashMap::new()).await?,
+        };
+        if batch.handled == 0 {
             self.advance_safe_positions().await?;
             return Ok(WorkerStep::Idle);
         }
-        let handled = records.len();
-        let name = self.projection.name();
-        // Partition states as of the start of this batch, and as they will be after it.
-        let mut before: HashMap<PartitionKey, PartitionState> = HashMap::new();
-        let mut after: HashMap<PartitionKey, PartitionState> = HashMap::new();
+        if batch.after.is_empty() {
+            return Ok(WorkerStep::Handled(batch.handled));
+        }
+        // The next batch continues from this one's offsets; if this one fails its
+        // compare-and-set, both are dropped and their partitions re-read from the store's state.
+        let (applied, next) = tokio::join!(self.apply(&batch), self.prepare(&batch.after));
+        if !applied? {
+            let mut keys: HashSet<PartitionKey> = batch.after.keys().cloned().collect();
+            if let Ok(next) = &next {
+                keys.extend(next.after.keys().cloned());
+            }
+            self.resync(keys.into_iter().collect()).await?;
+            return Ok(WorkerStep::Resynced);
+        }
+        self.finish(&batch).await?;
+        let next = next?;
+        if next.handled > 0 {
+            self.pending = Some(next);
+        }
+        Ok(WorkerStep::Handled(batch.handled))
+    }
+
+    /// Takes the next records off the consumer and decodes the ones to apply, starting from
+    /// `base` (the states a batch still being applied will leave) or the stored states.
+    async fn prepare(
+        &self,
+        base: &HashMap<PartitionKey, PartitionState>,
+    ) -> Result<Prepared, ProjectionError> {
+        let records = self.next_records().await?;
+        let mut batch = Prepared {
+            handled: records.len(),
+            ..Prepared::default()
+        };
         let mut skip: HashSet<PartitionKey> = HashSet::new();
-        let mut events: Vec<RecordedEvent> = Vec::with_capacity(records.len());
-        let mut duplicates = 0u64;
         for record in records {
             if skip.contains(&record.key) {
                 continue;
             }
-            let known = lock(&self.assigned).get(&record.key).copied();
-            let state = match after.get(&record.key).copied().or(known) {
+            let known = base
+                .get(&record.key)
+                .copied()
+                .or_else(|| lock(&self.assigned).get(&record.key).copied());
+            let state = match batch.after.get(&record.key).copied().or(known) {
                 Some(state) => state,
                 // Fetched before a rebalance took the partition away: not ours to apply.
                 None if !self.is_assigned(&record.key) => {
@@ -531,6 +577,7 @@ impl LogWorker {
                 }
                 None => {
                     // Assigned without loaded offsets: load them now and start over there.
+                    let name = self.projection.name();
                     let states =
                         load_states(&self.read, name, std::slice::from_ref(&record.key)).await?;
                     let state = states.get(&record.key).copied().unwrap_or_default();
@@ -544,16 +591,17 @@ impl LogWorker {
             if record.offset > state.next_offset {
                 // Records we have not applied lie before this one: go back for them, unless we
                 // just did and the log really has a gap there.
-                if self.sought.get(&record.key) != Some(&state.next_offset) {
+                let mut sought = lock(&self.sought);
+                if sought.get(&record.key) != Some(&state.next_offset) {
                     self.seek(&record.key, state.next_offset);
-                    self.sought.insert(record.key.clone(), state.next_offset);
+                    sought.insert(record.key.clone(), state.next_offset);
                     skip.insert(record.key);
                     continue;
                 }
                 tracing::warn!(topic = %record.key.0, partition = record.key.1, from = state.next_offset, to = record.offset, "offset gap in the log");
             }
-            self.sought.remove(&record.key);
-            before.entry(record.key.clone()).or_insert(state);
+            lock(&self.sought).remove(&record.key);
+            batch.before.entry(record.key.clone()).or_insert(state);
             let event = self
                 .codec
                 .decode(&record.payload)
@@ -564,40 +612,46 @@ impl LogWorker {
                 ..state
             };
             if event.position <= state.max_position {
-                duplicates += 1;
+                batch.duplicates += 1;
             } else {
                 next.max_position = event.position;
                 next.safe_position = next.safe_position.max(event.position);
-                events.push(event);
+                batch.events.push(event);
             }
-            after.insert(record.key, next);
+            batch.after.insert(record.key, next);
         }
-        if after.is_empty() {
-            return Ok(WorkerStep::Handled(handled));
-        }
+        batch.events.sort_by_key(|e| e.position);
+        Ok(batch)
+    }
 
+    /// Applies a batch and its offsets in one transaction; false when a partition's stored
+    /// state moved elsewhere (nothing is applied then).
+    async fn apply(&self, batch: &Prepared) -> Result<bool, ProjectionError> {
+        let name = self.projection.name();
         let mut tx = self.read.begin().await?;
         // Lock order shared with rebuilds: the checkpoint row first, then the offsets.
         load_checkpoint(&mut tx, name, true).await?;
-        events.sort_by_key(|e| e.position);
         self.projection
-            .apply(&mut tx, &Tables::LIVE, &events)
+            .apply(&mut tx, &Tables::LIVE, &batch.events)
             .await?;
-        for (key, new) in &after {
-            let expected = before.get(key).copied().unwrap_or_default();
+        for (key, new) in &batch.after {
+            let expected = batch.before.get(key).copied().unwrap_or_default();
             if !swap_state(&mut tx, name, key, expected, *new).await? {
-                drop(tx);
-                self.resync(after.keys().cloned().collect()).await?;
-                return Ok(WorkerStep::Resynced);
+                return Ok(false);
             }
         }
         save_model_position(&mut tx, name).await?;
         tx.commit().await?;
+        Ok(true)
+    }
 
+    /// After a batch committed: the new states, the group's offsets hint, metrics, statistics.
+    async fn finish(&mut self, batch: &Prepared) -> Result<(), ProjectionError> {
+        let name = self.projection.name();
         let mut commit = TopicPartitionList::new();
         {
             let mut assigned = lock(&self.assigned);
-            for (key, new) in &after {
+            for (key, new) in &batch.after {
                 if let Some(state) = assigned.get_mut(key) {
                     *state = *new;
                 }
@@ -610,9 +664,10 @@ impl LogWorker {
         if let Err(error) = self.consumer.commit(&commit, CommitMode::Async) {
             tracing::debug!(%error, "committing offsets to the group");
         }
-        metrics::counter!(METRIC_APPLIED, "projection" => name).increment(events.len() as u64);
-        metrics::counter!(METRIC_DUPLICATES, "projection" => name).increment(duplicates);
-        self.since_analyze += events.len();
+        metrics::counter!(METRIC_APPLIED, "projection" => name)
+            .increment(batch.events.len() as u64);
+        metrics::counter!(METRIC_DUPLICATES, "projection" => name).increment(batch.duplicates);
+        self.since_analyze += batch.events.len();
         if self.since_analyze >= self.options.analyze_every {
             self.since_analyze = 0;
             let tables: Vec<String> = self
@@ -623,7 +678,7 @@ impl LogWorker {
                 .collect();
             self.read.analyze(&tables).await?;
         }
-        Ok(WorkerStep::Handled(handled))
+        Ok(())
     }
 
     /// Reloads partitions whose rows moved elsewhere, and continues from there.
@@ -640,9 +695,10 @@ impl LogWorker {
             }
             mine
         };
+        self.pending = None;
         for (key, state) in still_mine {
             self.seek(&key, state.next_offset);
-            self.sought.insert(key, state.next_offset);
+            lock(&self.sought).insert(key, state.next_offset);
         }
         tracing::info!(
             projection = self.projection.name(),

@@ -46,6 +46,10 @@ impl LogConfig {
         config
             .set("bootstrap.servers", &self.brokers)
             .set("enable.idempotence", "true")
+            // A failed batch must never be followed by later records of its partition (an
+            // epoch bump would otherwise let them through): fail the producer instead, and the
+            // relay republishes from its published position, in order.
+            .set("enable.gapless.guarantee", "true")
             .set("acks", "all")
             .set("max.in.flight.requests.per.connection", "5")
             .set("message.timeout.ms", "30000")

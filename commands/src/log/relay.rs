@@ -1,12 +1,14 @@
 //! The outbox relay: publishes committed events to the context topics in commit order.
 //!
 //! - At-least-once, never reordered per aggregate: events are produced in position order by one
-//!   idempotent producer (retries cannot duplicate or reorder within a partition) with no
-//!   delivery timeout, and `relay_state.published_position` advances only after every event up
-//!   to it was acknowledged by all in-sync replicas. A crash republishes at most the
+//!   idempotent producer with the gapless guarantee (retries cannot duplicate, reorder or skip
+//!   within a partition), and `relay_state.published_position` advances only after every event
+//!   up to it was acknowledged by all in-sync replicas. A crash republishes at most the
 //!   unacknowledged suffix, again in order; consumers drop what they already applied by position.
-//! - The outbox buffers while the broker is down: commands keep committing, the relay keeps
-//!   waiting on its in-flight deliveries, and resumes when the broker is back.
+//! - The outbox buffers while the broker is down: commands keep committing and the relay waits
+//!   on its in-flight deliveries. A delivery still unacknowledged after 30 s ends the relay's
+//!   term: the producer is purged and replaced and publishing resumes from the published
+//!   position.
 //! - One leader: a session-level PostgreSQL advisory lock. Other replicas wait on standby and
 //!   take over when the leader's session ends.
 
@@ -319,9 +321,11 @@ impl Relay {
             };
             let headers = headers(event);
             loop {
+                // The commit time, so a republished copy carries the original timestamp.
                 let message = FutureRecord::to(&record.topic)
                     .key(&record.key)
                     .payload(&record.value)
+                    .timestamp(event.recorded_at.timestamp_millis())
                     .headers(headers.clone());
                 match producer.send_result(message) {
                     Ok(delivery) => {

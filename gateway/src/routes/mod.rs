@@ -30,6 +30,7 @@
 //!    codes specific to it. Shared answers (401, 403, 429, bodies, headers, `min_position`)
 //!    are added for you.
 
+mod admin;
 mod agent_runs;
 mod audit;
 mod brands;
@@ -106,6 +107,7 @@ fn v1() -> OpenApiRouter<AppState> {
         .merge(drafts::routes())
         .merge(agent_runs::routes())
         .merge(documents::routes())
+        .merge(admin::routes())
         .merge(audit::routes())
 }
 

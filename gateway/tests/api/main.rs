@@ -7,6 +7,7 @@
 #[macro_use]
 mod helpers;
 
+mod admin;
 mod agent_runs;
 mod audit;
 mod auth;

@@ -53,6 +53,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/audit/events"),
     ("GET", "/v1/audit/{aggregate_type}/{id}/events"),
     ("GET", "/v1/audit/{aggregate_type}/{id}/state"),
+    ("POST", "/v1/admin/read-models/{name}/rebuild"),
+    ("GET", "/v1/admin/read-models/{name}/rebuild"),
 ];
 
 async fn openapi_document(app: &TestApp) -> Value {

@@ -28,6 +28,9 @@ use uuid::Uuid;
 pub enum Bench {
     /// Bulk mention ingest and projection catch-up.
     Ingest(IngestArgs),
+    /// The log path: relay and log-fed projection next to the broker's ceilings, and the
+    /// end-to-end lag at a steady rate (needs PostgreSQL, a broker and a registry).
+    Log(super::bench_log::LogBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +59,9 @@ pub struct IngestArgs {
 pub async fn run(bench: Bench) -> Result<std::process::ExitCode> {
     match bench {
         Bench::Ingest(args) => ingest(args).await.map(|()| std::process::ExitCode::SUCCESS),
+        Bench::Log(args) => super::bench_log::log(args)
+            .await
+            .map(|()| std::process::ExitCode::SUCCESS),
     }
 }
 
@@ -175,7 +181,7 @@ async fn ingest(args: IngestArgs) -> Result<()> {
 }
 
 /// Realistic-looking mentions: varied sentiment, some naming competitors, spread over 30 days.
-fn generate_mentions(n: usize) -> Vec<MentionInput> {
+pub(super) fn generate_mentions(n: usize) -> Vec<MentionInput> {
     const OPENERS: [&str; 6] = [
         "Just tried the new Acme rocket skates and honestly",
         "Week three with my Acme anvil subscription:",
@@ -237,7 +243,7 @@ fn generate_mentions(n: usize) -> Vec<MentionInput> {
         .collect()
 }
 
-fn services() -> MentionServices {
+pub(super) fn services() -> MentionServices {
     MentionServices {
         scorer: Arc::new(VaderScorer::new()),
     }
@@ -247,7 +253,7 @@ fn tenant() -> Result<TenantId> {
     Ok(TenantId::parse("bench")?)
 }
 
-fn context() -> Result<CommandContext> {
+pub(super) fn context() -> Result<CommandContext> {
     Ok(CommandContext::new(
         tenant()?,
         CommandId::from_uuid(Uuid::now_v7()),
@@ -255,7 +261,7 @@ fn context() -> Result<CommandContext> {
     ))
 }
 
-fn register_brand() -> BrandCommand {
+pub(super) fn register_brand() -> BrandCommand {
     BrandCommand::Register {
         name: "Acme".into(),
         keywords: vec!["acme".into()],
@@ -472,7 +478,7 @@ async fn stock_postgres_es(
 }
 
 /// Creates a new database next to `admin_url`'s and returns its URL.
-async fn fresh_database(admin_url: &str, prefix: &str) -> Result<String> {
+pub(super) async fn fresh_database(admin_url: &str, prefix: &str) -> Result<String> {
     let name = format!("{prefix}_{}", Utc::now().timestamp_micros());
     let mut admin = PgConnection::connect(admin_url)
         .await

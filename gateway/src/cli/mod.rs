@@ -2,6 +2,7 @@
 //! last settings layer.
 
 pub mod bench;
+pub mod bench_log;
 pub mod log;
 
 use std::net::SocketAddr;

@@ -67,7 +67,7 @@ pub struct WorkerOptions {
 impl Default for WorkerOptions {
     fn default() -> Self {
         Self {
-            batch_size: 2000,
+            batch_size: 5000,
             idle_wait: Duration::from_millis(50),
             analyze_every: 50_000,
         }
@@ -326,6 +326,31 @@ struct Prepared {
     duplicates: u64,
 }
 
+/// Applies a batch and its offsets in one transaction; false when a partition's stored state
+/// moved elsewhere (nothing is applied then).
+async fn apply_batch(
+    read: &ReadStore,
+    projection: &dyn Projection,
+    batch: &Prepared,
+) -> Result<bool, ProjectionError> {
+    let name = projection.name();
+    let mut tx = read.begin().await?;
+    // Lock order shared with rebuilds: the checkpoint row first, then the offsets.
+    load_checkpoint(&mut tx, name, true).await?;
+    projection
+        .apply(&mut tx, &Tables::LIVE, &batch.events)
+        .await?;
+    for (key, new) in &batch.after {
+        let expected = batch.before.get(key).copied().unwrap_or_default();
+        if !swap_state(&mut tx, name, key, expected, *new).await? {
+            return Ok(false);
+        }
+    }
+    save_model_position(&mut tx, name).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// What one [`LogWorker::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerStep {
@@ -529,9 +554,22 @@ impl LogWorker {
         if batch.after.is_empty() {
             return Ok(WorkerStep::Handled(batch.handled));
         }
-        // The next batch continues from this one's offsets; if this one fails its
-        // compare-and-set, both are dropped and their partitions re-read from the store's state.
-        let (applied, next) = tokio::join!(self.apply(&batch), self.prepare(&batch.after));
+        // The batch commits on another task while this one reads and decodes the next (from
+        // this batch's offsets); if this one fails its compare-and-set, both are dropped and
+        // their partitions re-read from the stored state.
+        let base = batch.after.clone();
+        let applying = {
+            let read = self.read.clone();
+            let projection = self.projection.clone();
+            tokio::spawn(async move {
+                let applied = apply_batch(&read, projection.as_ref(), &batch).await;
+                (applied, batch)
+            })
+        };
+        let next = self.prepare(&base).await;
+        let (applied, batch) = applying
+            .await
+            .map_err(|e| ProjectionError::Config(format!("applying a batch failed: {e}")))?;
         if !applied? {
             let mut keys: HashSet<PartitionKey> = batch.after.keys().cloned().collect();
             if let Ok(next) = &next {
@@ -622,27 +660,6 @@ impl LogWorker {
         }
         batch.events.sort_by_key(|e| e.position);
         Ok(batch)
-    }
-
-    /// Applies a batch and its offsets in one transaction; false when a partition's stored
-    /// state moved elsewhere (nothing is applied then).
-    async fn apply(&self, batch: &Prepared) -> Result<bool, ProjectionError> {
-        let name = self.projection.name();
-        let mut tx = self.read.begin().await?;
-        // Lock order shared with rebuilds: the checkpoint row first, then the offsets.
-        load_checkpoint(&mut tx, name, true).await?;
-        self.projection
-            .apply(&mut tx, &Tables::LIVE, &batch.events)
-            .await?;
-        for (key, new) in &batch.after {
-            let expected = batch.before.get(key).copied().unwrap_or_default();
-            if !swap_state(&mut tx, name, key, expected, *new).await? {
-                return Ok(false);
-            }
-        }
-        save_model_position(&mut tx, name).await?;
-        tx.commit().await?;
-        Ok(true)
     }
 
     /// After a batch committed: the new states, the group's offsets hint, metrics, statistics.

@@ -36,11 +36,13 @@ impl LogConfig {
             .collect()
     }
 
-    /// The idempotent producer the relay uses: acks from every in-sync replica, and retries that
-    /// cannot duplicate or reorder. A delivery still unacknowledged after 30 s fails; the relay
-    /// then replaces the producer and republishes from its published position (consumers drop
-    /// what they already have). That is how it gets past an idempotent producer stalled by a
-    /// broker restart that lost its producer state, which librdkafka alone does not.
+    /// The idempotent producer the relay uses: acks from every in-sync replica, retries that
+    /// cannot duplicate, reorder or skip within a partition (the gapless guarantee makes any
+    /// failure that could leave a gap fatal, and the relay then republishes from its published
+    /// position), and no delivery timeout: a timed-out record is the one failure the gapless
+    /// guarantee does not cover (later records of its partition could be written before it is
+    /// republished, and consumers deduplicating by position would drop it). So a broker outage
+    /// only delays delivery while the outbox grows.
     pub fn producer(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
@@ -52,7 +54,7 @@ impl LogConfig {
             .set("enable.gapless.guarantee", "true")
             .set("acks", "all")
             .set("max.in.flight.requests.per.connection", "5")
-            .set("message.timeout.ms", "30000")
+            .set("message.timeout.ms", "0")
             .set("linger.ms", "5")
             .set("batch.num.messages", "10000")
             .set("queue.buffering.max.messages", "200000")

@@ -6,9 +6,9 @@
 //!   up to it was acknowledged by all in-sync replicas. A crash republishes at most the
 //!   unacknowledged suffix, again in order; consumers drop what they already applied by position.
 //! - The outbox buffers while the broker is down: commands keep committing and the relay waits
-//!   on its in-flight deliveries. A delivery still unacknowledged after 30 s ends the relay's
-//!   term: the producer is purged and replaced and publishing resumes from the published
-//!   position.
+//!   on its in-flight deliveries (no delivery timeout; see `LogConfig::producer`). A failed
+//!   delivery ends the relay's term: the producer is purged and replaced and publishing resumes
+//!   from the published position.
 //! - One leader: a session-level PostgreSQL advisory lock. Other replicas wait on standby and
 //!   take over when the leader's session ends.
 

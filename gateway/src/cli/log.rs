@@ -174,7 +174,7 @@ pub struct ProjectArgs {
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
     /// Records per transaction.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 5000)]
     pub batch: usize,
 }
 

@@ -393,6 +393,39 @@ impl std::fmt::Debug for LogWorker {
     }
 }
 
+/// The topics a projection reads.
+pub fn topics_of(projection: &dyn Projection, config: &LogConfig) -> Vec<String> {
+    projection
+        .contexts()
+        .iter()
+        .map(|c| c.topic(&config.topic_prefix))
+        .collect()
+}
+
+/// Each partition's (low, high) watermarks, asked of the broker.
+pub async fn partition_ends<C, X>(
+    consumer: Arc<C>,
+    partitions: &[PartitionKey],
+) -> Result<HashMap<PartitionKey, (i64, i64)>, ProjectionError>
+where
+    C: Consumer<X> + Send + Sync + 'static,
+    X: ConsumerContext + 'static,
+{
+    let partitions = partitions.to_vec();
+    tokio::task::spawn_blocking(move || {
+        partitions
+            .into_iter()
+            .map(|key| {
+                let ends = consumer.fetch_watermarks(&key.0, key.1, METADATA_TIMEOUT)?;
+                Ok((key, ends))
+            })
+            .collect::<Result<HashMap<_, _>, KafkaError>>()
+    })
+    .await
+    .map_err(|e| ProjectionError::Config(format!("watermark task failed: {e}")))?
+    .map_err(kafka("reading partition ends"))
+}
+
 /// The consumer group of a read model's workers.
 pub fn group_id(projection: &str) -> String {
     format!("plasma.projection.{projection}")
@@ -441,11 +474,7 @@ impl LogWorker {
         let mut tx = read.begin().await?;
         create_tables(&mut tx, projection.as_ref(), &Tables::LIVE, "g0").await?;
         tx.commit().await?;
-        let topics: Vec<String> = projection
-            .contexts()
-            .iter()
-            .map(|c| c.topic(&config.topic_prefix))
-            .collect();
+        let topics = topics_of(projection.as_ref(), config);
         let assigned = Arc::new(Mutex::new(HashMap::new()));
         let context = WorkerContext {
             read: read.clone(),
@@ -848,30 +877,14 @@ pub async fn replay_from_log(
     create_tables(&mut tx, projection.as_ref(), &Tables::SHADOW, &generation).await?;
     tx.commit().await?;
 
-    let topics: Vec<String> = projection
-        .contexts()
-        .iter()
-        .map(|c| c.topic(&config.topic_prefix))
-        .collect();
+    let topics = topics_of(projection.as_ref(), config);
     let consumer: StreamConsumer = config
         .consumer(None)
         .create()
         .map_err(kafka("creating the replay consumer"))?;
     let consumer = Arc::new(consumer);
     let partitions = partitions_of(consumer.clone(), &topics).await?;
-    let ends = {
-        let consumer = consumer.clone();
-        let partitions = partitions.clone();
-        tokio::task::spawn_blocking(move || {
-            partitions
-                .iter()
-                .map(|(t, p)| consumer.fetch_watermarks(t, *p, METADATA_TIMEOUT))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| ProjectionError::Config(format!("watermark task failed: {e}")))?
-        .map_err(kafka("reading partition ends"))?
-    };
+    let ends = partition_ends(consumer.clone(), &partitions).await?;
     let mut assignment = TopicPartitionList::new();
     for (topic, partition) in &partitions {
         assignment
@@ -881,12 +894,7 @@ pub async fn replay_from_log(
     consumer
         .assign(&assignment)
         .map_err(kafka("assigning partitions"))?;
-    let targets: HashMap<PartitionKey, (i64, i64)> = partitions
-        .iter()
-        .cloned()
-        .zip(ends.iter().copied())
-        .collect();
-    let total: i64 = ends.iter().map(|(low, high)| high - low).sum();
+    let total: i64 = ends.values().map(|(low, high)| high - low).sum();
     let codec = EventCodec::new(&config.registry_url, &config.topic_prefix)
         .map_err(ProjectionError::Log)?;
     let mut replay = Replay {
@@ -909,7 +917,7 @@ pub async fn replay_from_log(
         goal.iter()
             .all(|(key, end)| states.get(key).map_or(0, |s| s.next_offset) >= *end)
     };
-    let initial_goal: HashMap<PartitionKey, i64> = targets
+    let initial_goal: HashMap<PartitionKey, i64> = ends
         .iter()
         .map(|(k, (_, high))| (k.clone(), *high))
         .collect();
@@ -968,20 +976,7 @@ pub async fn replay_from_log(
         .map(|_| ())
         .map_err(ProjectionError::db("handing over the offsets"))?);
     }
-    for table in projection.tables() {
-        let live = Tables::LIVE.name(table);
-        let shadow = Tables::SHADOW.name(table);
-        tx.execute(
-            &format!("DROP TABLE IF EXISTS {live}"),
-            "dropping the old read model",
-        )
-        .await?;
-        tx.execute(
-            &format!("ALTER TABLE {shadow} RENAME TO {live}"),
-            "swapping in the rebuilt read model",
-        )
-        .await?;
-    }
+    crate::rebuild::swap_in_shadow(&mut tx, projection.as_ref()).await?;
     let position = save_model_position(&mut tx, name).await?;
     tx.commit().await?;
     on_progress(replay.progress);

@@ -87,20 +87,7 @@ pub async fn rebuild(
         projection.apply(&mut tx, &Tables::SHADOW, &events).await?;
         progress.applied += events.len() as u64;
     }
-    for table in projection.tables() {
-        let live = Tables::LIVE.name(table);
-        let shadow = Tables::SHADOW.name(table);
-        tx.execute(
-            &format!("DROP TABLE IF EXISTS {live}"),
-            "dropping the old read model",
-        )
-        .await?;
-        tx.execute(
-            &format!("ALTER TABLE {shadow} RENAME TO {live}"),
-            "swapping in the rebuilt read model",
-        )
-        .await?;
-    }
+    swap_in_shadow(&mut tx, projection.as_ref()).await?;
     let checkpoint = Checkpoint {
         position,
         ..Checkpoint::default()
@@ -137,4 +124,26 @@ pub async fn rebuild(
         "read model rebuilt and swapped in"
     );
     Ok(progress)
+}
+
+/// Replaces the live tables by the shadow ones, inside the swap's transaction.
+pub(crate) async fn swap_in_shadow(
+    tx: &mut crate::ReadTx,
+    projection: &dyn Projection,
+) -> Result<(), ProjectionError> {
+    for table in projection.tables() {
+        let live = Tables::LIVE.name(table);
+        let shadow = Tables::SHADOW.name(table);
+        tx.execute(
+            &format!("DROP TABLE IF EXISTS {live}"),
+            "dropping the old read model",
+        )
+        .await?;
+        tx.execute(
+            &format!("ALTER TABLE {shadow} RENAME TO {live}"),
+            "swapping in the rebuilt read model",
+        )
+        .await?;
+    }
+    Ok(())
 }

@@ -337,21 +337,12 @@ pub async fn tail(args: TailArgs) -> Result<ExitCode> {
     let partitions =
         plasma_projections::log::partitions_of(consumer.clone(), std::slice::from_ref(&topic))
             .await?;
-    let ends = {
-        let consumer = consumer.clone();
-        let partitions = partitions.clone();
-        tokio::task::spawn_blocking(move || {
-            partitions
-                .iter()
-                .map(|(t, p)| {
-                    consumer
-                        .fetch_watermarks(t, *p, plasma_commands::log::METADATA_TIMEOUT)
-                        .map(|(_, high)| ((t.clone(), *p), high))
-                })
-                .collect::<Result<std::collections::HashMap<_, _>, _>>()
-        })
-        .await??
-    };
+    let ends: std::collections::HashMap<(String, i32), i64> =
+        plasma_projections::log::partition_ends(consumer.clone(), &partitions)
+            .await?
+            .into_iter()
+            .map(|(key, (_, high))| (key, high))
+            .collect();
     let mut assignment = TopicPartitionList::new();
     for (t, p) in &partitions {
         let start = if args.from_beginning {

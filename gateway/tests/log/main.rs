@@ -500,7 +500,22 @@ async fn commands_reach_every_read_model_through_the_log_despite_crashes_and_a_b
 
     let mut relay_a = stack.spawn("relay-a", &["relay", "--batch", "500"]);
     wait_for_log(&relay_a, "relay is the leader").await;
-    let _relay_b = stack.spawn("relay-b", &["relay", "--batch", "500"]);
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_listen = format!("127.0.0.1:{metrics_port}");
+    let _relay_b = stack.spawn(
+        "relay-b",
+        &[
+            "relay",
+            "--batch",
+            "500",
+            "--metrics-listen",
+            &metrics_listen,
+        ],
+    );
     let mut workers: Vec<Proc> = Vec::new();
     for model in all_projections().iter().map(|p| p.name()) {
         workers.push(stack.spawn(
@@ -587,6 +602,25 @@ async fn commands_reach_every_read_model_through_the_log_despite_crashes_and_a_b
     );
 
     wait_until_projected(&pool, Duration::from_secs(120)).await;
+    // relay-b took over when relay-a was killed: its metrics tell what it published.
+    let metrics = reqwest::get(format!("http://{metrics_listen}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "plasma_relay_leader 1",
+        "plasma_relay_outbox_depth",
+        "plasma_relay_published_events_total",
+        "plasma_relay_publish_seconds",
+        "plasma_relay_commit_to_ack_seconds",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "`{series}` missing from:\n{metrics}"
+        );
+    }
     assert_topics_hold_every_event_in_order(&stack).await;
     assert_read_models_equal_a_rebuild(&stack).await;
 

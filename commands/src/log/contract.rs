@@ -352,7 +352,7 @@ impl Catalog {
             names: &schema.names,
             event_type: &event.event_type,
         };
-        let value = walk.encode(&schema.json, &envelope, "", "")?;
+        let value = walk.encode(&schema.json, &envelope, "", &Path::Root)?;
         Ok((schema, value))
     }
 
@@ -368,7 +368,7 @@ impl Catalog {
             names: &schema.names,
             event_type,
         };
-        let json = walk.decode(&schema.json, value, "", "")?;
+        let json = walk.decode(&schema.json, value, "", &Path::Root)?;
         envelope_to_event(event_type, json).map_err(|(path, reason)| ContractError::Mismatch {
             event_type: event_type.to_owned(),
             path,
@@ -384,7 +384,7 @@ impl Catalog {
             names: &schema.names,
             event_type,
         };
-        walk.decode(&schema.json, value, "", "")
+        walk.decode(&schema.json, value, "", &Path::Root)
     }
 }
 
@@ -523,16 +523,21 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn err(&self, path: &str, reason: impl Into<String>) -> ContractError {
+    fn err(&self, path: &Path<'_>, reason: impl Into<String>) -> ContractError {
         ContractError::Mismatch {
             event_type: self.event_type.to_owned(),
-            path: path.to_owned(),
+            path: path.to_string(),
             reason: reason.into(),
         }
     }
 
     /// A named type referenced by `name` from inside `namespace`.
-    fn resolve(&self, name: &str, namespace: &str, path: &str) -> Result<&Json, ContractError> {
+    fn resolve(
+        &self,
+        name: &str,
+        namespace: &str,
+        path: &Path<'_>,
+    ) -> Result<&Json, ContractError> {
         let qualified = format!("{namespace}.{name}");
         self.names
             .get(name)
@@ -545,7 +550,7 @@ impl Walk<'_> {
         schema: &Json,
         json: &Json,
         namespace: &str,
-        path: &str,
+        path: &Path<'_>,
     ) -> Result<Avro, ContractError> {
         match schema {
             Json::String(name) if PRIMITIVES.contains(&name.as_str()) => {
@@ -582,7 +587,7 @@ impl Walk<'_> {
                         let mut record = Vec::new();
                         for field in fields.into_iter().flatten() {
                             let name = field.get("name").and_then(Json::as_str).unwrap_or("");
-                            let field_path = join(path, name);
+                            let field_path = Path::Field(path, name);
                             let field_type = field.get("type").unwrap_or(&Json::Null);
                             let value = values.get(name).unwrap_or(&Json::Null);
                             let value = if is_json_text(field) {
@@ -613,7 +618,7 @@ impl Walk<'_> {
                         };
                         let mut out = Vec::with_capacity(values.len());
                         for (i, v) in values.iter().enumerate() {
-                            out.push(self.encode(items, v, namespace, &format!("{path}[{i}]"))?);
+                            out.push(self.encode(items, v, namespace, &Path::Index(path, i))?);
                         }
                         Ok(Avro::Array(out))
                     }
@@ -624,7 +629,8 @@ impl Walk<'_> {
                         };
                         let mut out = HashMap::with_capacity(values.len());
                         for (k, v) in values {
-                            let value = self.encode(values_schema, v, namespace, &join(path, k))?;
+                            let value =
+                                self.encode(values_schema, v, namespace, &Path::Field(path, k))?;
                             out.insert(k.clone(), value);
                         }
                         Ok(Avro::Map(out))
@@ -645,7 +651,7 @@ impl Walk<'_> {
         primitive: &str,
         logical: Option<&str>,
         json: &Json,
-        path: &str,
+        path: &Path<'_>,
     ) -> Result<Avro, ContractError> {
         let expected = |what: &str| self.err(path, format!("expected {what}"));
         Ok(match (primitive, logical) {
@@ -686,7 +692,7 @@ impl Walk<'_> {
         schema: &Json,
         value: &Avro,
         namespace: &str,
-        path: &str,
+        path: &Path<'_>,
     ) -> Result<Json, ContractError> {
         // A union value carries its branch; the reader's schema only says how to render it.
         let value = match value {
@@ -724,7 +730,7 @@ impl Walk<'_> {
                         let fields = obj.get("fields").and_then(Json::as_array);
                         for field in fields.into_iter().flatten() {
                             let name = field.get("name").and_then(Json::as_str).unwrap_or("");
-                            let field_path = join(path, name);
+                            let field_path = Path::Field(path, name);
                             let found = values.iter().find(|(n, _)| n == name).map(|(_, v)| v);
                             let json = match (found, field.get("default")) {
                                 (Some(v), _) if is_json_text(field) => {
@@ -759,7 +765,7 @@ impl Walk<'_> {
                         values
                             .iter()
                             .enumerate()
-                            .map(|(i, v)| self.decode(items, v, namespace, &format!("{path}[{i}]")))
+                            .map(|(i, v)| self.decode(items, v, namespace, &Path::Index(path, i)))
                             .collect::<Result<Vec<_>, _>>()
                             .map(Json::Array)
                     }
@@ -770,7 +776,8 @@ impl Walk<'_> {
                         };
                         let mut out = Map::new();
                         for (k, v) in values {
-                            let json = self.decode(values_schema, v, namespace, &join(path, k))?;
+                            let json =
+                                self.decode(values_schema, v, namespace, &Path::Field(path, k))?;
                             out.insert(k.clone(), json);
                         }
                         Ok(Json::Object(out))
@@ -785,7 +792,7 @@ impl Walk<'_> {
         }
     }
 
-    fn primitive_from_avro(&self, value: &Avro, path: &str) -> Result<Json, ContractError> {
+    fn primitive_from_avro(&self, value: &Avro, path: &Path<'_>) -> Result<Json, ContractError> {
         Ok(match value {
             Avro::Null => Json::Null,
             Avro::Boolean(b) => Json::Bool(*b),
@@ -814,11 +821,22 @@ fn is_json_text(field: &Json) -> bool {
     field.get("plasma.encoding").and_then(Json::as_str) == Some("json")
 }
 
-fn join(path: &str, name: &str) -> String {
-    if path.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{path}.{name}")
+/// Where in a record a mismatch is, rendered only when there is one (the walk is on the relay's
+/// and the workers' hot path).
+enum Path<'a> {
+    Root,
+    Field(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Root => Ok(()),
+            Self::Field(Self::Root, name) => f.write_str(name),
+            Self::Field(parent, name) => write!(f, "{parent}.{name}"),
+            Self::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
     }
 }
 

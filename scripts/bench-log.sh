@@ -41,5 +41,5 @@ PY
   sleep 0.1
 done
 echo "PostgreSQL at $url; tansu 0.6.0 (sqlite) on $kafka_port; rivven-schema on $registry_port; $(nproc) cores" >&2
-target/release/plasma bench log --database-url "$url" \
+PLASMA_LOG=${PLASMA_LOG:-warn} target/release/plasma bench log --database-url "$url" \
   --brokers "127.0.0.1:$kafka_port" --registry-url "http://127.0.0.1:$registry_port" "$@"

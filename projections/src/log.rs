@@ -587,18 +587,26 @@ impl LogWorker {
         // this batch's offsets); if this one fails its compare-and-set, both are dropped and
         // their partitions re-read from the stored state.
         let base = batch.after.clone();
+        let started = Instant::now();
         let applying = {
             let read = self.read.clone();
             let projection = self.projection.clone();
             tokio::spawn(async move {
                 let applied = apply_batch(&read, projection.as_ref(), &batch).await;
-                (applied, batch)
+                (applied, batch, started.elapsed())
             })
         };
         let next = self.prepare(&base).await;
-        let (applied, batch) = applying
+        let prepared_in = started.elapsed();
+        let (applied, batch, applied_in) = applying
             .await
             .map_err(|e| ProjectionError::Config(format!("applying a batch failed: {e}")))?;
+        tracing::debug!(
+            records = batch.handled,
+            apply_ms = applied_in.as_millis() as u64,
+            next_prepare_ms = prepared_in.as_millis() as u64,
+            "batch"
+        );
         if !applied? {
             let mut keys: HashSet<PartitionKey> = batch.after.keys().cloned().collect();
             if let Ok(next) = &next {

@@ -205,8 +205,13 @@ pub async fn log(args: LogBenchArgs) -> Result<()> {
     let deadline = started + Duration::from_secs(600);
     let end_offsets = i64::try_from(brand_records)?;
     let mut first_batch = None;
+    let mut assigned_after = None;
     loop {
-        if let plasma_projections::WorkerStep::Handled(_) = worker.step().await? {
+        let step = worker.step().await?;
+        if assigned_after.is_none() && !worker.assignment().is_empty() {
+            assigned_after = Some(started.elapsed());
+        }
+        if let plasma_projections::WorkerStep::Handled(_) = step {
             first_batch.get_or_insert_with(|| started.elapsed());
         }
         let consumed: i64 = sqlx::query_scalar(
@@ -224,7 +229,8 @@ pub async fn log(args: LogBenchArgs) -> Result<()> {
     let projection = started.elapsed();
     let projection_first = first_batch.unwrap_or_default();
     eprintln!(
-        "projection: {brand_records} records in {projection:.2?}; first batch applied after {projection_first:.2?}"
+        "projection: {brand_records} records in {projection:.2?}; partitions assigned after {:.2?}, first batch applied after {projection_first:.2?}",
+        assigned_after.unwrap_or_default()
     );
 
     // 5. End-to-end lag at a steady rate: command accepted → visible to a min_position query

@@ -92,7 +92,6 @@ impl Broker {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let first_start = !self.dir.path().join("tansu.db").exists();
         let bin = binary("PLASMA_TANSU_BIN", "tansu")?;
         let log_path = self.dir.path().join("tansu.log");
         let log = std::fs::OpenOptions::new()
@@ -114,10 +113,7 @@ impl Broker {
             .context("starting tansu")?;
         wait_for_port(self.port, &mut child, &log_path, "tansu")?;
         self.child = Some(child);
-        if first_start {
-            index_headers(&self.dir.path().join("tansu.db"))?;
-        }
-        Ok(())
+        index_headers(&self.dir.path().join("tansu.db"))
     }
 
     /// `host:port` for clients.
@@ -125,12 +121,9 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Stops the broker (its data stays), e.g. to simulate an outage. SIGKILL, because tansu
-    /// 0.6.0's SIGTERM path can leave its store unreadable from offset 0 (measured).
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill(&mut child);
-        }
+    /// The broker's output so far (for a failing test's report).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
     }
 
     /// Freezes the broker process (SIGSTOP): it holds its connections but answers nothing, as a
@@ -161,21 +154,6 @@ impl Broker {
         }
         Ok(())
     }
-
-    /// Starts it again on the same port with the same data.
-    pub fn restart(&mut self) -> Result<()> {
-        self.stop();
-        self.spawn()
-    }
-
-    /// The broker's output so far (for a failing test's report).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
 }
 
 impl Drop for Broker {
@@ -184,7 +162,9 @@ impl Drop for Broker {
         if std::thread::panicking() {
             eprintln!("----- tansu -----\n{}", self.log());
         }
-        self.stop();
+        if let Some(mut child) = self.child.take() {
+            kill(&mut child);
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use rdkafka::ClientConfig;
 pub use codec::{EncodedEvent as LogRecord, EventCodec};
 pub use contract::{Catalog, Context, ContractError, EventSchema};
 pub use registry::{Registered, RegistryAdmin};
-pub use relay::{Relay, RelayOptions, RelayStatus};
+pub use relay::{Relay, RelayOptions};
 
 /// Where the log and its registry are, shared by every process that talks to them.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@
 //!   take over when the leader's session ends.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,23 +81,6 @@ impl Default for RelayOptions {
     }
 }
 
-/// What the relay is doing, for health checks and tests.
-#[derive(Debug, Default)]
-pub struct RelayStatus {
-    leader: AtomicBool,
-    published_position: AtomicI64,
-}
-
-impl RelayStatus {
-    pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::Relaxed)
-    }
-
-    pub fn published_position(&self) -> i64 {
-        self.published_position.load(Ordering::Relaxed)
-    }
-}
-
 #[derive(Debug)]
 pub struct Relay {
     pool: PgPool,
@@ -105,7 +88,8 @@ pub struct Relay {
     config: LogConfig,
     codec: Arc<EventCodec>,
     options: RelayOptions,
-    status: Arc<RelayStatus>,
+    /// The last position recorded as published, for the outbox-depth gauge.
+    published: AtomicI64,
 }
 
 /// A produced batch waiting for its acknowledgements.
@@ -136,12 +120,8 @@ impl Relay {
             codec: Arc::new(EventCodec::new(&config.registry_url, &config.topic_prefix)?),
             config,
             options,
-            status: Arc::default(),
+            published: AtomicI64::new(0),
         })
-    }
-
-    pub fn status(&self) -> Arc<RelayStatus> {
-        self.status.clone()
     }
 
     /// Runs until `shutdown` turns true: waits for leadership, then publishes. Errors while
@@ -155,11 +135,9 @@ impl Relay {
             let Some(mut session) = self.become_leader(&mut shutdown).await? else {
                 return Ok(());
             };
-            self.status.leader.store(true, Ordering::Relaxed);
             metrics::gauge!(METRIC_LEADER).set(1.0);
             tracing::info!("relay is the leader");
             let term = self.lead(&mut session, &mut shutdown).await;
-            self.status.leader.store(false, Ordering::Relaxed);
             metrics::gauge!(METRIC_LEADER).set(0.0);
             // Closing the session releases the lock for a standby replica.
             drop(session);
@@ -250,9 +228,7 @@ impl Relay {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), LogError> {
         let mut after = self.published_position().await?;
-        self.status
-            .published_position
-            .store(after, Ordering::Relaxed);
+        self.published.store(after, Ordering::Relaxed);
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let mut last_check = Instant::now();
         loop {
@@ -263,7 +239,7 @@ impl Relay {
                     .await
                     .map_err(StoreError::db("checking the relay's session"))?;
                 let head = self.store.head().await?;
-                let published = self.status.published_position();
+                let published = self.published.load(Ordering::Relaxed);
                 metrics::gauge!(METRIC_OUTBOX_DEPTH).set((head - published) as f64);
                 last_check = Instant::now();
             }
@@ -424,9 +400,7 @@ impl Relay {
         tx.commit()
             .await
             .map_err(StoreError::db("recording a publication"))?;
-        self.status
-            .published_position
-            .store(batch.last_position, Ordering::Relaxed);
+        self.published.store(batch.last_position, Ordering::Relaxed);
         metrics::counter!(METRIC_PUBLISHED).increment(count as u64);
         metrics::histogram!(METRIC_PUBLISH_SECONDS)
             .record(batch.produced_at.elapsed().as_secs_f64());

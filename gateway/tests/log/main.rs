@@ -324,13 +324,15 @@ async fn assert_topics_hold_every_event_in_order(stack: &Stack) {
     let partitions = plasma_projections::log::partitions_of(consumer.clone(), &config.topics())
         .await
         .unwrap();
-    let mut ends = HashMap::new();
+    let ends: HashMap<(String, i32), i64> =
+        plasma_projections::log::partition_ends(consumer.clone(), &partitions)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(key, (_, high))| (key, high))
+            .collect();
     let mut assignment = TopicPartitionList::new();
     for (topic, partition) in &partitions {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, *partition, Duration::from_secs(10))
-            .unwrap();
-        ends.insert((topic.clone(), *partition), high);
         assignment
             .add_partition_offset(topic, *partition, Offset::Offset(0))
             .unwrap();

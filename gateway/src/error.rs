@@ -352,6 +352,7 @@ impl From<ProjectionError> for ApiError {
             err @ (ProjectionError::Database { .. }
             | ProjectionError::EventLog(_)
             | ProjectionError::Log(_)
+            | ProjectionError::Worker(_)
             | ProjectionError::BadCheckpoint { .. }
             | ProjectionError::UnknownProjection(_)
             | ProjectionError::Config(_)) => Self::Internal(InternalError::ReadModel(err)),

@@ -24,6 +24,10 @@ pub enum ProjectionError {
     BadCursor(String),
     #[error("the event log")]
     Log(#[source] plasma_commands::log::LogError),
+    /// A log worker or replay cannot go on (a stalled consumer, a failed task); its runner
+    /// starts it again.
+    #[error("log worker: {0}")]
+    Worker(String),
     #[error("invalid read-store configuration: {0}")]
     Config(String),
 }

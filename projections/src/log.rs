@@ -422,7 +422,7 @@ where
             .collect::<Result<HashMap<_, _>, KafkaError>>()
     })
     .await
-    .map_err(|e| ProjectionError::Config(format!("watermark task failed: {e}")))?
+    .map_err(|e| ProjectionError::Worker(format!("the watermark task failed: {e}")))?
     .map_err(kafka("reading partition ends"))
 }
 
@@ -458,7 +458,7 @@ pub async fn partitions_of<C: Consumer<X> + Send + Sync + 'static, X: ConsumerCo
         Ok(out)
     })
     .await
-    .map_err(|e| ProjectionError::Config(format!("metadata task failed: {e}")))?
+    .map_err(|e| ProjectionError::Worker(format!("the metadata task failed: {e}")))?
 }
 
 impl LogWorker {
@@ -598,9 +598,9 @@ impl LogWorker {
         };
         let next = self.prepare(&base).await;
         let prepared_in = started.elapsed();
-        let (applied, batch, applied_in) = applying
-            .await
-            .map_err(|e| ProjectionError::Config(format!("applying a batch failed: {e}")))?;
+        let (applied, batch, applied_in) = applying.await.map_err(|e| {
+            ProjectionError::Worker(format!("the task applying a batch failed: {e}"))
+        })?;
         tracing::debug!(
             records = batch.handled,
             apply_ms = applied_in.as_millis() as u64,
@@ -829,7 +829,7 @@ impl LogWorker {
             _ if lagging.is_empty() => self.unattended = None,
             Some((seen, since)) if *seen == lagging => {
                 if since.elapsed() > STALL_TIMEOUT {
-                    return Err(ProjectionError::Config(format!(
+                    return Err(ProjectionError::Worker(format!(
                         "partitions {:?} lag without progress for {}s; rejoining the group",
                         lagging.iter().map(|(k, _)| k).collect::<Vec<_>>(),
                         STALL_TIMEOUT.as_secs()
@@ -1021,7 +1021,7 @@ impl Replay {
     ) -> Result<(), ProjectionError> {
         let first = tokio::time::timeout(Duration::from_secs(30), self.consumer.recv())
             .await
-            .map_err(|_| ProjectionError::Config("the log stopped answering mid-replay".into()))?
+            .map_err(|_| ProjectionError::Worker("the log stopped answering mid-replay".into()))?
             .map_err(kafka("receiving"))?;
         let mut records = vec![to_record(&first)];
         drop(first);

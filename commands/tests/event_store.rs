@@ -5,11 +5,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use cqrs_es::{CqrsFramework, EventStore as _};
-use plasma_commands::sentiment::VaderScorer;
+use plasma_adapters::VaderScorer;
 use plasma_commands::{
-    AggregateStore, BulkIngestError, CommandContext, CommandError, CommandHandler, EventStore,
-    MentionInput, StoreConfig,
+    BulkIngestError, CommandContext, CommandError, CommandHandler, EventStore, MentionInput,
+    StoreConfig,
 };
 use plasma_domain::brand::{
     Brand, BrandCommand, BrandError, Mention, MentionCommand, MentionServices, VoiceGuidelines,
@@ -82,7 +81,6 @@ on_both_stores!(
     bulk_ingest_into_an_unknown_brand_is_refused,
     a_tenant_never_sees_another_tenants_stream,
     a_domain_error_writes_nothing,
-    the_stock_cqrs_framework_runs_on_the_store,
 );
 
 fn tenant(name: &str) -> TenantId {
@@ -548,24 +546,4 @@ async fn a_domain_error_writes_nothing(store: EventStore) {
         CommandError::Domain(BrandError::AlreadyRegistered)
     ));
     assert_eq!(store.head().await.unwrap(), 1);
-}
-
-async fn the_stock_cqrs_framework_runs_on_the_store(store: EventStore) {
-    let ctx = context("acme");
-    let framework = CqrsFramework::new(
-        AggregateStore::<Brand>::new(store.clone(), ctx.clone()),
-        vec![],
-        (),
-    );
-    let id = Uuid::now_v7().to_string();
-    framework.execute(&id, register("Acme")).await.unwrap();
-    let loaded = AggregateStore::<Brand>::new(store.clone(), ctx)
-        .load_events(&id)
-        .await
-        .unwrap();
-    assert_eq!(loaded.len(), 1);
-    assert_eq!(
-        loaded[0].metadata.get("position").map(String::as_str),
-        Some("1")
-    );
 }

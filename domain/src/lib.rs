@@ -12,10 +12,12 @@
 pub mod agent;
 pub mod brand;
 pub mod content;
+pub mod context;
 pub mod ids;
 pub mod research;
 pub mod text;
 
+pub use context::Context;
 pub use ids::{AggregateId, IdError, TenantId};
 
 /// Stable identity of an event type, independent of the Rust enum it lives in.

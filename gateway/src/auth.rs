@@ -27,7 +27,7 @@ use plasma_domain::TenantId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::settings::JwtKey;
+use crate::options::JwtKey;
 use crate::state::AppState;
 
 /// What a caller may do. `admin` may do everything.

@@ -350,7 +350,7 @@ impl From<ProjectionError> for ApiError {
                 message: err.to_string(),
             },
             err @ (ProjectionError::Database { .. }
-            | ProjectionError::EventLog(_)
+            | ProjectionError::Store(_)
             | ProjectionError::Log(_)
             | ProjectionError::Worker(_)
             | ProjectionError::BadCheckpoint { .. }

@@ -1,7 +1,7 @@
 //! Metric names (with units) and the Prometheus recorder behind `GET /metrics`.
 //!
-//! The recorder is process-global (the `metrics` facade has one): several [`crate::Application`]s
-//! in one process, as in the tests, share it.
+//! The recorder is process-global (the `metrics` facade has one): several gateways in one
+//! process, as in the tests, share it. The read side's metrics are the projections crate's.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -19,10 +19,6 @@ pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
 pub const EVENTS_APPENDED_TOTAL: &str = "plasma_events_appended_total";
 /// Global position of the event store's last event.
 pub const EVENT_STORE_HEAD_POSITION: &str = "plasma_event_store_head_position";
-/// Position a projection has applied up to, by `projection`.
-pub const PROJECTION_POSITION: &str = "plasma_projection_position";
-/// Events a projection is behind the store head, by `projection`.
-pub const PROJECTION_LAG_EVENTS: &str = "plasma_projection_lag_events";
 
 /// The route label of requests no route matched, so unknown paths cannot blow up cardinality.
 const UNMATCHED_ROUTE: &str = "unmatched";
@@ -71,11 +67,7 @@ fn describe() {
         EVENT_STORE_HEAD_POSITION,
         "Position of the last stored event"
     );
-    metrics::describe_gauge!(PROJECTION_POSITION, "Position a projection has applied");
-    metrics::describe_gauge!(
-        PROJECTION_LAG_EVENTS,
-        "Events a projection is behind the event store head"
-    );
+    plasma_projections::metrics::describe();
 }
 
 pub fn events_appended(aggregate_type: &'static str, count: u64) {
@@ -87,11 +79,6 @@ pub fn events_appended(aggregate_type: &'static str, count: u64) {
 
 pub fn store_head(head: i64) {
     metrics::gauge!(EVENT_STORE_HEAD_POSITION).set(head as f64);
-}
-
-pub fn projection(name: &str, position: i64, lag: i64) {
-    metrics::gauge!(PROJECTION_POSITION, "projection" => name.to_owned()).set(position as f64);
-    metrics::gauge!(PROJECTION_LAG_EVENTS, "projection" => name.to_owned()).set(lag as f64);
 }
 
 /// Middleware: counts and times every request by method, matched route and status.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use plasma_domain::TenantId;
 
 use crate::error::ApiError;
-use crate::settings::RateLimitSettings;
+use crate::options::RateLimitSettings;
 
 /// Buckets idle long enough to be full again are dropped once the map grows past this.
 const PRUNE_ABOVE: usize = 10_000;

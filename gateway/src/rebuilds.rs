@@ -6,23 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use plasma_commands::log::LogConfig;
-use plasma_commands::EventStore;
-use plasma_projections::{
-    projection_named, rebuild, replay_from_log, ReadStore, RebuildProgress, RunnerOptions,
-};
-use serde::{Deserialize, Serialize};
+pub use plasma_projections::RebuildSource;
+use plasma_projections::{projection_named, RebuildProgress, Rebuilder};
+use serde::Serialize;
 use utoipa::ToSchema;
-
-/// Where a rebuild reads from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RebuildSource {
-    /// The event store, from position 0.
-    Store,
-    /// The read model's topics, from offset 0 (server mode).
-    Log,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -58,12 +45,20 @@ pub enum StartError {
     NoLog,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Rebuilds {
+    rebuilder: Rebuilder,
     statuses: Arc<Mutex<HashMap<String, RebuildStatus>>>,
 }
 
 impl Rebuilds {
+    pub fn new(rebuilder: Rebuilder) -> Self {
+        Self {
+            rebuilder,
+            statuses: Arc::default(),
+        }
+    }
+
     pub fn status(&self, read_model: &str) -> Option<RebuildStatus> {
         self.lock().get(read_model).cloned()
     }
@@ -79,16 +74,12 @@ impl Rebuilds {
         &self,
         read_model: &str,
         source: RebuildSource,
-        store: &EventStore,
-        read: &ReadStore,
-        log: Option<&LogConfig>,
     ) -> Result<RebuildStatus, StartError> {
-        let projection = projection_named(read_model)
+        projection_named(read_model)
             .map_err(|_| StartError::UnknownReadModel(read_model.to_owned()))?;
-        let log = match source {
-            RebuildSource::Log => Some(log.cloned().ok_or(StartError::NoLog)?),
-            RebuildSource::Store => None,
-        };
+        if !self.rebuilder.supports(source) {
+            return Err(StartError::NoLog);
+        }
         let status = RebuildStatus {
             read_model: read_model.to_owned(),
             source,
@@ -112,23 +103,9 @@ impl Rebuilds {
         }
         let this = self.clone();
         let name = read_model.to_owned();
-        let store = store.clone();
-        let read = read.clone();
         tokio::spawn(async move {
-            let progress = |p: RebuildProgress| this.update(&name, |s| set_progress(s, p));
-            let outcome = match &log {
-                Some(config) => replay_from_log(&read, projection, config, 2000, progress).await,
-                None => {
-                    rebuild(
-                        &read,
-                        &store,
-                        projection,
-                        RunnerOptions::default(),
-                        progress,
-                    )
-                    .await
-                }
-            };
+            let mut progress = |p: RebuildProgress| this.update(&name, |s| set_progress(s, p));
+            let outcome = this.rebuilder.rebuild(&name, source, &mut progress).await;
             this.update(&name, |s| {
                 s.finished_at = Some(Utc::now());
                 match outcome {

@@ -8,9 +8,7 @@ use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::PrometheusHandle;
 use plasma_commands::{CommandHandler, EventStore, Services};
 use plasma_domain::content::DraftServices;
-use plasma_projections::ReadModels;
-
-use plasma_commands::log::LogConfig;
+use plasma_projections::{ReadModels, Rebuilder};
 
 use crate::auth::TokenVerifier;
 use crate::clock::Clock;
@@ -38,7 +36,6 @@ struct Inner {
     ready_max_lag: u64,
     projections: Vec<&'static str>,
     metrics: PrometheusHandle,
-    log: Option<LogConfig>,
     rebuilds: Rebuilds,
 }
 
@@ -57,8 +54,8 @@ pub struct StateParts {
     pub ready_max_lag: u64,
     pub projections: Vec<&'static str>,
     pub metrics: PrometheusHandle,
-    /// The log, when configured: read-model rebuilds can then read from it.
-    pub log: Option<LogConfig>,
+    /// Runs read-model rebuilds, from the store and (when configured) the log.
+    pub rebuilder: Rebuilder,
 }
 
 impl AppState {
@@ -76,7 +73,7 @@ impl AppState {
             ready_max_lag,
             projections,
             metrics,
-            log,
+            rebuilder,
         } = parts;
         Self {
             inner: Arc::new(Inner {
@@ -92,8 +89,7 @@ impl AppState {
                 ready_max_lag,
                 projections,
                 metrics,
-                log,
-                rebuilds: Rebuilds::default(),
+                rebuilds: Rebuilds::new(rebuilder),
             }),
         }
     }
@@ -110,10 +106,6 @@ impl AppState {
 
     pub fn read(&self) -> &ReadModels {
         &self.inner.read
-    }
-
-    pub fn log(&self) -> Option<&LogConfig> {
-        self.inner.log.as_ref()
     }
 
     pub fn rebuilds(&self) -> &Rebuilds {

@@ -10,8 +10,8 @@ pub enum ProjectionError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("reading the event log")]
-    EventLog(#[from] StoreError),
+    #[error("reading the event store")]
+    Store(#[from] StoreError),
     #[error("stored checkpoint of `{projection}` could not be decoded")]
     BadCheckpoint {
         projection: String,
@@ -22,11 +22,12 @@ pub enum ProjectionError {
     UnknownProjection(String),
     #[error("`{0}` is not a cursor this API handed out")]
     BadCursor(String),
-    #[error("the event log")]
-    Log(#[source] plasma_commands::log::LogError),
-    /// A log worker or replay cannot go on (a stalled consumer, a failed task); its runner
-    /// starts it again.
-    #[error("log worker: {0}")]
+    /// The Kafka log (server mode), as the log crate reports it.
+    #[error("the Kafka log")]
+    Log(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A runner cannot go on (a stalled consumer, a failed task); its supervisor starts it
+    /// again.
+    #[error("projection worker: {0}")]
     Worker(String),
     #[error("invalid read-store configuration: {0}")]
     Config(String),

@@ -1,13 +1,14 @@
 //! The read side: a projection runtime and the read models it maintains.
 //!
 //! A projection reads events in global order from a [`Subscription`] (the event store in
-//! embedded mode; a Kafka consumer later), applies them in batches, and stores its checkpoint in
-//! the same transaction as the read-model change, so a crash never applies an event twice or
-//! skips one. Read models can be rebuilt from position 0 into shadow tables and swapped in
-//! while queries keep being served from the live tables.
+//! embedded mode; a Kafka consumer group in server mode, implemented by the log crate), applies
+//! them in batches, and records its [`checkpoint`] in the same transaction as the read-model
+//! change, so a crash never applies an event twice or skips one. Read models can be rebuilt
+//! into shadow tables and swapped in while queries keep being served from the live tables.
 
+pub mod checkpoint;
 mod error;
-pub mod log;
+pub mod metrics;
 pub mod models;
 mod projection;
 mod queries;
@@ -16,8 +17,8 @@ mod rebuild;
 mod runner;
 mod subscription;
 
+pub use checkpoint::{Checkpoint, PartitionKey, PartitionState};
 pub use error::ProjectionError;
-pub use log::{replay_from_log, LogWorker, WorkerOptions, WorkerStep};
 pub use models::{
     all_projections, projection_named, AgentRunsProjection, BrandStatsProjection, BrandsProjection,
     DocumentsProjection, DraftsProjection, MentionsProjection,
@@ -29,6 +30,9 @@ pub use queries::{
     MentionFilter, MentionPage, MentionView, Page, ReadModels, StatsView,
 };
 pub use read_store::{ReadStore, ReadStoreConfig, ReadTx};
-pub use rebuild::{rebuild, RebuildProgress};
+pub use rebuild::{
+    drop_shadow, rebuild, swap_in_shadow, LogReplay, OnProgress, RebuildProgress, RebuildSource,
+    Rebuilder,
+};
 pub use runner::{catch_up, ProjectionRunner, RunnerOptions, Step};
-pub use subscription::{Batch, Checkpoint, StoreSubscription, Subscription};
+pub use subscription::{Batch, StoreSubscription, Subscription};

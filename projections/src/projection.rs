@@ -1,8 +1,8 @@
 //! What a projection is: a name, the tables it owns, and how a batch of events changes them.
 
 use async_trait::async_trait;
-use plasma_commands::log::Context;
 use plasma_commands::RecordedEvent;
+use plasma_domain::Context;
 
 use crate::{ProjectionError, ReadTx};
 

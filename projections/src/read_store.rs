@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Postgres, Sqlite, Transaction};
 
+use crate::checkpoint::{CHECKPOINTS_DDL, OFFSETS_DDL};
 use crate::ProjectionError;
 
 /// Where the read models live.
@@ -24,6 +25,17 @@ pub enum ReadStoreConfig {
     Postgres {
         pool: PgPool,
     },
+}
+
+impl ReadStoreConfig {
+    /// The read store that goes with `store`: the same PostgreSQL database (`rm_` tables next to
+    /// the events), or, beside an embedded store, a SQLite file of its own at `sqlite_path`.
+    pub fn beside(store: &plasma_commands::EventStore, sqlite_path: PathBuf) -> Self {
+        match store.postgres_pool() {
+            Some(pool) => Self::Postgres { pool: pool.clone() },
+            None => Self::Sqlite { path: sqlite_path },
+        }
+    }
 }
 
 /// The read-model database. A cheap handle.
@@ -72,25 +84,6 @@ macro_rules! on_pool {
 }
 
 pub(crate) use {on_pool, on_tx};
-
-const CHECKPOINTS_DDL: &str = "CREATE TABLE IF NOT EXISTS projection_checkpoints (
-    name       TEXT   PRIMARY KEY,
-    position   BIGINT NOT NULL,
-    checkpoint TEXT   NOT NULL
-)";
-
-/// Log-fed projections: per partition, the next offset to read, the highest position applied
-/// (relay duplicates at or below it are dropped) and the safe position (every event at or below
-/// it, in this partition, is applied). Written in the same transaction as the read-model change.
-const OFFSETS_DDL: &str = "CREATE TABLE IF NOT EXISTS projection_offsets (
-    projection    TEXT    NOT NULL,
-    topic         TEXT    NOT NULL,
-    partition_id  INTEGER NOT NULL,
-    next_offset   BIGINT  NOT NULL,
-    max_position  BIGINT  NOT NULL,
-    safe_position BIGINT  NOT NULL,
-    PRIMARY KEY (projection, topic, partition_id)
-)";
 
 impl ReadStore {
     pub async fn open(config: &ReadStoreConfig) -> Result<Self, ProjectionError> {

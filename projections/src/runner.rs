@@ -1,20 +1,25 @@
-//! Runs a projection: batch → apply → checkpoint, all in one read-store transaction.
+//! The projection runtime: batch → apply → record progress, all in one read-store transaction,
+//! for any [`Subscription`]. While one batch commits on its own task, the next is read (and for
+//! a log, decoded); if the commit finds the stored state moved, both are dropped and the
+//! subscription resyncs.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::checkpoint::{self, Checkpoint, Saved};
+use crate::metrics::{PROJECTION_APPLIED_EVENTS_TOTAL, PROJECTION_POSITION};
 use crate::projection::create_tables;
-use crate::read_store::on_tx;
-use crate::{Checkpoint, Projection, ProjectionError, ReadStore, ReadTx, Subscription, Tables};
+use crate::subscription::Batch;
+use crate::{Projection, ProjectionError, ReadStore, Subscription, Tables};
 
 /// Tunables of a projection runner.
 #[derive(Debug, Clone)]
 pub struct RunnerOptions {
     /// Events per transaction.
     pub batch_size: usize,
-    /// Pause when caught up before asking for more.
+    /// Pause when caught up before asking for more (for subscriptions that do not wait).
     pub idle_wait: Duration,
     /// Refresh the tables' planner statistics after this many applied events (PostgreSQL).
     pub analyze_every: usize,
@@ -40,6 +45,8 @@ pub struct ProjectionRunner<S> {
     checkpoint_name: String,
     checkpoint: Checkpoint,
     options: RunnerOptions,
+    /// A batch read while the previous one was committing.
+    pending: Option<Batch>,
     /// Events applied since the tables' statistics were last refreshed.
     since_analyze: usize,
 }
@@ -67,18 +74,19 @@ impl<S: Subscription> ProjectionRunner<S> {
         let checkpoint_name = tables.checkpoint_name(projection.name());
         let mut tx = read.begin().await?;
         create_tables(&mut tx, projection.as_ref(), &tables, generation).await?;
-        ensure_checkpoint(&mut tx, &checkpoint_name).await?;
-        let checkpoint = load_checkpoint(&mut tx, &checkpoint_name, false).await?;
+        checkpoint::ensure(&mut tx, &checkpoint_name).await?;
+        let stored = checkpoint::load(&mut tx, &checkpoint_name, false).await?;
         tx.commit().await?;
-        subscription.seek(&checkpoint).await?;
+        subscription.seek(&stored).await?;
         Ok(Self {
             read,
             projection,
             subscription,
             tables,
             checkpoint_name,
-            checkpoint,
+            checkpoint: stored,
             options,
+            pending: None,
             since_analyze: 0,
         })
     }
@@ -98,43 +106,77 @@ impl<S: Subscription> ProjectionRunner<S> {
         &self.checkpoint
     }
 
-    /// Applies one batch.
+    pub fn subscription(&self) -> &S {
+        &self.subscription
+    }
+
+    /// Applies one batch, reading the next one meanwhile.
     #[tracing::instrument(skip_all, fields(plasma.projection = %self.checkpoint_name))]
     pub async fn step(&mut self) -> Result<Step, ProjectionError> {
-        let batch = self
-            .subscription
-            .next_batch(self.options.batch_size)
-            .await?;
-        if batch.events.is_empty() {
+        let batch = match self.pending.take() {
+            Some(batch) => batch,
+            None => {
+                self.subscription
+                    .next_batch(self.options.batch_size)
+                    .await?
+            }
+        };
+        if batch.is_empty() {
             return Ok(Step::CaughtUp);
         }
-        let mut tx = self.read.begin().await?;
-        // Compare-and-set on the checkpoint: if another runner (or a rebuild swap) moved it since
-        // we read it, our batch is stale. Drop it and continue from the stored checkpoint.
-        let stored = load_checkpoint(&mut tx, &self.checkpoint_name, true).await?;
-        if stored != self.checkpoint {
-            drop(tx);
-            tracing::info!(
-                from = self.checkpoint.position,
-                to = stored.position,
-                "checkpoint moved elsewhere; resuming from it"
-            );
-            self.subscription.seek(&stored).await?;
-            self.checkpoint = stored;
-            return Ok(Step::Resynced);
+        let started = Instant::now();
+        let committing = tokio::spawn(commit(
+            self.read.clone(),
+            self.projection.clone(),
+            self.tables.clone(),
+            self.checkpoint_name.clone(),
+            batch,
+        ));
+        let next = self.subscription.next_batch(self.options.batch_size).await;
+        let read_ahead_in = started.elapsed();
+        let (saved, batch) = committing.await.map_err(|e| {
+            ProjectionError::Worker(format!("the task applying a batch failed: {e}"))
+        })?;
+        tracing::debug!(
+            events = batch.events.len(),
+            commit_ms = started.elapsed().as_millis() as u64,
+            read_ahead_ms = read_ahead_in.as_millis() as u64,
+            "batch"
+        );
+        match saved? {
+            (Saved::Moved, stored) => {
+                tracing::info!(
+                    from = self.checkpoint.position,
+                    to = stored.position,
+                    "stored state moved elsewhere; resuming from it"
+                );
+                self.checkpoint = stored;
+                self.subscription
+                    .resync(&self.read, &stored, &batch)
+                    .await?;
+                Ok(Step::Resynced)
+            }
+            (Saved::At(position), _) => {
+                self.checkpoint = Checkpoint { position };
+                self.subscription.committed(&batch).await?;
+                let name = self.projection.name();
+                metrics::counter!(PROJECTION_APPLIED_EVENTS_TOTAL, "projection" => name)
+                    .increment(batch.events.len() as u64);
+                if self.tables == Tables::LIVE {
+                    metrics::gauge!(PROJECTION_POSITION, "projection" => name).set(position as f64);
+                }
+                self.since_analyze += batch.events.len();
+                if self.since_analyze >= self.options.analyze_every {
+                    self.since_analyze = 0;
+                    self.analyze().await?;
+                }
+                let next = next?;
+                if !next.is_empty() {
+                    self.pending = Some(next);
+                }
+                Ok(Step::Applied(batch.events.len()))
+            }
         }
-        self.projection
-            .apply(&mut tx, &self.tables, &batch.events)
-            .await?;
-        save_checkpoint(&mut tx, &self.checkpoint_name, &batch.checkpoint).await?;
-        tx.commit().await?;
-        self.checkpoint = batch.checkpoint;
-        self.since_analyze += batch.events.len();
-        if self.since_analyze >= self.options.analyze_every {
-            self.since_analyze = 0;
-            self.analyze().await?;
-        }
-        Ok(Step::Applied(batch.events.len()))
     }
 
     /// Runs until `shutdown` turns true, pausing briefly whenever caught up.
@@ -143,7 +185,11 @@ impl<S: Subscription> ProjectionRunner<S> {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            if self.step().await? == Step::CaughtUp {
+            let step = tokio::select! {
+                step = self.step() => step?,
+                _ = shutdown.changed() => continue,
+            };
+            if step == Step::CaughtUp && !self.subscription.waits_when_idle() {
                 tokio::select! {
                     _ = tokio::time::sleep(self.options.idle_wait) => {}
                     _ = shutdown.changed() => {}
@@ -153,13 +199,42 @@ impl<S: Subscription> ProjectionRunner<S> {
     }
 }
 
+/// Applies `batch` and records its progress in one transaction. Lock order, shared with
+/// rebuilds and replays: the checkpoint row first, then any partition rows.
+async fn commit(
+    read: ReadStore,
+    projection: Arc<dyn Projection>,
+    tables: Tables,
+    checkpoint_name: String,
+    batch: Batch,
+) -> (Result<(Saved, Checkpoint), ProjectionError>, Batch) {
+    let outcome = async {
+        let mut tx = read.begin().await?;
+        let stored = checkpoint::load(&mut tx, &checkpoint_name, true).await?;
+        if let crate::checkpoint::Progress::Position { from, .. } = batch.progress {
+            if stored.position != from {
+                return Ok((Saved::Moved, stored));
+            }
+        }
+        projection.apply(&mut tx, &tables, &batch.events).await?;
+        let saved = checkpoint::record(&mut tx, &checkpoint_name, stored, &batch.progress).await?;
+        if saved == Saved::Moved {
+            return Ok((Saved::Moved, stored));
+        }
+        tx.commit().await?;
+        Ok((saved, stored))
+    }
+    .await;
+    (outcome, batch)
+}
+
 /// What one [`ProjectionRunner::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     Applied(usize),
     /// Nothing new to apply.
     CaughtUp,
-    /// The stored checkpoint had moved (another runner, a rebuild swap); resumed from it.
+    /// The stored state had moved (another runner, a rebalance, a rebuild swap); resumed from it.
     Resynced,
 }
 
@@ -175,79 +250,4 @@ pub async fn catch_up<S: Subscription>(
             Step::CaughtUp => return Ok(applied),
         }
     }
-}
-
-pub(crate) async fn load_checkpoint(
-    tx: &mut ReadTx,
-    name: &str,
-    for_update: bool,
-) -> Result<Checkpoint, ProjectionError> {
-    // SQLite transactions here are IMMEDIATE and already exclusive; PostgreSQL needs the row lock.
-    let lock = if for_update && tx.is_postgres() {
-        " FOR UPDATE"
-    } else {
-        ""
-    };
-    let sql = format!("SELECT checkpoint FROM projection_checkpoints WHERE name = $1{lock}");
-    let raw: Option<String> = on_tx!(tx, |c| sqlx::query_scalar(&sql)
-        .bind(name)
-        .fetch_optional(c)
-        .await
-        .map_err(ProjectionError::db("loading a checkpoint"))?);
-    match raw {
-        None => Ok(Checkpoint::default()),
-        Some(raw) => serde_json::from_str(&raw).map_err(|source| ProjectionError::BadCheckpoint {
-            projection: name.to_owned(),
-            source,
-        }),
-    }
-}
-
-/// Stores the initial checkpoint unless there is one, so that [`ProjectionRunner::step`]'s
-/// `FOR UPDATE` always finds a row to lock. Without it, two runners starting on a fresh
-/// PostgreSQL read store both read "no checkpoint", lock nothing, and both apply the first batch.
-async fn ensure_checkpoint(tx: &mut ReadTx, name: &str) -> Result<(), ProjectionError> {
-    let raw = serde_json::to_string(&Checkpoint::default()).map_err(|source| {
-        ProjectionError::BadCheckpoint {
-            projection: name.to_owned(),
-            source,
-        }
-    })?;
-    on_tx!(tx, |c| sqlx::query(
-        "INSERT INTO projection_checkpoints (name, position, checkpoint) VALUES ($1, 0, $2) \
-         ON CONFLICT (name) DO NOTHING"
-    )
-    .bind(name)
-    .bind(raw)
-    .execute(c)
-    .await
-    .map(|_| ())
-    .map_err(ProjectionError::db("creating a checkpoint"))?);
-    Ok(())
-}
-
-pub(crate) async fn save_checkpoint(
-    tx: &mut ReadTx,
-    name: &str,
-    checkpoint: &Checkpoint,
-) -> Result<(), ProjectionError> {
-    let raw =
-        serde_json::to_string(checkpoint).map_err(|source| ProjectionError::BadCheckpoint {
-            projection: name.to_owned(),
-            source,
-        })?;
-    on_tx!(tx, |c| {
-        sqlx::query(
-        "INSERT INTO projection_checkpoints (name, position, checkpoint) VALUES ($1, $2, $3) \
-         ON CONFLICT (name) DO UPDATE SET position = excluded.position, checkpoint = excluded.checkpoint"
-    )
-    .bind(name)
-    .bind(checkpoint.position)
-    .bind(raw)
-    .execute(c)
-    .await
-    .map(|_| ())
-    .map_err(ProjectionError::db("saving a checkpoint"))?
-    });
-    Ok(())
 }

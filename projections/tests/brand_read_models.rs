@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDate, TimeZone, Utc};
-use plasma_commands::sentiment::VaderScorer;
+use plasma_adapters::VaderScorer;
 use plasma_commands::{CommandHandler, MentionInput};
 use plasma_domain::brand::{
     Brand, BrandCommand, MentionCommand, MentionEvent, MentionServices, SentimentLabel,

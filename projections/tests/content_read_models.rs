@@ -1102,8 +1102,8 @@ impl Projection for SlowEventCounter {
         "test_event_counter"
     }
 
-    fn contexts(&self) -> &'static [plasma_commands::log::Context] {
-        &plasma_commands::log::Context::ALL
+    fn contexts(&self) -> &'static [plasma_domain::Context] {
+        &plasma_domain::Context::ALL
     }
 
     fn tables(&self) -> &'static [&'static str] {

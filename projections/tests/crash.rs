@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use plasma_commands::sentiment::VaderScorer;
+use plasma_adapters::VaderScorer;
 use plasma_commands::{CommandContext, CommandHandler, EventStore, MentionInput, StoreConfig};
 use plasma_domain::brand::{Brand, BrandCommand, MentionServices, VoiceGuidelines};
 use plasma_domain::ids::{BrandId, CommandId};

@@ -3,6 +3,7 @@
 //! a command id is recorded with its receipt in the same transaction as its events.
 
 mod postgres;
+mod publication;
 mod sqlite;
 
 use std::collections::HashSet;
@@ -15,6 +16,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use self::postgres::PostgresStore;
+pub use self::publication::{PartitionKey, Publication, RelayLease};
 pub use self::sqlite::SqliteStore;
 use crate::event::{AppendBatch, AppendedRange, RecordedEvent};
 use crate::StoreError;

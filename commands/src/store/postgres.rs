@@ -20,7 +20,8 @@ pub(super) const SELECT_EVENTS: &str =
 /// giant buffer on the wire.
 const COPY_CHUNK_BYTES: usize = 1 << 20;
 
-/// The server-mode event store on PostgreSQL, with the outbox the relay drains.
+/// The server-mode event store on PostgreSQL. Its events table, in gap-free position order, is
+/// what the relay publishes from (see `publication`).
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
@@ -116,12 +117,6 @@ impl PostgresStore {
             copy.finish()
                 .await
                 .map_err(|err| conflict_or(err, "copying events"))?;
-            sqlx::query("INSERT INTO outbox (first_position, last_position) VALUES ($1, $2)")
-                .bind(first)
-                .bind(last)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::db("filling the outbox"))?;
             Some(AppendedRange { first, last })
         } else {
             None

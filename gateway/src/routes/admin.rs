@@ -58,13 +58,7 @@ async fn start_rebuild(
         .unwrap_or(RebuildSource::Store);
     let status = state
         .rebuilds()
-        .start(
-            &path.name,
-            source,
-            state.store(),
-            state.read().store(),
-            state.log(),
-        )
+        .start(&path.name, source)
         .map_err(|error| match error {
             StartError::UnknownReadModel(_) => ApiError::NotFound(error.to_string()),
             StartError::AlreadyRunning(_) => ApiError::AlreadyExists(error.to_string()),

@@ -88,7 +88,7 @@ async fn probe(state: &AppState) -> Readiness {
         for &name in state.projections() {
             let position = positions.get(name).copied().unwrap_or(0);
             let lag = (head - position).max(0);
-            metrics::projection(name, position, lag);
+            plasma_projections::metrics::record_position(name, position, head);
             if lag.unsigned_abs() > max_lag {
                 problems.push(format!(
                     "projection {name} is {lag} events behind (at most {max_lag} allowed)"

@@ -1,7 +1,9 @@
 use async_trait::async_trait;
-use plasma_commands::log::Context;
+use cqrs_es::Aggregate as _;
 use plasma_commands::RecordedEvent;
+use plasma_domain::agent::AgentRun;
 use plasma_domain::agent::{AgentRunEvent, AgentRunStatus};
+use plasma_domain::Context;
 
 use super::{json_text, micros, update_row, Value};
 use crate::read_store::on_tx;
@@ -69,7 +71,7 @@ impl Projection for AgentRunsProjection {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         let table = tables.name("rm_agent_runs");
-        for event in events.iter().filter(|e| e.aggregate_type == "AgentRun") {
+        for event in events.iter().filter(|e| e.aggregate_type == AgentRun::TYPE) {
             let no_step = [
                 ("current_step", Value::Int(None)),
                 ("current_step_name", Value::Text(None)),

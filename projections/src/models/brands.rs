@@ -1,7 +1,9 @@
 use async_trait::async_trait;
-use plasma_commands::log::Context;
+use cqrs_es::Aggregate as _;
 use plasma_commands::RecordedEvent;
+use plasma_domain::brand::Brand;
 use plasma_domain::brand::BrandEvent;
+use plasma_domain::Context;
 
 use super::micros;
 use crate::read_store::on_tx;
@@ -47,7 +49,7 @@ impl Projection for BrandsProjection {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         let table = tables.name("rm_brands");
-        for event in events.iter().filter(|e| e.aggregate_type == "Brand") {
+        for event in events.iter().filter(|e| e.aggregate_type == Brand::TYPE) {
             let tenant = event.tenant.as_str();
             let id = event.aggregate_id;
             let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());

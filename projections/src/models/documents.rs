@@ -1,7 +1,9 @@
 use async_trait::async_trait;
-use plasma_commands::log::Context;
+use cqrs_es::Aggregate as _;
 use plasma_commands::RecordedEvent;
+use plasma_domain::research::Document;
 use plasma_domain::research::{DocumentEvent, DocumentStatus};
+use plasma_domain::Context;
 use serde::Serialize;
 
 use super::{json_text, micros, update_row, Value};
@@ -69,7 +71,7 @@ impl Projection for DocumentsProjection {
     ) -> Result<(), ProjectionError> {
         let table = tables.name("rm_documents");
         let count = |n: usize| Value::int(i64::try_from(n).unwrap_or(i64::MAX));
-        for event in events.iter().filter(|e| e.aggregate_type == "Document") {
+        for event in events.iter().filter(|e| e.aggregate_type == Document::TYPE) {
             let (status, at, mut columns) = match event.decode::<DocumentEvent>()? {
                 DocumentEvent::DocumentIngested {
                     title,

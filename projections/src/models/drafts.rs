@@ -1,8 +1,10 @@
 use async_trait::async_trait;
-use plasma_commands::log::Context;
+use cqrs_es::Aggregate as _;
 use plasma_commands::RecordedEvent;
+use plasma_domain::content::Draft;
 use plasma_domain::content::{DraftEvent, DraftStatus};
 use plasma_domain::AggregateId;
+use plasma_domain::Context;
 
 use super::{json_text, micros, update_row, Value};
 use crate::read_store::on_tx;
@@ -71,7 +73,7 @@ impl Projection for DraftsProjection {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         let table = tables.name("rm_drafts");
-        for event in events.iter().filter(|e| e.aggregate_type == "Draft") {
+        for event in events.iter().filter(|e| e.aggregate_type == Draft::TYPE) {
             let (status, at, mut columns) = match event.decode::<DraftEvent>()? {
                 DraftEvent::DraftRequested {
                     brand_id,

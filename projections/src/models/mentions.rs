@@ -1,7 +1,9 @@
 use async_trait::async_trait;
-use plasma_commands::log::Context;
+use cqrs_es::Aggregate as _;
 use plasma_commands::RecordedEvent;
+use plasma_domain::brand::Mention;
 use plasma_domain::brand::{MentionEvent, MentionIngested};
+use plasma_domain::Context;
 use uuid::Uuid;
 
 use super::micros;
@@ -70,7 +72,7 @@ impl Projection for MentionsProjection {
     ) -> Result<(), ProjectionError> {
         let table = tables.name("rm_mentions");
         let mut pending: Vec<Row<'_>> = Vec::new();
-        for event in events.iter().filter(|e| e.aggregate_type == "Mention") {
+        for event in events.iter().filter(|e| e.aggregate_type == Mention::TYPE) {
             let (column, reason) = match event.decode::<MentionEvent>()? {
                 MentionEvent::MentionIngested(mention) => {
                     pending.push(Row { event, mention });

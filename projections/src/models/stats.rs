@@ -1,9 +1,11 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use plasma_commands::log::Context;
+use cqrs_es::Aggregate as _;
 use plasma_commands::RecordedEvent;
+use plasma_domain::brand::Mention;
 use plasma_domain::brand::{MentionEvent, SentimentLabel};
+use plasma_domain::Context;
 use uuid::Uuid;
 
 use crate::read_store::on_tx;
@@ -74,7 +76,7 @@ impl Projection for BrandStatsProjection {
     ) -> Result<(), ProjectionError> {
         let mut days: BTreeMap<DayKey<'_>, Delta> = BTreeMap::new();
         let mut competitors: BTreeMap<(DayKey<'_>, String), i64> = BTreeMap::new();
-        for event in events.iter().filter(|e| e.aggregate_type == "Mention") {
+        for event in events.iter().filter(|e| e.aggregate_type == Mention::TYPE) {
             let MentionEvent::MentionIngested(m) = event.decode::<MentionEvent>()? else {
                 continue;
             };

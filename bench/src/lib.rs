@@ -1,0 +1,32 @@
+//! `plasma bench …`: measurements of the platform on this machine, each next to a ceiling or a
+//! peer measured in the same run (ratios, since absolute times here are noisy).
+//!
+//! - [`ingest`]: bulk mention ingest and projection catch-up on both stores, next to stock
+//!   postgres-es and a raw COPY.
+//! - [`log`]: the relay and a log-fed projection next to the broker's own produce and consume
+//!   ceilings, and the end-to-end lag at a steady rate.
+
+pub mod ingest;
+pub mod log;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum Bench {
+    /// Bulk mention ingest and projection catch-up.
+    Ingest(ingest::IngestArgs),
+    /// The log path: relay and log-fed projection next to the broker's ceilings, and the
+    /// end-to-end lag at a steady rate (needs PostgreSQL, a broker and a registry).
+    Log(log::LogBenchArgs),
+}
+
+pub async fn run(bench: Bench) -> Result<ExitCode> {
+    match bench {
+        Bench::Ingest(args) => ingest::ingest(args).await?,
+        Bench::Log(args) => log::log(args).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

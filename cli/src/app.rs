@@ -1,0 +1,265 @@
+//! Building and running a gateway process: stores, in-process projection runners and the HTTP
+//! server, under one shutdown signal.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use plasma_adapters::VaderScorer;
+use plasma_commands::{CommandHandler, EventStore, Services, StoreConfig, StoreError};
+use plasma_domain::brand::MentionServices;
+use plasma_domain::content::DraftServices;
+use plasma_domain::TenantId;
+use plasma_gateway::auth::{TokenIssuer, TokenVerifier};
+use plasma_gateway::rate_limit::RateLimiter;
+use plasma_gateway::state::{AppState, StateParts};
+use plasma_gateway::{metrics, routes, Clock, SystemClock};
+use plasma_log::KafkaReplay;
+use plasma_projections::{
+    all_projections, ProjectionError, ReadModels, ReadStore, ReadStoreConfig, Rebuilder,
+    RunnerOptions,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::demo::{self, DemoError, DemoOutcome};
+use crate::settings::{ProjectionsMode, Settings, StoreSettings};
+use crate::workers::ProjectionWorkers;
+
+/// The embedded event store's file in the data dir.
+pub const EVENTS_DB: &str = "events.db";
+/// The embedded read store's file in the data dir.
+pub const READ_DB: &str = "read.db";
+/// Records per transaction of a replay from the log.
+pub const REPLAY_BATCH: usize = 2000;
+/// How long the projection workers get to finish their batch after the server stopped.
+const WORKER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("opening the event store")]
+    EventStore(#[source] StoreError),
+    #[error("opening the read store")]
+    ReadStore(#[source] ProjectionError),
+    #[error("preparing the projections")]
+    Projections(#[source] ProjectionError),
+    #[error("listening on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The gateway, built and bound, not yet serving.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: Router,
+    workers: ProjectionWorkers,
+    handler: CommandHandler,
+    issuer: TokenIssuer,
+    clock: Arc<dyn Clock>,
+}
+
+/// How one component of a running gateway ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentOutcome {
+    Stopped,
+    /// Stopped on shutdown after failing and being restarted this many times.
+    StoppedAfterRestarts(u32),
+    Failed(String),
+}
+
+impl fmt::Display for ComponentOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Stopped => f.write_str("stopped"),
+            Self::StoppedAfterRestarts(n) => write!(f, "stopped after {n} restarts"),
+            Self::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+/// Every component's ending, for `main` to report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    pub components: Vec<(String, ComponentOutcome)>,
+}
+
+impl RunReport {
+    pub fn all_stopped_cleanly(&self) -> bool {
+        self.components
+            .iter()
+            .all(|(_, outcome)| !matches!(outcome, ComponentOutcome::Failed(_)))
+    }
+}
+
+impl Application {
+    /// Opens the stores (migrating them), prepares one projection runner per read model, and
+    /// binds the listener (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// [`Application::build`] with the clock commands are stamped with.
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        tracing::info!(?settings, "starting");
+        let (store_config, read_path) = match &settings.store {
+            StoreSettings::Embedded { data_dir } => (
+                StoreConfig::Sqlite {
+                    path: data_dir.join(EVENTS_DB),
+                },
+                data_dir.join(READ_DB),
+            ),
+            StoreSettings::Server {
+                database_url,
+                max_connections,
+            } => (
+                StoreConfig::Postgres {
+                    url: database_url.expose().to_owned(),
+                    max_connections: *max_connections,
+                },
+                std::path::PathBuf::new(),
+            ),
+        };
+        let store = EventStore::open(&store_config)
+            .await
+            .map_err(StartupError::EventStore)?;
+        let read_config = ReadStoreConfig::beside(&store, read_path);
+        let read = ReadStore::open(&read_config)
+            .await
+            .map_err(StartupError::ReadStore)?;
+        let (workers, projections) = match settings.projections {
+            ProjectionsMode::InProcess => {
+                let workers = ProjectionWorkers::prepare(&read, &store, RunnerOptions::default())
+                    .await
+                    .map_err(StartupError::Projections)?;
+                let names = workers.names();
+                (workers, names)
+            }
+            ProjectionsMode::External => {
+                tracing::info!("read models are maintained by external `plasma project` workers");
+                let names = all_projections().iter().map(|p| p.name()).collect();
+                (ProjectionWorkers::external(&read, &store), names)
+            }
+        };
+
+        let mut rebuilder = Rebuilder::new(read.clone(), store.clone());
+        if let Some(log) = &settings.log {
+            rebuilder = rebuilder.with_log(Arc::new(KafkaReplay {
+                config: log.clone(),
+                batch_size: REPLAY_BATCH,
+            }));
+        }
+        let handler = CommandHandler::new(store);
+        let state = AppState::new(StateParts {
+            handler: handler.clone(),
+            read: ReadModels::new(read),
+            clock: clock.clone(),
+            verifier: TokenVerifier::new(&settings.auth.jwt),
+            rate_limiter: RateLimiter::new(settings.rate_limit),
+            services: Services {
+                mention: MentionServices {
+                    scorer: Arc::new(VaderScorer::new()),
+                },
+            },
+            draft_services: DraftServices::default(),
+            body_limit: settings.http.body_limit,
+            min_position_wait: settings.consistency.min_position_wait,
+            ready_max_lag: settings.consistency.ready_max_lag,
+            projections,
+            metrics: metrics::recorder(),
+            rebuilder,
+        });
+        let router = routes::router(state, settings.http.request_timeout);
+
+        let addr = settings.http.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        Ok(Self {
+            listener,
+            local_addr,
+            router,
+            workers,
+            handler,
+            issuer: TokenIssuer::new(&settings.auth.jwt),
+            clock,
+        })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Signs tokens with the key this gateway verifies with.
+    pub fn token_issuer(&self) -> &TokenIssuer {
+        &self.issuer
+    }
+
+    /// The command handler on this gateway's event store.
+    pub fn command_handler(&self) -> &CommandHandler {
+        &self.handler
+    }
+
+    /// Loads the demo data set into `tenant` through the command path, unless the store
+    /// already holds events.
+    pub async fn load_demo(&self, tenant: &TenantId) -> Result<DemoOutcome, DemoError> {
+        demo::load(&self.handler, tenant, self.clock.now()).await
+    }
+
+    /// Serves until `shutdown` completes, then stops the projection workers; reports how each
+    /// component ended.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> RunReport {
+        let (stop_workers, stop) = watch::channel(false);
+        let names = self.workers.names();
+        let workers = self.workers.spawn(stop);
+        tracing::info!(address = %self.local_addr, "serving");
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        let mut components = vec![(
+            "http server".to_owned(),
+            match served {
+                Ok(()) => ComponentOutcome::Stopped,
+                Err(err) => ComponentOutcome::Failed(err.to_string()),
+            },
+        )];
+        // The workers watch this flag; the sender stays alive until they have all returned.
+        let _ = stop_workers.send(true);
+        for (name, worker) in names.into_iter().zip(workers) {
+            let outcome = match tokio::time::timeout(WORKER_STOP_TIMEOUT, worker).await {
+                Ok(Ok(exit)) if exit.restarts == 0 => ComponentOutcome::Stopped,
+                Ok(Ok(exit)) => ComponentOutcome::StoppedAfterRestarts(exit.restarts),
+                Ok(Err(join)) => ComponentOutcome::Failed(format!("the worker task ended: {join}")),
+                Err(_) => ComponentOutcome::Failed(format!(
+                    "did not stop within {}s",
+                    WORKER_STOP_TIMEOUT.as_secs()
+                )),
+            };
+            components.push((format!("projection {name}"), outcome));
+        }
+        drop(stop_workers);
+        RunReport { components }
+    }
+}

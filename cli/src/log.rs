@@ -1,0 +1,458 @@
+//! The server-mode processes and tools: `relay`, `project`, `replay`, `tail`, `schemas`,
+//! `topics`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use plasma_commands::{EventStore, StoreConfig};
+use plasma_gateway::Secret;
+use plasma_log::admin::{create_topics, TopicCreated};
+use plasma_log::subscription::group_id;
+use plasma_log::tail::TailOptions;
+use plasma_log::{
+    Catalog, KafkaReplay, LogConfig, LogSubscription, RegistryAdmin, Relay, RelayOptions,
+    SubscriptionOptions,
+};
+use plasma_projections::{
+    projection_named, ProjectionRunner, ReadStore, ReadStoreConfig, RebuildSource, Rebuilder,
+    RunnerOptions,
+};
+
+use crate::app::REPLAY_BATCH;
+use crate::args::ConfigArgs;
+use crate::settings::{LogLayer, Profile, Settings, SettingsLayer, StoreLayer, StoreSettings};
+use crate::supervisor::{stop_on_signal, supervise};
+
+/// Where the log, the registry and the database are; every log command takes these.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// PostgreSQL URL. Prefer PLASMA_DATABASE_URL: flags show up in `ps`.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Bootstrap brokers, host:port[,host:port] (PLASMA_KAFKA_BROKERS).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Schema registry URL (PLASMA_SCHEMA_REGISTRY_URL).
+    #[arg(long)]
+    pub registry_url: Option<String>,
+    /// Topic prefix: topics are PREFIX.CONTEXT.events [default: plasma] (PLASMA_TOPIC_PREFIX).
+    #[arg(long)]
+    pub topic_prefix: Option<String>,
+}
+
+impl LogArgs {
+    fn settings(&self) -> Result<Settings> {
+        let flags = SettingsLayer {
+            store: StoreLayer {
+                database_url: self.database_url.clone().map(Secret::new),
+                ..StoreLayer::default()
+            },
+            log: LogLayer {
+                brokers: self.brokers.clone(),
+                registry_url: self.registry_url.clone(),
+                topic_prefix: self.topic_prefix.clone(),
+            },
+            ..SettingsLayer::default()
+        };
+        Ok(Settings::load(
+            Profile::LogTool,
+            self.config.config.as_deref(),
+            |name| std::env::var(name).ok(),
+            flags,
+        )?)
+    }
+}
+
+fn log_config(settings: &Settings) -> Result<LogConfig> {
+    settings.log.clone().ok_or_else(|| {
+        anyhow!("no log configured: set PLASMA_KAFKA_BROKERS and PLASMA_SCHEMA_REGISTRY_URL (or --brokers and --registry-url)")
+    })
+}
+
+async fn open_store(settings: &Settings) -> Result<(EventStore, ReadStore)> {
+    let StoreSettings::Server {
+        database_url,
+        max_connections,
+    } = &settings.store
+    else {
+        bail!(
+            "this command needs the PostgreSQL store: set PLASMA_DATABASE_URL (or --database-url)"
+        );
+    };
+    let store = EventStore::open(&StoreConfig::Postgres {
+        url: database_url.expose().to_owned(),
+        max_connections: *max_connections,
+    })
+    .await
+    .context("opening the event store")?;
+    let read = ReadStore::open(&ReadStoreConfig::beside(&store, Default::default()))
+        .await
+        .context("opening the read store")?;
+    Ok((store, read))
+}
+
+/// Serves `GET /metrics` and `GET /health` for a headless process.
+async fn serve_metrics(listen: SocketAddr) -> Result<()> {
+    use axum::routing::get;
+    let handle = plasma_gateway::metrics::recorder();
+    plasma_log::metrics::describe();
+    let app = axum::Router::new()
+        .route("/metrics", get(move || std::future::ready(handle.render())))
+        .route("/health", get(|| std::future::ready("ok")));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the metrics listener on {listen}"))?;
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "metrics listener failed");
+        }
+    });
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// Serve /metrics and /health here, e.g. 0.0.0.0:9464.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Events per produced batch.
+    #[arg(long, default_value_t = 2000)]
+    pub batch: usize,
+}
+
+/// `plasma relay`: publishes the outbox to the topics until SIGTERM.
+pub async fn relay(args: RelayArgs) -> Result<ExitCode> {
+    let settings = args.log.settings()?;
+    let config = log_config(&settings)?;
+    let (store, _read) = open_store(&settings).await?;
+    if let Some(listen) = args.metrics_listen {
+        serve_metrics(listen).await?;
+    }
+    let relay = Relay::new(
+        &store,
+        config,
+        RelayOptions {
+            batch_events: args.batch.max(1),
+            ..RelayOptions::default()
+        },
+    )?;
+    eprintln!("plasma relay: publishing the outbox (leader election by advisory lock)");
+    relay.run(stop_on_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct ProjectArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// The read model to maintain: brands, mentions, brand_stats, drafts, agent_runs, documents.
+    #[arg(long)]
+    pub read_model: String,
+    /// Serve /metrics and /health here.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Records per transaction.
+    #[arg(long, default_value_t = 5000)]
+    pub batch: usize,
+}
+
+/// How often `plasma project` refreshes its position and lag gauges.
+const LAG_REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// `plasma project`: one consumer-group worker of one read model, restarted on failure.
+pub async fn project(args: ProjectArgs) -> Result<ExitCode> {
+    let settings = args.log.settings()?;
+    let config = log_config(&settings)?;
+    let projection = projection_named(&args.read_model)?;
+    let (store, read) = open_store(&settings).await?;
+    if let Some(listen) = args.metrics_listen {
+        serve_metrics(listen).await?;
+    }
+    let shutdown = stop_on_signal();
+    let options = RunnerOptions {
+        batch_size: args.batch.max(1),
+        ..RunnerOptions::default()
+    };
+    eprintln!(
+        "plasma project: maintaining `{}` from the log (group {})",
+        projection.name(),
+        group_id(projection.name())
+    );
+    report_lag(
+        store.clone(),
+        read.clone(),
+        projection.name(),
+        shutdown.clone(),
+    );
+    supervise(
+        format!("projection {}", projection.name()),
+        shutdown.clone(),
+        |_, stop| {
+            let (read, store, projection, config, options) = (
+                read.clone(),
+                store.clone(),
+                projection.clone(),
+                config.clone(),
+                options.clone(),
+            );
+            async move {
+                let subscription = LogSubscription::start(
+                    read.clone(),
+                    store,
+                    projection.as_ref(),
+                    &config,
+                    SubscriptionOptions::default(),
+                )
+                .await?;
+                // The runner creates the tables before the subscription's first batch.
+                let runner =
+                    ProjectionRunner::start(read, projection, subscription, options).await?;
+                runner.run(stop).await
+            }
+        },
+    )
+    .await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Keeps this process's `plasma_projection_position` and `plasma_projection_lag_events` gauges
+/// fresh, so each worker reports its own lag on its /metrics.
+fn report_lag(
+    store: EventStore,
+    read: ReadStore,
+    name: &'static str,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        loop {
+            match store.head().await {
+                Ok(head) => {
+                    if let Err(error) =
+                        plasma_projections::metrics::record_positions(&read, &[name], head).await
+                    {
+                        tracing::debug!(%error, "reading the projection position");
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "reading the store head"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(LAG_REPORT_EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ReplaySource {
+    /// From the beginning of the read model's topics.
+    Log,
+    /// From the event store, position 0.
+    Store,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[arg(long)]
+    pub read_model: String,
+    /// Where to replay from.
+    #[arg(long, value_enum, default_value = "log")]
+    pub source: ReplaySource,
+}
+
+/// `plasma replay`: rebuilds a read model into shadow tables and swaps it in.
+pub async fn replay(args: ReplayArgs) -> Result<ExitCode> {
+    let settings = args.log.settings()?;
+    let projection = projection_named(&args.read_model)?;
+    let (store, read) = open_store(&settings).await?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let started = std::time::Instant::now();
+    let mut rebuilder = Rebuilder::new(read.clone(), store.clone());
+    let source = match args.source {
+        ReplaySource::Log => {
+            rebuilder = rebuilder.with_log(Arc::new(KafkaReplay {
+                config: log_config(&settings)?,
+                batch_size: REPLAY_BATCH,
+            }));
+            bar.set_message(format!("{} from the log (records)", projection.name()));
+            RebuildSource::Log
+        }
+        ReplaySource::Store => {
+            bar.set_message(format!(
+                "{} from the event store (positions)",
+                projection.name()
+            ));
+            RebuildSource::Store
+        }
+    };
+    let progress = rebuilder
+        .rebuild(projection.name(), source, &mut |p| {
+            bar.set_length(p.target.max(0) as u64);
+            bar.set_position(p.position.max(0) as u64);
+        })
+        .await?;
+    bar.finish();
+    eprintln!(
+        "replayed `{}`: {} events applied in {:.1}s, swapped in",
+        projection.name(),
+        progress.applied,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// The topic, e.g. plasma.brand.events (or just the context: brand).
+    #[arg(long)]
+    pub topic: String,
+    /// Start at the beginning of the topic instead of its end.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Only this aggregate's events (its id is the record key).
+    #[arg(long)]
+    pub aggregate: Option<uuid::Uuid>,
+    /// Stop after printing this many events.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Stop once every partition's end (as of the start) is reached, instead of following.
+    #[arg(long)]
+    pub exit_at_end: bool,
+}
+
+/// `plasma tail`: prints decoded events as JSON lines — the reference consumer.
+pub async fn tail(args: TailArgs) -> Result<ExitCode> {
+    let settings = args.log.settings()?;
+    let config = log_config(&settings)?;
+    let options = TailOptions {
+        topic: args.topic,
+        from_beginning: args.from_beginning,
+        aggregate: args.aggregate,
+        exit_at_end: args.exit_at_end,
+        limit: args.limit,
+    };
+    let mut stdout = std::io::stdout().lock();
+    plasma_log::tail::tail(&config, &options, &mut stdout, stop_on_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemasCommand {
+    /// Register every event schema (TopicRecordNameStrategy) and set BACKWARD_TRANSITIVE.
+    Register(LogArgs),
+    /// Print docs/events.md, the event catalog generated from the schemas.
+    Docs {
+        /// Topic prefix used in the catalog.
+        #[arg(long, default_value = "plasma")]
+        topic_prefix: String,
+    },
+    /// Ask the registry whether each schema could be registered as the next version.
+    Check(LogArgs),
+}
+
+pub async fn schemas(command: SchemasCommand) -> Result<ExitCode> {
+    match command {
+        SchemasCommand::Docs { topic_prefix } => {
+            print!("{}", Catalog::get()?.markdown(&topic_prefix));
+            Ok(ExitCode::SUCCESS)
+        }
+        SchemasCommand::Register(args) => {
+            let settings = args.settings()?;
+            let config = log_config(&settings)?;
+            let admin = RegistryAdmin::new(&config.registry_url)?;
+            let registered = admin.register_all(&config.topic_prefix).await?;
+            for r in &registered {
+                println!("{}\tid {}", r.subject, r.id);
+            }
+            eprintln!(
+                "registered {} schemas with {} compatibility",
+                registered.len(),
+                plasma_log::registry::COMPATIBILITY
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        SchemasCommand::Check(args) => {
+            let settings = args.settings()?;
+            let config = log_config(&settings)?;
+            let admin = RegistryAdmin::new(&config.registry_url)?;
+            let mut incompatible = 0;
+            for schema in Catalog::get()?.schemas() {
+                let subject = schema.subject(&config.topic_prefix);
+                let ok = admin.is_compatible(&subject, schema.source).await?;
+                println!(
+                    "{subject}\t{}",
+                    if ok { "compatible" } else { "INCOMPATIBLE" }
+                );
+                if !ok {
+                    incompatible += 1;
+                }
+            }
+            Ok(if incompatible == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create the event topics that do not exist yet (unlimited retention, delete policy).
+    Create {
+        #[command(flatten)]
+        log: LogArgs,
+        /// Partitions per topic.
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        /// Replication factor.
+        #[arg(long, default_value_t = 1)]
+        replication: i32,
+    },
+}
+
+pub async fn topics(command: TopicsCommand) -> Result<ExitCode> {
+    let TopicsCommand::Create {
+        log,
+        partitions,
+        replication,
+    } = command;
+    let settings = log.settings()?;
+    let config = log_config(&settings)?;
+    let mut failed = false;
+    for result in create_topics(&config, partitions, replication).await? {
+        match result {
+            TopicCreated::Created(topic) => println!("{topic}\tcreated"),
+            TopicCreated::Exists(topic) => println!("{topic}\texists"),
+            TopicCreated::Failed { topic, reason } => {
+                eprintln!("{topic}\t{reason}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

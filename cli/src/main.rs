@@ -1,0 +1,173 @@
+//! `plasma`: parses the command line, builds the settings, wires the components and runs them
+//! under one shutdown signal (ctrl-c or SIGTERM), then reports how each ended.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use plasma_cli::args::{self, Cli, Command};
+use plasma_cli::demo::{DemoOutcome, DEMO_TENANT};
+use plasma_cli::settings::StoreSettings;
+use plasma_cli::supervisor::shutdown_signal;
+use plasma_cli::{log, Application, Profile, Settings};
+use plasma_domain::TenantId;
+use plasma_gateway::{Role, TokenIssuer};
+
+/// How long the token `plasma dev` prints stays valid.
+const DEV_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Dev(_) | Command::Serve(_) => "info,sqlx=warn",
+        Command::Relay(_) | Command::Project(_) | Command::Replay(_) => {
+            "info,sqlx=warn,rdkafka=warn"
+        }
+        Command::Token(_)
+        | Command::Bench(_)
+        | Command::Openapi
+        | Command::Tail(_)
+        | Command::Schemas(_)
+        | Command::Topics(_) => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PLASMA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Dev(args) => dev(args).await,
+        Command::Serve(args) => serve(args).await,
+        Command::Token(args) => token(args),
+        Command::Bench(bench) => plasma_bench::run(bench).await,
+        Command::Openapi => openapi(),
+        Command::Relay(args) => log::relay(args).await,
+        Command::Project(args) => log::project(args).await,
+        Command::Replay(args) => log::replay(args).await,
+        Command::Tail(args) => log::tail(args).await,
+        Command::Schemas(command) => log::schemas(command).await,
+        Command::Topics(command) => log::topics(command).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("plasma: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+async fn dev(args: args::DevArgs) -> Result<ExitCode> {
+    let settings = Settings::load(
+        Profile::Dev,
+        args.config.config.as_deref(),
+        env,
+        args.layer(),
+    )?;
+    let data_dir = match &settings.store {
+        StoreSettings::Embedded { data_dir } => data_dir.display().to_string(),
+        StoreSettings::Server { .. } => "(server)".to_owned(),
+    };
+    let app = Application::build(settings).await?;
+    let tenant = TenantId::parse(DEMO_TENANT)?;
+    if args.demo {
+        eprintln!("loading the demo data set into tenant `{DEMO_TENANT}`…");
+        match app.load_demo(&tenant).await? {
+            DemoOutcome::Loaded(summary) => eprintln!(
+                "demo loaded: {} brands, {} mentions (spike on {}), {} drafts, {} agent runs, {} documents; up to position {}",
+                summary.brands.len(),
+                summary.mentions,
+                summary.spike.day,
+                summary.drafts,
+                summary.agent_runs,
+                summary.documents,
+                summary.last_position
+            ),
+            DemoOutcome::Skipped { head } => eprintln!(
+                "demo not loaded: the store already holds {head} events (use a fresh --data-dir)"
+            ),
+        }
+    }
+    let token = app
+        .token_issuer()
+        .issue(
+            "dev",
+            &tenant,
+            &[Role::Admin],
+            DEV_TOKEN_TTL,
+            chrono::Utc::now(),
+        )
+        .context("signing the dev token")?;
+    let url = format!("http://{}", app.local_addr());
+    println!("Plasma Engine dev server, embedded store in {data_dir}");
+    println!("  API      {url}/v1");
+    println!("  health   {url}/health   ready {url}/ready   metrics {url}/metrics");
+    println!("  token    admin of tenant `{DEMO_TENANT}`, valid 30 days:");
+    println!();
+    println!("export PLASMA_TOKEN={token}");
+    println!("curl -H \"Authorization: Bearer $PLASMA_TOKEN\" {url}/v1/brands");
+    println!();
+    run(app).await
+}
+
+async fn serve(args: args::ServeArgs) -> Result<ExitCode> {
+    let settings = Settings::load(
+        Profile::Serve,
+        args.config.config.as_deref(),
+        env,
+        args.layer(),
+    )?;
+    let app = Application::build(settings).await?;
+    eprintln!("plasma serving on http://{}", app.local_addr());
+    run(app).await
+}
+
+fn token(args: args::TokenArgs) -> Result<ExitCode> {
+    let settings = Settings::load(
+        Profile::Token,
+        args.config.config.as_deref(),
+        env,
+        args.layer(),
+    )?;
+    let tenant = TenantId::parse(&args.tenant)?;
+    let token = TokenIssuer::new(&settings.auth.jwt)
+        .issue(
+            &args.subject,
+            &tenant,
+            &args.roles,
+            args.ttl,
+            chrono::Utc::now(),
+        )
+        .context("signing the token")?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn openapi() -> Result<ExitCode> {
+    let document = plasma_gateway::routes::openapi_document()
+        .to_pretty_json()
+        .context("encoding the OpenAPI document")?;
+    println!("{document}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves until ctrl-c or SIGTERM and reports each component's end.
+async fn run(app: Application) -> Result<ExitCode> {
+    let report = app.run_until_stopped(shutdown_signal()).await;
+    for (component, outcome) in &report.components {
+        eprintln!("{component}: {outcome}");
+    }
+    Ok(if report.all_stopped_cleanly() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,860 @@
+//! Settings: one struct, built in layers — defaults → an optional TOML/JSON file → `PLASMA_*`
+//! environment variables → command-line flags — and validated once, with messages that name the
+//! setting at fault.
+//!
+//! The file has one table per component:
+//!
+//! ```toml
+//! [store]
+//! mode = "server"                  # or "embedded"
+//! data_dir = ".plasma"             # embedded: events.db and read.db live here
+//! database_url = "postgres://…"    # server
+//! max_connections = 16
+//!
+//! [http]
+//! listen = "127.0.0.1:8080"
+//! body_limit = "16MiB"
+//! request_timeout = "30s"
+//!
+//! [auth]
+//! jwt_secret = "…at least 32 bytes…"
+//!
+//! [rate_limit]
+//! per_second = 100                 # per tenant; 0 turns rate limiting off
+//! burst = 200
+//!
+//! [consistency]
+//! min_position_wait = "2s"
+//! ready_max_lag = 10000
+//! ```
+
+use std::fs::OpenOptions;
+use std::io::{self, Read as _, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use rand::RngCore as _;
+use serde::{Deserialize, Deserializer};
+
+use plasma_log::LogConfig;
+
+pub use plasma_gateway::options::{
+    AuthSettings, ConsistencySettings, HttpSettings, JwtKey, RateLimitSettings,
+};
+use plasma_gateway::Secret;
+
+/// Where embedded mode keeps its files unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = ".plasma";
+/// The dev signing secret's file name inside the data dir.
+pub const DEV_SECRET_FILE: &str = "dev-jwt-secret";
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// 16 MiB: a full bulk request of 10,000 mentions with ordinary texts fits with room to spare.
+const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MIN_POSITION_WAIT: Duration = Duration::from_secs(2);
+const DEFAULT_READY_MAX_LAG: u64 = 10_000;
+const DEFAULT_RATE_PER_SECOND: u32 = 100;
+const DEFAULT_RATE_BURST: u32 = 200;
+const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+/// HS256 keys shorter than the hash output weaken the MAC (RFC 7518 §3.2).
+const MIN_SECRET_BYTES: usize = 32;
+
+/// Everything the gateway needs to start, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub store: StoreSettings,
+    pub http: HttpSettings,
+    pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
+    pub consistency: ConsistencySettings,
+    /// The Kafka-compatible log and its schema registry, when configured (server mode).
+    pub log: Option<LogConfig>,
+    /// Who maintains the read models this gateway queries.
+    pub projections: ProjectionsMode,
+}
+
+/// Who keeps the read models up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProjectionsMode {
+    /// The gateway runs every projection itself, fed from the event store.
+    InProcess,
+    /// `plasma project` workers do, fed from the log; the gateway only reads.
+    External,
+}
+
+impl FromStr for ProjectionsMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "in-process" => Ok(Self::InProcess),
+            "external" => Ok(Self::External),
+            other => Err(format!(
+                "`{other}` is not a projections mode: use in-process or external"
+            )),
+        }
+    }
+}
+
+/// Where events and read models live.
+#[derive(Debug, Clone)]
+pub enum StoreSettings {
+    /// SQLite files `events.db` and `read.db` in `data_dir`.
+    Embedded { data_dir: PathBuf },
+    /// A PostgreSQL database holding both the events and the read models.
+    Server {
+        database_url: Secret,
+        max_connections: u32,
+    },
+}
+
+/// Which command the settings are for; it decides what may be missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// `plasma dev`: always embedded; without a configured secret, the data dir's dev secret
+    /// (created on first run) signs and verifies tokens.
+    Dev,
+    /// `plasma serve`: the secret must be configured.
+    Serve,
+    /// `plasma token`: like dev, the data dir's dev secret when none is configured.
+    Token,
+    /// The log processes (`relay`, `project`, `replay`, `tail`, `schemas`, `topics`): they
+    /// serve no API, so no secret is needed.
+    LogTool,
+}
+
+/// Embedded (SQLite files) or server (PostgreSQL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Embedded,
+    Server,
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "embedded" => Ok(Self::Embedded),
+            "server" => Ok(Self::Server),
+            other => Err(format!("`{other}` is not a mode: use embedded or server")),
+        }
+    }
+}
+
+/// Why the settings are unusable. Each message names the setting and where it can be set.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read the config file {}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("config file {}: {message}", path.display())]
+    ParseFile { path: PathBuf, message: String },
+    #[error("config file {}: use a .toml or .json file", path.display())]
+    FileFormat { path: PathBuf },
+    #[error("invalid setting {key}: {message}")]
+    Invalid { key: String, message: String },
+    #[error("missing setting {key}: {hint}")]
+    Missing {
+        key: &'static str,
+        hint: &'static str,
+    },
+    #[error("cannot read or create the dev signing secret {}", path.display())]
+    DevSecret {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// One layer of settings: every value optional, later layers override earlier ones.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsLayer {
+    #[serde(default)]
+    pub store: StoreLayer,
+    #[serde(default)]
+    pub http: HttpLayer,
+    #[serde(default)]
+    pub auth: AuthLayer,
+    #[serde(default)]
+    pub rate_limit: RateLimitLayer,
+    #[serde(default)]
+    pub consistency: ConsistencyLayer,
+    #[serde(default)]
+    pub log: LogLayer,
+    #[serde(default)]
+    pub projections: ProjectionsLayer,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogLayer {
+    pub brokers: Option<String>,
+    pub registry_url: Option<String>,
+    pub topic_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectionsLayer {
+    pub mode: Option<ProjectionsMode>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreLayer {
+    pub mode: Option<Mode>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<Secret>,
+    pub max_connections: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpLayer {
+    pub listen: Option<SocketAddr>,
+    #[serde(default, deserialize_with = "opt_bytes")]
+    pub body_limit: Option<usize>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub request_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthLayer {
+    pub jwt_secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitLayer {
+    pub per_second: Option<u32>,
+    pub burst: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyLayer {
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub min_position_wait: Option<Duration>,
+    pub ready_max_lag: Option<u64>,
+}
+
+impl SettingsLayer {
+    /// Reads a TOML (`.toml`) or JSON (`.json`) file; unknown keys are refused.
+    pub fn from_file(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::ReadFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        let parse_error = |message: String| SettingsError::ParseFile {
+            path: path.to_owned(),
+            message,
+        };
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("toml") => toml::from_str(&text).map_err(|err| parse_error(err.to_string())),
+            Some("json") => serde_json::from_str(&text).map_err(|err| parse_error(err.to_string())),
+            _ => Err(SettingsError::FileFormat {
+                path: path.to_owned(),
+            }),
+        }
+    }
+
+    /// Reads the `PLASMA_*` variables through `get` (the process environment in `main`, a map
+    /// in tests). Empty values count as unset.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let mut layer = Self::default();
+        if let Some(v) = var("PLASMA_MODE") {
+            layer.store.mode = Some(v.trim().parse().map_err(|m| invalid("PLASMA_MODE", m))?);
+        }
+        if let Some(v) = var("PLASMA_DATA_DIR") {
+            layer.store.data_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("PLASMA_DATABASE_URL") {
+            layer.store.database_url = Some(Secret::new(v));
+        }
+        if let Some(v) = var("PLASMA_DATABASE_MAX_CONNECTIONS") {
+            layer.store.max_connections =
+                Some(parse_number("PLASMA_DATABASE_MAX_CONNECTIONS", &v)?);
+        }
+        if let Some(v) = var("PLASMA_LISTEN") {
+            layer.http.listen = Some(parse_listen("PLASMA_LISTEN", &v)?);
+        }
+        if let Some(v) = var("PLASMA_BODY_LIMIT") {
+            layer.http.body_limit =
+                Some(parse_bytes(&v).map_err(|m| invalid("PLASMA_BODY_LIMIT", m))?);
+        }
+        if let Some(v) = var("PLASMA_REQUEST_TIMEOUT") {
+            layer.http.request_timeout = Some(parse_duration("PLASMA_REQUEST_TIMEOUT", &v)?);
+        }
+        if let Some(v) = var("PLASMA_JWT_SECRET") {
+            layer.auth.jwt_secret = Some(Secret::new(v));
+        }
+        if let Some(v) = var("PLASMA_RATE_LIMIT_PER_SECOND") {
+            layer.rate_limit.per_second = Some(parse_number("PLASMA_RATE_LIMIT_PER_SECOND", &v)?);
+        }
+        if let Some(v) = var("PLASMA_RATE_LIMIT_BURST") {
+            layer.rate_limit.burst = Some(parse_number("PLASMA_RATE_LIMIT_BURST", &v)?);
+        }
+        if let Some(v) = var("PLASMA_MIN_POSITION_WAIT") {
+            layer.consistency.min_position_wait =
+                Some(parse_duration("PLASMA_MIN_POSITION_WAIT", &v)?);
+        }
+        if let Some(v) = var("PLASMA_READY_MAX_LAG") {
+            layer.consistency.ready_max_lag = Some(parse_number("PLASMA_READY_MAX_LAG", &v)?);
+        }
+        if let Some(v) = var("PLASMA_KAFKA_BROKERS") {
+            layer.log.brokers = Some(v.trim().to_owned());
+        }
+        if let Some(v) = var("PLASMA_SCHEMA_REGISTRY_URL") {
+            layer.log.registry_url = Some(v.trim().to_owned());
+        }
+        if let Some(v) = var("PLASMA_TOPIC_PREFIX") {
+            layer.log.topic_prefix = Some(v.trim().to_owned());
+        }
+        if let Some(v) = var("PLASMA_PROJECTIONS") {
+            layer.projections.mode = Some(
+                v.trim()
+                    .parse()
+                    .map_err(|m| invalid("PLASMA_PROJECTIONS", m))?,
+            );
+        }
+        Ok(layer)
+    }
+
+    /// `over`'s values win where it has them.
+    pub fn merge(self, over: Self) -> Self {
+        Self {
+            store: StoreLayer {
+                mode: over.store.mode.or(self.store.mode),
+                data_dir: over.store.data_dir.or(self.store.data_dir),
+                database_url: over.store.database_url.or(self.store.database_url),
+                max_connections: over.store.max_connections.or(self.store.max_connections),
+            },
+            http: HttpLayer {
+                listen: over.http.listen.or(self.http.listen),
+                body_limit: over.http.body_limit.or(self.http.body_limit),
+                request_timeout: over.http.request_timeout.or(self.http.request_timeout),
+            },
+            auth: AuthLayer {
+                jwt_secret: over.auth.jwt_secret.or(self.auth.jwt_secret),
+            },
+            rate_limit: RateLimitLayer {
+                per_second: over.rate_limit.per_second.or(self.rate_limit.per_second),
+                burst: over.rate_limit.burst.or(self.rate_limit.burst),
+            },
+            consistency: ConsistencyLayer {
+                min_position_wait: over
+                    .consistency
+                    .min_position_wait
+                    .or(self.consistency.min_position_wait),
+                ready_max_lag: over
+                    .consistency
+                    .ready_max_lag
+                    .or(self.consistency.ready_max_lag),
+            },
+            log: LogLayer {
+                brokers: over.log.brokers.or(self.log.brokers),
+                registry_url: over.log.registry_url.or(self.log.registry_url),
+                topic_prefix: over.log.topic_prefix.or(self.log.topic_prefix),
+            },
+            projections: ProjectionsLayer {
+                mode: over.projections.mode.or(self.projections.mode),
+            },
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults → `config_file` → environment (read through `env`) → `flags`, validated for
+    /// `profile`.
+    pub fn load(
+        profile: Profile,
+        config_file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        flags: SettingsLayer,
+    ) -> Result<Self, SettingsError> {
+        let mut layer = SettingsLayer::default();
+        if let Some(path) = config_file {
+            layer = layer.merge(SettingsLayer::from_file(path)?);
+        }
+        layer = layer.merge(SettingsLayer::from_env(env)?);
+        Self::from_layer(layer.merge(flags), profile)
+    }
+
+    /// Fills in defaults and validates.
+    pub fn from_layer(layer: SettingsLayer, profile: Profile) -> Result<Self, SettingsError> {
+        let data_dir = layer
+            .store
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let mode = match profile {
+            Profile::Dev => Mode::Embedded,
+            Profile::Serve | Profile::Token | Profile::LogTool => {
+                layer
+                    .store
+                    .mode
+                    .unwrap_or(if layer.store.database_url.is_some() {
+                        Mode::Server
+                    } else {
+                        Mode::Embedded
+                    })
+            }
+        };
+        let store = match mode {
+            Mode::Embedded => StoreSettings::Embedded {
+                data_dir: data_dir.clone(),
+            },
+            Mode::Server => {
+                let database_url =
+                    layer
+                        .store
+                        .database_url
+                        .clone()
+                        .ok_or(SettingsError::Missing {
+                            key: "store.database_url (PLASMA_DATABASE_URL, --database-url)",
+                            hint: "server mode needs a PostgreSQL URL",
+                        })?;
+                let url = database_url.expose();
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    // The URL is a secret: say what is wrong without echoing it.
+                    return Err(invalid(
+                        "store.database_url (PLASMA_DATABASE_URL, --database-url)",
+                        "expected a postgres:// or postgresql:// URL",
+                    ));
+                }
+                let max_connections = layer
+                    .store
+                    .max_connections
+                    .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+                if !(1..=1000).contains(&max_connections) {
+                    return Err(invalid(
+                        "store.max_connections (PLASMA_DATABASE_MAX_CONNECTIONS)",
+                        format!("{max_connections} is out of range 1..=1000"),
+                    ));
+                }
+                StoreSettings::Server {
+                    database_url,
+                    max_connections,
+                }
+            }
+        };
+
+        let listen = match layer.http.listen {
+            Some(listen) => listen,
+            None => parse_listen("http.listen", DEFAULT_LISTEN)?,
+        };
+        let body_limit = layer.http.body_limit.unwrap_or(DEFAULT_BODY_LIMIT);
+        if !(1024..=1024 * 1024 * 1024).contains(&body_limit) {
+            return Err(invalid(
+                "http.body_limit (PLASMA_BODY_LIMIT)",
+                format!("{body_limit} bytes is out of range 1KiB..=1GiB"),
+            ));
+        }
+        let request_timeout = layer
+            .http
+            .request_timeout
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        if request_timeout < Duration::from_millis(100)
+            || request_timeout > Duration::from_secs(3600)
+        {
+            return Err(invalid(
+                "http.request_timeout (PLASMA_REQUEST_TIMEOUT)",
+                "must be between 100ms and 1h",
+            ));
+        }
+
+        let secret = match (layer.auth.jwt_secret, profile) {
+            (Some(secret), _) => secret,
+            (None, Profile::Dev | Profile::Token) => dev_secret(&data_dir)?,
+            // Never verifies anything: these processes serve no API.
+            (None, Profile::LogTool) => {
+                let mut bytes = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut bytes);
+                Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            }
+            (None, Profile::Serve) => {
+                return Err(SettingsError::Missing {
+                    key: "auth.jwt_secret (PLASMA_JWT_SECRET)",
+                    hint: "plasma serve needs the HS256 secret its tokens are signed with",
+                })
+            }
+        };
+        if secret.expose().len() < MIN_SECRET_BYTES {
+            return Err(invalid(
+                "auth.jwt_secret (PLASMA_JWT_SECRET)",
+                format!("must be at least {MIN_SECRET_BYTES} bytes"),
+            ));
+        }
+
+        let per_second = layer
+            .rate_limit
+            .per_second
+            .unwrap_or(DEFAULT_RATE_PER_SECOND);
+        let burst = layer.rate_limit.burst.unwrap_or(DEFAULT_RATE_BURST);
+        if per_second > 0 && burst == 0 {
+            return Err(invalid(
+                "rate_limit.burst (PLASMA_RATE_LIMIT_BURST)",
+                "must be at least 1 while rate limiting is on (per_second > 0)",
+            ));
+        }
+
+        let min_position_wait = layer
+            .consistency
+            .min_position_wait
+            .unwrap_or(DEFAULT_MIN_POSITION_WAIT);
+        if min_position_wait > Duration::from_secs(60) {
+            return Err(invalid(
+                "consistency.min_position_wait (PLASMA_MIN_POSITION_WAIT)",
+                "must be at most 60s",
+            ));
+        }
+        if min_position_wait >= request_timeout {
+            return Err(invalid(
+                "consistency.min_position_wait (PLASMA_MIN_POSITION_WAIT)",
+                "must be shorter than http.request_timeout",
+            ));
+        }
+        let ready_max_lag = layer
+            .consistency
+            .ready_max_lag
+            .unwrap_or(DEFAULT_READY_MAX_LAG);
+
+        let log = match (layer.log.brokers, layer.log.registry_url) {
+            (None, None) => None,
+            (Some(brokers), Some(registry_url)) => {
+                if brokers.is_empty() {
+                    return Err(invalid("log.brokers (PLASMA_KAFKA_BROKERS)", "is empty"));
+                }
+                if !(registry_url.starts_with("http://") || registry_url.starts_with("https://")) {
+                    return Err(invalid(
+                        "log.registry_url (PLASMA_SCHEMA_REGISTRY_URL)",
+                        "expected an http:// or https:// URL",
+                    ));
+                }
+                let topic_prefix = layer
+                    .log
+                    .topic_prefix
+                    .unwrap_or_else(|| "plasma".to_owned());
+                if topic_prefix.is_empty()
+                    || !topic_prefix
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                {
+                    return Err(invalid(
+                        "log.topic_prefix (PLASMA_TOPIC_PREFIX)",
+                        "use letters, digits, '.', '_' or '-'",
+                    ));
+                }
+                Some(LogConfig {
+                    brokers,
+                    registry_url,
+                    topic_prefix,
+                })
+            }
+            (None, Some(_)) => {
+                return Err(SettingsError::Missing {
+                    key: "log.brokers (PLASMA_KAFKA_BROKERS)",
+                    hint: "a schema registry is configured but no brokers",
+                })
+            }
+            (Some(_), None) => {
+                return Err(SettingsError::Missing {
+                    key: "log.registry_url (PLASMA_SCHEMA_REGISTRY_URL)",
+                    hint: "brokers are configured but no schema registry",
+                })
+            }
+        };
+        let projections = layer.projections.mode.unwrap_or(ProjectionsMode::InProcess);
+
+        Ok(Self {
+            store,
+            log,
+            projections,
+            http: HttpSettings {
+                listen,
+                body_limit,
+                request_timeout,
+            },
+            auth: AuthSettings {
+                jwt: JwtKey::Hs256(secret),
+            },
+            rate_limit: RateLimitSettings { per_second, burst },
+            consistency: ConsistencySettings {
+                min_position_wait,
+                ready_max_lag,
+            },
+        })
+    }
+}
+
+/// The data dir's dev signing secret, created (random, owner-only) on first use, so dev tokens
+/// keep working across restarts of `plasma dev`.
+pub fn dev_secret(data_dir: &Path) -> Result<Secret, SettingsError> {
+    let path = data_dir.join(DEV_SECRET_FILE);
+    let error = |source| SettingsError::DevSecret {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(data_dir).map_err(error)?;
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(&path) {
+        Ok(mut file) => {
+            let mut bytes = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            file.write_all(hex.as_bytes()).map_err(error)?;
+            file.sync_all().map_err(error)?;
+            Ok(Secret::new(hex))
+        }
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            let mut text = String::new();
+            std::fs::File::open(&path)
+                .and_then(|mut f| f.read_to_string(&mut text))
+                .map_err(error)?;
+            Ok(Secret::new(text.trim()))
+        }
+        Err(err) => Err(error(err)),
+    }
+}
+
+fn parse_number<T: FromStr>(key: &str, value: &str) -> Result<T, SettingsError>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .trim()
+        .parse()
+        .map_err(|err| invalid(key, format!("`{}`: {err}", value.trim())))
+}
+
+fn parse_listen(key: &str, value: &str) -> Result<SocketAddr, SettingsError> {
+    value.trim().parse().map_err(|_| {
+        invalid(
+            key,
+            format!("`{}` is not an address like 127.0.0.1:8080", value.trim()),
+        )
+    })
+}
+
+fn parse_duration(key: &str, value: &str) -> Result<Duration, SettingsError> {
+    humantime::parse_duration(value.trim()).map_err(|err| {
+        invalid(
+            key,
+            format!("`{}`: {err} (try 2s, 500ms, 1m)", value.trim()),
+        )
+    })
+}
+
+/// A byte size: a number of bytes, or a number with B, KB, MB, GB (powers of 1000) or KiB,
+/// MiB, GiB (powers of 1024).
+pub fn parse_bytes(value: &str) -> Result<usize, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("`{value}` is not a size like 16MiB or 1048576"))?;
+    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1000 * 1000,
+        "gb" => 1000 * 1000 * 1000,
+        "kib" => 1024,
+        "mib" => 1024 * 1024,
+        "gib" => 1024 * 1024 * 1024,
+        other => return Err(format!("unknown size unit `{other}`: use B, KiB, MiB, GiB")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("`{value}` is too large"))
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    let raw: Option<String> = Option::deserialize(de)?;
+    raw.map(|s| {
+        humantime::parse_duration(s.trim())
+            .map_err(|err| serde::de::Error::custom(format!("`{s}`: {err} (try 2s, 500ms, 1m)")))
+    })
+    .transpose()
+}
+
+fn opt_bytes<'de, D: Deserializer<'de>>(de: D) -> Result<Option<usize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(usize),
+        Text(String),
+    }
+    match Option::<Size>::deserialize(de)? {
+        None => Ok(None),
+        Some(Size::Bytes(n)) => Ok(Some(n)),
+        Some(Size::Text(s)) => parse_bytes(&s).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn with_secret() -> SettingsLayer {
+        SettingsLayer {
+            auth: AuthLayer {
+                jwt_secret: Some(Secret::new(SECRET)),
+            },
+            ..SettingsLayer::default()
+        }
+    }
+
+    #[test]
+    fn defaults_give_an_embedded_store_on_localhost_8080() {
+        let settings = Settings::load(Profile::Serve, None, env(&[]), with_secret()).unwrap();
+        assert!(
+            matches!(&settings.store, StoreSettings::Embedded { data_dir } if data_dir == Path::new(".plasma"))
+        );
+        assert_eq!(settings.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.http.body_limit, 16 * 1024 * 1024);
+        assert_eq!(
+            settings.consistency.min_position_wait,
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_and_flags_override_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plasma.toml");
+        std::fs::write(
+            &file,
+            "[http]\nlisten = \"127.0.0.1:1111\"\nrequest_timeout = \"5s\"\nbody_limit = \"1MiB\"\n",
+        )
+        .unwrap();
+        let vars = env(&[("PLASMA_LISTEN", "127.0.0.1:2222")]);
+        let settings = Settings::load(Profile::Serve, Some(&file), &vars, with_secret()).unwrap();
+        assert_eq!(settings.http.listen.to_string(), "127.0.0.1:2222");
+        assert_eq!(settings.http.request_timeout, Duration::from_secs(5));
+        assert_eq!(settings.http.body_limit, 1024 * 1024);
+
+        let mut flags = with_secret();
+        flags.http.listen = Some("127.0.0.1:3333".parse().unwrap());
+        let settings = Settings::load(Profile::Serve, Some(&file), &vars, flags).unwrap();
+        assert_eq!(settings.http.listen.to_string(), "127.0.0.1:3333");
+    }
+
+    #[test]
+    fn a_json_config_file_works_too_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("plasma.json");
+        std::fs::write(&good, r#"{"rate_limit": {"per_second": 5, "burst": 7}}"#).unwrap();
+        let settings =
+            Settings::load(Profile::Serve, Some(&good), env(&[]), with_secret()).unwrap();
+        assert_eq!(
+            settings.rate_limit,
+            RateLimitSettings {
+                per_second: 5,
+                burst: 7
+            }
+        );
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[http]\nlisten_on = \"x\"\n").unwrap();
+        let err = Settings::load(Profile::Serve, Some(&bad), env(&[]), with_secret()).unwrap_err();
+        assert!(err.to_string().contains("listen_on"), "{err}");
+    }
+
+    #[test]
+    fn a_database_url_selects_server_mode_and_is_never_printed() {
+        let vars = env(&[("PLASMA_DATABASE_URL", "postgres://u:hunter2@db/plasma")]);
+        let settings = Settings::load(Profile::Serve, None, vars, with_secret()).unwrap();
+        assert!(matches!(settings.store, StoreSettings::Server { .. }));
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        assert!(!format!("{settings:?}").contains(SECRET));
+    }
+
+    #[test]
+    fn server_mode_without_a_database_url_is_refused_with_the_setting_named() {
+        let vars = env(&[("PLASMA_MODE", "server")]);
+        let err = Settings::load(Profile::Serve, None, vars, with_secret()).unwrap_err();
+        assert!(err.to_string().contains("PLASMA_DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn serve_refuses_to_start_without_a_secret_and_with_a_short_one() {
+        let err =
+            Settings::load(Profile::Serve, None, env(&[]), SettingsLayer::default()).unwrap_err();
+        assert!(err.to_string().contains("PLASMA_JWT_SECRET"), "{err}");
+        let err = Settings::load(
+            Profile::Serve,
+            None,
+            env(&[("PLASMA_JWT_SECRET", "short")]),
+            SettingsLayer::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_environment_value_names_the_variable() {
+        let err = Settings::load(
+            Profile::Serve,
+            None,
+            env(&[("PLASMA_REQUEST_TIMEOUT", "soon")]),
+            with_secret(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("PLASMA_REQUEST_TIMEOUT"), "{err}");
+    }
+
+    #[test]
+    fn dev_generates_a_secret_once_and_reuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut flags = SettingsLayer::default();
+        flags.store.data_dir = Some(dir.path().to_owned());
+        let first = Settings::load(Profile::Dev, None, env(&[]), flags.clone()).unwrap();
+        let second = Settings::load(Profile::Token, None, env(&[]), flags).unwrap();
+        let (JwtKey::Hs256(a), JwtKey::Hs256(b)) = (first.auth.jwt, second.auth.jwt);
+        assert_eq!(a, b);
+        assert!(a.expose().len() >= 32);
+    }
+
+    #[test]
+    fn sizes_accept_plain_bytes_and_binary_and_decimal_units() {
+        assert_eq!(parse_bytes("1048576"), Ok(1_048_576));
+        assert_eq!(parse_bytes("16MiB"), Ok(16 * 1024 * 1024));
+        assert_eq!(parse_bytes("2 KB"), Ok(2000));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("3 parsecs").is_err());
+    }
+}

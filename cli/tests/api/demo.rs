@@ -1,0 +1,93 @@
+//! The `plasma dev --demo` data set, loaded through the library and read through the API.
+
+use std::collections::BTreeSet;
+
+use plasma_cli::demo::{DemoOutcome, DEMO_TENANT};
+use plasma_gateway::Role;
+use serde_json::Value;
+
+use crate::helpers::{spawn_app_with_demo, Backend};
+
+async fn the_demo_loads_once_and_its_stats_show_the_spike(backend: Backend) {
+    let (app, first, second) = spawn_app_with_demo(backend).await;
+    let DemoOutcome::Loaded(summary) = first else {
+        panic!("the first load should load: {first:?}");
+    };
+    assert!(
+        matches!(second, DemoOutcome::Skipped { head } if head == summary.last_position),
+        "{second:?}"
+    );
+    assert_eq!(summary.brands.len(), 3);
+    assert!((5_500..=6_500).contains(&summary.mentions), "{summary:?}");
+
+    let token = app.token(DEMO_TENANT, &[Role::Admin]);
+    let position = summary.last_position;
+    let brands: Value = app
+        .get(&format!("/v1/brands?min_position={position}"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(brands["items"].as_array().unwrap().len(), 3);
+
+    let response = app
+        .get(
+            &format!(
+                "/v1/brands/{}/stats?min_position={position}",
+                summary.spike.brand
+            ),
+            &token,
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let stats: Value = response.json().await.unwrap();
+    let days = stats["days"].as_array().unwrap();
+    assert!(days.len() >= 25, "{} days", days.len());
+    let spike_day = summary.spike.day.to_string();
+    let spike = days
+        .iter()
+        .find(|d| d["day"] == spike_day.as_str())
+        .unwrap();
+    let mut volumes: Vec<i64> = days.iter().map(|d| d["volume"].as_i64().unwrap()).collect();
+    volumes.sort_unstable();
+    let median = volumes[volumes.len() / 2];
+    let volume = spike["volume"].as_i64().unwrap();
+    assert!(volume > 5 * median, "spike {volume} vs median {median}");
+    assert!(spike["negative"].as_i64().unwrap() > spike["positive"].as_i64().unwrap() * 3);
+    let others_negative = days
+        .iter()
+        .filter(|d| d["day"] != spike_day.as_str())
+        .map(|d| d["net_sentiment"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert!(spike["net_sentiment"].as_f64().unwrap() < others_negative);
+
+    // Every kind of aggregate, in every state the demo promises.
+    let types: BTreeSet<String> = app
+        .tenant_events(&token)
+        .await
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap().to_owned())
+        .collect();
+    for expected in [
+        "BrandRegistered",
+        "MentionIngested",
+        "DraftRequested",
+        "DraftVoiceChecked",
+        "DraftApproved",
+        "DraftRejected",
+        "DraftScheduled",
+        "DraftPublished",
+        "AgentCheckpointSaved",
+        "AgentRunPaused",
+        "AgentRunResumed",
+        "AgentRunCompleted",
+        "AgentRunFailed",
+        "DocumentIngested",
+        "DocumentChunked",
+        "DocumentEntitiesExtracted",
+    ] {
+        assert!(types.contains(expected), "{expected} missing: {types:?}");
+    }
+}
+
+on_both_backends!(the_demo_loads_once_and_its_stats_show_the_spike);

@@ -6,7 +6,7 @@
 # PostgreSQL: bulk ingest through HTTP, single-ingest latency, and query latency at a fixed rate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p plasma-gateway --bin plasma
+cargo build --release -p plasma-cli --bin plasma
 command -v oha >/dev/null 2>&1 || cargo install oha --version 1.16.0 --locked
 work=$(mktemp -d /tmp/plasma-bench-http.XXXXXX)
 chmod 755 "$work"

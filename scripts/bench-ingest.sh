@@ -5,7 +5,7 @@
 # runs every measurement against it in one process, and stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked -p plasma-gateway --bin plasma
+cargo build --release --locked -p plasma-cli --bin plasma
 work=$(mktemp -d /tmp/plasma-bench.XXXXXX)
 chmod 755 "$work"
 trap 'scripts/pg-throwaway.sh stop "$work/pg"; rm -rf "$work"' EXIT

@@ -6,7 +6,7 @@
 # against them; stops them. Needs scripts/install-deps.sh to have run (tansu, rivven-schema).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked -p plasma-gateway --bin plasma
+cargo build --release --locked -p plasma-cli --bin plasma
 work=$(mktemp -d /tmp/plasma-bench-log.XXXXXX)
 chmod 755 "$work"
 pids=()

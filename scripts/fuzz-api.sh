@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 examples=40
 [[ "${1:-}" == "-n" ]] && examples=${2:?}
-cargo build --release -p plasma-gateway --bin plasma
+cargo build --release -p plasma-cli --bin plasma
 python3 -m pip install -q schemathesis==4.32.5 2>/dev/null
 work=$(mktemp -d /tmp/plasma-fuzz.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 use clap::Args;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::CqrsFramework;
@@ -23,6 +23,8 @@ use plasma_projections::{
 use postgres_es::PostgresEventRepository;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
+
+use crate::mentions::{self, BrandProfile, MentionGenerator, Tone, Window};
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
@@ -162,67 +164,30 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
     Ok(())
 }
 
-/// Realistic-looking mentions: varied sentiment, some naming competitors, spread over 30 days.
+/// The benchmark's mentions: the shared generator's, four sentences each (about the length of
+/// a short post), spread over October 2026, the same in every run.
 pub(crate) fn generate_mentions(n: usize) -> Vec<MentionInput> {
-    const OPENERS: [&str; 6] = [
-        "Just tried the new Acme rocket skates and honestly",
-        "Week three with my Acme anvil subscription:",
-        "Customer service at Acme today was",
-        "Comparing Acme with Globex for our team rollout,",
-        "Our newsroom looked at Acme's quarterly launch and",
-        "Thread: everything about the Acme Initech partnership rumour,",
-    ];
-    const MIDDLES: [&str; 6] = [
-        "it is fantastic, fast, and a joy to use every single morning on the way to work",
-        "it was terrible, slow and broken, and nobody answered my emails for days on end",
-        "it is fine I guess, nothing special, works as described and ships on time mostly",
-        "I love the design but hate the price, which feels steep compared to what Globex charges",
-        "the support team went above and beyond, genuinely impressed and very grateful for it",
-        "the update broke my setup twice and I am seriously considering switching to Initech",
-    ];
-    const CLOSERS: [&str; 4] = [
-        "Would recommend to anyone who asks, and I have told all my friends about it already.",
-        "Not sure I will renew next year unless they fix the issues people keep reporting here.",
-        "Curious what everyone else thinks; reply below with your own experience please.",
-        "Full review with photos and benchmarks on my blog later this week, stay tuned.",
-    ];
-    let start = Utc
-        .with_ymd_and_hms(2026, 10, 1, 0, 0, 0)
+    let end = Utc
+        .with_ymd_and_hms(2026, 10, 31, 0, 0, 0)
         .single()
         .unwrap_or_default();
-    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = move || {
-        // xorshift: deterministic, so every run ingests the same data.
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
-    (0..n)
-        .map(|i| {
-            let r = next();
-            let text = format!(
-                "{} {}. {} {} #{i} (ref {:016x}{:016x})",
-                OPENERS[(r % 6) as usize],
-                MIDDLES[((r >> 8) % 6) as usize],
-                MIDDLES[((r >> 12) % 6) as usize],
-                CLOSERS[((r >> 16) % 4) as usize],
-                next(),
-                next()
-            );
-            let published_at: DateTime<Utc> =
-                start + chrono::Duration::seconds(((r >> 24) % (30 * 86_400)) as i64);
-            MentionInput {
-                source: ["twitter", "reddit", "news", "blog"][((r >> 40) % 4) as usize].into(),
-                external_id: format!("m-{i:09}"),
-                author: format!("@user{}", (r >> 44) % 50_000),
-                text,
-                url: Some(format!("https://social.example/posts/{i}")),
-                published_at,
-                language: Some("en".into()),
-            }
-        })
-        .collect()
+    MentionGenerator::new(0x9E37_79B9_7F4A_7C15).generate(&mentions::Batch {
+        brand: BrandProfile {
+            name: "Acme",
+            products: &[
+                "rocket skates",
+                "anvil subscription",
+                "jet pack",
+                "Acme app",
+            ],
+            competitors: &["Globex", "Initech"],
+        },
+        tone: Tone::Mixed,
+        window: Window::Before { end, days: 30 },
+        count: n,
+        prefix: "m",
+        sentences: 4,
+    })
 }
 
 pub(crate) fn services() -> MentionServices {
@@ -411,13 +376,7 @@ async fn stock_postgres_es(
         .map(|m| {
             let ingest = IngestMention {
                 brand_id: brand,
-                source: m.source.clone(),
-                external_id: m.external_id.clone(),
-                author: m.author.clone(),
-                text: m.text.clone(),
-                url: m.url.clone(),
-                published_at: m.published_at,
-                language: m.language.clone(),
+                mention: m.clone(),
                 competitors: vec!["Globex".into(), "Initech".into()],
                 at: Utc::now(),
             };

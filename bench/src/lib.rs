@@ -8,6 +8,7 @@
 
 pub mod ingest;
 pub mod log;
+pub mod mentions;
 
 use std::process::ExitCode;
 

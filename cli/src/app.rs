@@ -163,7 +163,7 @@ impl Application {
         let handler = CommandHandler::new(store);
         let state = AppState::new(StateParts {
             handler: handler.clone(),
-            read: ReadModels::new(read),
+            read: ReadModels::new(read).with_wait(settings.consistency.min_position_wait),
             clock: clock.clone(),
             verifier: TokenVerifier::new(&settings.auth.jwt),
             rate_limiter: RateLimiter::new(settings.rate_limit),
@@ -174,7 +174,6 @@ impl Application {
             },
             draft_services: DraftServices::default(),
             body_limit: settings.http.body_limit,
-            min_position_wait: settings.consistency.min_position_wait,
             ready_max_lag: settings.consistency.ready_max_lag,
             projections,
             metrics: metrics::recorder(),

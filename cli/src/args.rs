@@ -35,7 +35,7 @@ pub enum Command {
     Bench(plasma_bench::Bench),
     /// Print the OpenAPI 3.1 document of the HTTP API (what `GET /openapi.json` serves).
     Openapi,
-    /// Publish committed events from the PostgreSQL outbox to the topics (server mode).
+    /// Publish committed events from the PostgreSQL event store to the topics (server mode).
     Relay(log::RelayArgs),
     /// Maintain one read model from the topics, as a member of its consumer group.
     Project(log::ProjectArgs),

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use cqrs_es::Aggregate;
 use plasma_adapters::VaderScorer;
-use plasma_commands::{CommandContext, CommandError, CommandHandler, MentionInput, StoreError};
+use plasma_bench::mentions::{self, BrandProfile, MentionGenerator, Tone, Window};
+use plasma_commands::{CommandContext, CommandError, CommandHandler, StoreError};
 use plasma_domain::agent::{AgentRun, AgentRunCommand, ResumeFrom};
 use plasma_domain::brand::{Brand, BrandCommand, MentionServices, VoiceGuidelines};
 use plasma_domain::content::{Channel, Draft, DraftCommand, DraftServices, GeneratorInfo};
@@ -129,93 +130,8 @@ const BRANDS: [BrandSpec; 3] = [
     },
 ];
 
-const POSITIVE: [&str; 6] = [
-    "Absolutely love my {product} from {brand}! Best purchase this year.",
-    "{brand} support was fantastic today, sorted my {product} issue in minutes. Great team.",
-    "Really impressed with the new {product}. {brand} nailed it, wonderful work.",
-    "Switched from {competitor} to {brand} and I'm so happy with the {product}.",
-    "The {product} by {brand} is excellent value, highly recommend it to everyone.",
-    "Three months with the {brand} {product} and still delighted. Solid and reliable.",
-];
-const NEUTRAL: [&str; 6] = [
-    "{brand} announced a new {product} colour for spring.",
-    "Anyone know when the {brand} {product} restocks?",
-    "Comparing {brand} and {competitor} for a {product}, which one do people use?",
-    "Picked up a {product} from {brand} today. Will report back next week.",
-    "{brand} opened a new store downtown, open until 8pm on weekdays.",
-    "Reading the {brand} quarterly update on the {product} line.",
-];
-const NEGATIVE: [&str; 6] = [
-    "My {product} from {brand} broke after two weeks. Really disappointed.",
-    "{brand} customer service is terrible, still waiting for a refund on my {product}.",
-    "Honestly {competitor} is better, the {brand} {product} is overpriced and slow.",
-    "Worst experience with {brand} ever. The {product} arrived damaged and nobody cares.",
-    "Why is the {brand} app so buggy? Can't even manage my {product}. Annoying.",
-    "Sad to say the {brand} {product} has been a frustrating waste of money.",
-];
-const SPIKE: [&str; 5] = [
-    "{brand} {product} recall?? Mine overheated and started smoking. Scary and dangerous!",
-    "Furious. {brand} won't answer about the {product} battery fires. Terrible, awful handling.",
-    "Just saw the news about {brand} {product} catching fire. Horrible. Returning mine today.",
-    "Shame on {brand} for hiding the {product} defect. Never buying again, disgusting.",
-    "{brand} {product} burned my kid's hand. This is horrible, people could get hurt. Angry.",
-];
-const SOURCES: [(&str, u64); 5] = [
-    ("twitter", 40),
-    ("reddit", 20),
-    ("reviews", 20),
-    ("news", 10),
-    ("blog", 10),
-];
-const NAMES: [&str; 12] = [
-    "ana", "bo", "chen", "dara", "eli", "fatima", "gus", "hana", "ivo", "jules", "kemi", "lars",
-];
-
-/// xorshift64*: deterministic, so every demo is the same demo.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    fn weighted(&mut self, items: &[(&'static str, u64)]) -> &'static str {
-        let total: u64 = items.iter().map(|(_, w)| w).sum();
-        let mut roll = self.below(total);
-        for (item, weight) in items {
-            if roll < *weight {
-                return item;
-            }
-            roll -= weight;
-        }
-        items[0].0
-    }
-}
-
 fn demo_id(kind: &str, name: &str) -> Uuid {
     Uuid::new_v5(&NAMESPACE, format!("{kind}/{name}").as_bytes())
-}
-
-fn slug(name: &str) -> String {
-    name.to_lowercase().replace(' ', "-")
-}
-
-fn fill(template: &str, brand: &BrandSpec, product: &str, competitor: &str) -> String {
-    template
-        .replace("{brand}", brand.name)
-        .replace("{product}", product)
-        .replace("{competitor}", competitor)
 }
 
 /// Runs the demo's commands with deterministic command ids and remembers the last position.
@@ -287,7 +203,7 @@ pub async fn load(
         now,
         last_position: 0,
     };
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut generator = MentionGenerator::new(0x9E37_79B9_7F4A_7C15);
 
     let mut brands = Vec::new();
     for (index, spec) in BRANDS.iter().enumerate() {
@@ -316,15 +232,31 @@ pub async fn load(
     let mut mentions = 0u32;
     for (index, spec) in BRANDS.iter().enumerate() {
         let brand = brands[index].1;
-        let mut batch = generate_mentions(&mut rng, spec, now, spec.mentions, None);
+        let profile = BrandProfile {
+            name: spec.name,
+            products: spec.products,
+            competitors: spec.competitors,
+        };
+        let mut batch = generator.generate(&mentions::Batch {
+            brand: profile,
+            tone: Tone::Mixed,
+            window: Window::Before { end: now, days: 29 },
+            count: spec.mentions,
+            prefix: "m",
+            sentences: 1,
+        });
         if index == 0 {
-            batch.extend(generate_mentions(
-                &mut rng,
-                spec,
-                now,
-                SPIKE_MENTIONS,
-                Some(spike_start),
-            ));
+            batch.extend(generator.generate(&mentions::Batch {
+                brand: profile,
+                tone: Tone::Spike,
+                window: Window::Day {
+                    start: spike_start,
+                    end: now,
+                },
+                count: SPIKE_MENTIONS,
+                prefix: "spike",
+                sentences: 1,
+            }));
         }
         for (chunk_index, chunk) in batch.chunks(INGEST_CHUNK).enumerate() {
             let step = format!("mentions/{}/{chunk_index}", spec.name);
@@ -363,48 +295,6 @@ fn voice(spec: &BrandSpec) -> VoiceGuidelines {
         banned_words: spec.banned.iter().map(|w| (*w).to_owned()).collect(),
         required_phrases: Vec::new(),
     }
-}
-
-/// `count` mentions of `spec`: spread over the last 29 days, or — for a spike — all on the day
-/// starting at `spike`, all negative.
-fn generate_mentions(
-    rng: &mut Rng,
-    spec: &BrandSpec,
-    now: DateTime<Utc>,
-    count: usize,
-    spike: Option<DateTime<Utc>>,
-) -> Vec<MentionInput> {
-    let prefix = if spike.is_some() { "spike" } else { "m" };
-    (0..count)
-        .map(|i| {
-            let product = *rng.pick(spec.products);
-            let competitor = *rng.pick(spec.competitors);
-            let template = match spike {
-                Some(_) => *rng.pick(&SPIKE),
-                None => match rng.below(100) {
-                    0..45 => *rng.pick(&POSITIVE),
-                    45..75 => *rng.pick(&NEUTRAL),
-                    _ => *rng.pick(&NEGATIVE),
-                },
-            };
-            let published_at = match spike {
-                Some(start) => (start + Duration::seconds(rng.below(86_400) as i64)).min(now),
-                None => now - Duration::seconds(rng.below(29 * 86_400) as i64),
-            };
-            let source = rng.weighted(&SOURCES);
-            let author = format!("@{}{}", rng.pick(&NAMES), rng.below(900) + 100);
-            let external_id = format!("{prefix}-{}-{i:05}", slug(spec.name));
-            MentionInput {
-                source: source.to_owned(),
-                url: Some(format!("https://{source}.example/{external_id}")),
-                external_id,
-                author,
-                text: fill(template, spec, product, competitor),
-                published_at,
-                language: Some("en".to_owned()),
-            }
-        })
-        .collect()
 }
 
 /// Seven drafts for Acme Rockets, one in each status.

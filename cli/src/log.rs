@@ -129,7 +129,7 @@ pub struct RelayArgs {
     pub batch: usize,
 }
 
-/// `plasma relay`: publishes the outbox to the topics until SIGTERM.
+/// `plasma relay`: publishes committed events to the topics until SIGTERM.
 pub async fn relay(args: RelayArgs) -> Result<ExitCode> {
     let settings = args.log.settings()?;
     let config = log_config(&settings)?;
@@ -145,7 +145,7 @@ pub async fn relay(args: RelayArgs) -> Result<ExitCode> {
             ..RelayOptions::default()
         },
     )?;
-    eprintln!("plasma relay: publishing the outbox (leader election by advisory lock)");
+    eprintln!("plasma relay: publishing committed events (leader election by advisory lock)");
     relay.run(stop_on_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

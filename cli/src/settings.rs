@@ -399,22 +399,42 @@ impl Settings {
 
     /// Fills in defaults and validates.
     pub fn from_layer(layer: SettingsLayer, profile: Profile) -> Result<Self, SettingsError> {
-        let data_dir = layer
-            .store
+        let (store, data_dir) = layer.store.validate(profile)?;
+        let http = layer.http.validate()?;
+        let auth = layer.auth.validate(profile, &data_dir)?;
+        let rate_limit = layer.rate_limit.validate()?;
+        let consistency = layer.consistency.validate(http.request_timeout)?;
+        let log = layer.log.validate()?;
+        let projections = layer.projections.mode.unwrap_or(ProjectionsMode::InProcess);
+        Ok(Self {
+            store,
+            http,
+            auth,
+            rate_limit,
+            consistency,
+            log,
+            projections,
+        })
+    }
+}
+
+// Each component validates its own layer; `Settings::from_layer` only assembles them.
+
+impl StoreLayer {
+    /// The store, and the data dir (where the dev secret lives even in server mode).
+    fn validate(&self, profile: Profile) -> Result<(StoreSettings, PathBuf), SettingsError> {
+        let data_dir = self
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let mode = match profile {
             Profile::Dev => Mode::Embedded,
             Profile::Serve | Profile::Token | Profile::LogTool => {
-                layer
-                    .store
-                    .mode
-                    .unwrap_or(if layer.store.database_url.is_some() {
-                        Mode::Server
-                    } else {
-                        Mode::Embedded
-                    })
+                self.mode.unwrap_or(if self.database_url.is_some() {
+                    Mode::Server
+                } else {
+                    Mode::Embedded
+                })
             }
         };
         let store = match mode {
@@ -422,15 +442,10 @@ impl Settings {
                 data_dir: data_dir.clone(),
             },
             Mode::Server => {
-                let database_url =
-                    layer
-                        .store
-                        .database_url
-                        .clone()
-                        .ok_or(SettingsError::Missing {
-                            key: "store.database_url (PLASMA_DATABASE_URL, --database-url)",
-                            hint: "server mode needs a PostgreSQL URL",
-                        })?;
+                let database_url = self.database_url.clone().ok_or(SettingsError::Missing {
+                    key: "store.database_url (PLASMA_DATABASE_URL, --database-url)",
+                    hint: "server mode needs a PostgreSQL URL",
+                })?;
                 let url = database_url.expose();
                 if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                     // The URL is a secret: say what is wrong without echoing it.
@@ -439,10 +454,7 @@ impl Settings {
                         "expected a postgres:// or postgresql:// URL",
                     ));
                 }
-                let max_connections = layer
-                    .store
-                    .max_connections
-                    .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+                let max_connections = self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
                 if !(1..=1000).contains(&max_connections) {
                     return Err(invalid(
                         "store.max_connections (PLASMA_DATABASE_MAX_CONNECTIONS)",
@@ -456,21 +468,24 @@ impl Settings {
             }
         };
 
-        let listen = match layer.http.listen {
+        Ok((store, data_dir))
+    }
+}
+
+impl HttpLayer {
+    fn validate(&self) -> Result<HttpSettings, SettingsError> {
+        let listen = match self.listen {
             Some(listen) => listen,
             None => parse_listen("http.listen", DEFAULT_LISTEN)?,
         };
-        let body_limit = layer.http.body_limit.unwrap_or(DEFAULT_BODY_LIMIT);
+        let body_limit = self.body_limit.unwrap_or(DEFAULT_BODY_LIMIT);
         if !(1024..=1024 * 1024 * 1024).contains(&body_limit) {
             return Err(invalid(
                 "http.body_limit (PLASMA_BODY_LIMIT)",
                 format!("{body_limit} bytes is out of range 1KiB..=1GiB"),
             ));
         }
-        let request_timeout = layer
-            .http
-            .request_timeout
-            .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        let request_timeout = self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
         if request_timeout < Duration::from_millis(100)
             || request_timeout > Duration::from_secs(3600)
         {
@@ -480,9 +495,19 @@ impl Settings {
             ));
         }
 
-        let secret = match (layer.auth.jwt_secret, profile) {
+        Ok(HttpSettings {
+            listen,
+            body_limit,
+            request_timeout,
+        })
+    }
+}
+
+impl AuthLayer {
+    fn validate(self, profile: Profile, data_dir: &Path) -> Result<AuthSettings, SettingsError> {
+        let secret = match (self.jwt_secret, profile) {
             (Some(secret), _) => secret,
-            (None, Profile::Dev | Profile::Token) => dev_secret(&data_dir)?,
+            (None, Profile::Dev | Profile::Token) => dev_secret(data_dir)?,
             // Never verifies anything: these processes serve no API.
             (None, Profile::LogTool) => {
                 let mut bytes = [0u8; 32];
@@ -503,11 +528,16 @@ impl Settings {
             ));
         }
 
-        let per_second = layer
-            .rate_limit
-            .per_second
-            .unwrap_or(DEFAULT_RATE_PER_SECOND);
-        let burst = layer.rate_limit.burst.unwrap_or(DEFAULT_RATE_BURST);
+        Ok(AuthSettings {
+            jwt: JwtKey::Hs256(secret),
+        })
+    }
+}
+
+impl RateLimitLayer {
+    fn validate(&self) -> Result<RateLimitSettings, SettingsError> {
+        let per_second = self.per_second.unwrap_or(DEFAULT_RATE_PER_SECOND);
+        let burst = self.burst.unwrap_or(DEFAULT_RATE_BURST);
         if per_second > 0 && burst == 0 {
             return Err(invalid(
                 "rate_limit.burst (PLASMA_RATE_LIMIT_BURST)",
@@ -515,10 +545,13 @@ impl Settings {
             ));
         }
 
-        let min_position_wait = layer
-            .consistency
-            .min_position_wait
-            .unwrap_or(DEFAULT_MIN_POSITION_WAIT);
+        Ok(RateLimitSettings { per_second, burst })
+    }
+}
+
+impl ConsistencyLayer {
+    fn validate(&self, request_timeout: Duration) -> Result<ConsistencySettings, SettingsError> {
+        let min_position_wait = self.min_position_wait.unwrap_or(DEFAULT_MIN_POSITION_WAIT);
         if min_position_wait > Duration::from_secs(60) {
             return Err(invalid(
                 "consistency.min_position_wait (PLASMA_MIN_POSITION_WAIT)",
@@ -531,12 +564,18 @@ impl Settings {
                 "must be shorter than http.request_timeout",
             ));
         }
-        let ready_max_lag = layer
-            .consistency
-            .ready_max_lag
-            .unwrap_or(DEFAULT_READY_MAX_LAG);
+        let ready_max_lag = self.ready_max_lag.unwrap_or(DEFAULT_READY_MAX_LAG);
 
-        let log = match (layer.log.brokers, layer.log.registry_url) {
+        Ok(ConsistencySettings {
+            min_position_wait,
+            ready_max_lag,
+        })
+    }
+}
+
+impl LogLayer {
+    fn validate(self) -> Result<Option<LogConfig>, SettingsError> {
+        let log = match (self.brokers, self.registry_url) {
             (None, None) => None,
             (Some(brokers), Some(registry_url)) => {
                 if brokers.is_empty() {
@@ -548,10 +587,7 @@ impl Settings {
                         "expected an http:// or https:// URL",
                     ));
                 }
-                let topic_prefix = layer
-                    .log
-                    .topic_prefix
-                    .unwrap_or_else(|| "plasma".to_owned());
+                let topic_prefix = self.topic_prefix.unwrap_or_else(|| "plasma".to_owned());
                 if topic_prefix.is_empty()
                     || !topic_prefix
                         .chars()
@@ -581,26 +617,7 @@ impl Settings {
                 })
             }
         };
-        let projections = layer.projections.mode.unwrap_or(ProjectionsMode::InProcess);
-
-        Ok(Self {
-            store,
-            log,
-            projections,
-            http: HttpSettings {
-                listen,
-                body_limit,
-                request_timeout,
-            },
-            auth: AuthSettings {
-                jwt: JwtKey::Hs256(secret),
-            },
-            rate_limit: RateLimitSettings { per_second, burst },
-            consistency: ConsistencySettings {
-                min_position_wait,
-                ready_max_lag,
-            },
-        })
+        Ok(log)
     }
 }
 

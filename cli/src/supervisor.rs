@@ -55,7 +55,7 @@ where
                 }
                 restarts += 1;
                 let backoff = FIRST_BACKOFF
-                    .saturating_mul(1 << restarts.min(6))
+                    .saturating_mul(1 << (restarts - 1).min(6))
                     .min(MAX_BACKOFF);
                 tracing::error!(
                     plasma.component = %component,

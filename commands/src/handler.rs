@@ -2,18 +2,21 @@
 //! bounded number of times when a concurrent writer got there first.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
-use plasma_domain::brand::{Brand, IngestMention, Mention, MentionError, MentionServices};
+use plasma_domain::brand::{
+    Brand, BrandInactive, IngestMention, Mention, MentionError, MentionInput, MentionServices,
+};
 use plasma_domain::ids::BrandId;
 use plasma_domain::AggregateId;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::event::{AppendBatch, CommandContext, EncodedEvent, StreamAppend};
+use crate::event::{AppendBatch, AppendedRange, CommandContext, EncodedEvent, StreamAppend};
 use crate::{CommandError, EventStore, StoreError};
 
 /// What a command did: the aggregate, its version afterwards and the position of its last event.
@@ -50,21 +53,6 @@ pub struct BulkReceipt {
     pub replayed: bool,
 }
 
-/// One mention as a source delivers it, for bulk ingest into a brand.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MentionInput {
-    pub source: String,
-    pub external_id: String,
-    #[serde(default)]
-    pub author: String,
-    pub text: String,
-    #[serde(default)]
-    pub url: Option<String>,
-    pub published_at: DateTime<Utc>,
-    #[serde(default)]
-    pub language: Option<String>,
-}
-
 /// Why a bulk ingest was refused; nothing is written in any of these cases.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BulkIngestError {
@@ -74,6 +62,15 @@ pub enum BulkIngestError {
     BrandArchived,
     #[error("mention {index}: {error}")]
     InvalidMention { index: usize, error: MentionError },
+}
+
+impl From<BrandInactive> for BulkIngestError {
+    fn from(reason: BrandInactive) -> Self {
+        match reason {
+            BrandInactive::NotFound => Self::BrandNotFound,
+            BrandInactive::Archived => Self::BrandArchived,
+        }
+    }
 }
 
 /// The aggregates' outside helpers, one field per aggregate that needs any.
@@ -143,7 +140,8 @@ impl CommandHandler {
         {
             return Ok(receipt);
         }
-        for attempt in 1..=self.max_attempts {
+        let command = &command;
+        self.append_with_retries(context, fingerprint, move || async move {
             let (mut aggregate, version, last_position) =
                 self.load::<A>(context, aggregate_id).await?;
             let sink = EventSink::default();
@@ -158,44 +156,23 @@ impl CommandHandler {
                 .map(EncodedEvent::encode)
                 .collect::<Result<Vec<_>, _>>()?;
             let appended = events.len() as u32;
-            let batch = AppendBatch {
-                context,
-                streams: vec![StreamAppend {
-                    aggregate_type: A::TYPE,
-                    aggregate_id,
-                    expected_version: version,
-                    events,
-                }],
+            let streams = vec![StreamAppend {
+                aggregate_type: A::TYPE,
+                aggregate_id,
+                expected_version: version,
+                events,
+            }];
+            let receipt = move |range: Option<AppendedRange>| CommandReceipt {
+                aggregate_id,
+                version: version + i64::from(appended),
+                last_position: range.map(|r| r.last).or(last_position),
+                events_appended: appended,
+                fingerprint: Some(fingerprint),
+                replayed: false,
             };
-            let result = self
-                .store
-                .append(batch, |range| CommandReceipt {
-                    aggregate_id,
-                    version: version + i64::from(appended),
-                    last_position: range.map(|r| r.last).or(last_position),
-                    events_appended: appended,
-                    fingerprint: Some(fingerprint),
-                    replayed: false,
-                })
-                .await;
-            match result {
-                Ok(receipt) => return Ok(receipt),
-                Err(StoreError::Conflict) => {
-                    tracing::debug!(attempt, "version conflict; reloading");
-                    backoff(attempt).await;
-                }
-                Err(StoreError::DuplicateCommand) => {
-                    return self
-                        .recorded(context, fingerprint)
-                        .await?
-                        .ok_or(CommandError::Store(StoreError::DuplicateCommand));
-                }
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Err(CommandError::Conflict {
-            attempts: self.max_attempts,
+            Ok((streams, receipt))
         })
+        .await
     }
 
     /// Ingests many mentions for one brand in one transaction. Every mention is validated first:
@@ -218,24 +195,15 @@ impl CommandHandler {
             return Ok(receipt);
         }
         let (brand, _, _) = self.load::<Brand>(context, brand_id.as_uuid()).await?;
-        if !brand.registered {
-            return Err(CommandError::Domain(BulkIngestError::BrandNotFound));
-        }
-        if brand.archived {
-            return Err(CommandError::Domain(BulkIngestError::BrandArchived));
-        }
+        brand
+            .ensure_active()
+            .map_err(|reason| CommandError::Domain(reason.into()))?;
         let requested = mentions.len() as u32;
         let commands: Vec<IngestMention> = mentions
             .into_iter()
-            .map(|m| IngestMention {
+            .map(|mention| IngestMention {
                 brand_id,
-                source: m.source,
-                external_id: m.external_id,
-                author: m.author,
-                text: m.text,
-                url: m.url,
-                published_at: m.published_at,
-                language: m.language,
+                mention,
                 competitors: brand.competitors.clone(),
                 at,
             })
@@ -261,34 +229,35 @@ impl CommandHandler {
                 }
                 Decision::Store(err) => CommandError::Store(err),
             })?;
+        // The first attempt uses the lookup made while scoring; a retry (a concurrent ingest
+        // stored some of these mentions first) looks again.
         let mut existing = Some(existing?);
-
-        for attempt in 1..=self.max_attempts {
-            let existing = match existing.take() {
-                Some(found) => found,
-                None => {
-                    self.store
-                        .existing_streams(&context.tenant, Mention::TYPE, &ids)
-                        .await?
-                }
-            };
-            let mut seen = HashSet::with_capacity(ids.len());
-            let streams: Vec<StreamAppend> = ids
-                .iter()
-                .zip(&events)
-                .filter(|(id, _)| !existing.contains(*id) && seen.insert(**id))
-                .map(|(id, event)| StreamAppend {
-                    aggregate_type: Mention::TYPE,
-                    aggregate_id: *id,
-                    expected_version: 0,
-                    events: vec![event.clone()],
-                })
-                .collect();
-            let ingested = streams.len() as u32;
-            let batch = AppendBatch { context, streams };
-            let result = self
-                .store
-                .append(batch, |range| BulkReceipt {
+        let (ids, events) = (&ids, &events);
+        self.append_with_retries(context, fingerprint, move || {
+            let found = existing.take();
+            async move {
+                let existing = match found {
+                    Some(found) => found,
+                    None => {
+                        self.store
+                            .existing_streams(&context.tenant, Mention::TYPE, ids)
+                            .await?
+                    }
+                };
+                let mut seen = HashSet::with_capacity(ids.len());
+                let streams: Vec<StreamAppend> = ids
+                    .iter()
+                    .zip(events)
+                    .filter(|(id, _)| !existing.contains(*id) && seen.insert(**id))
+                    .map(|(id, event)| StreamAppend {
+                        aggregate_type: Mention::TYPE,
+                        aggregate_id: *id,
+                        expected_version: 0,
+                        events: vec![event.clone()],
+                    })
+                    .collect();
+                let ingested = streams.len() as u32;
+                let receipt = move |range: Option<AppendedRange>| BulkReceipt {
                     brand_id,
                     requested,
                     ingested,
@@ -297,14 +266,40 @@ impl CommandHandler {
                     last_position: range.map(|r| r.last),
                     fingerprint: Some(fingerprint),
                     replayed: false,
-                })
-                .await;
-            match result {
+                };
+                Ok((streams, receipt))
+            }
+        })
+        .await
+    }
+
+    /// Appends what `decide` decides, up to `max_attempts` times: when a concurrent writer
+    /// appended first, the store refuses the whole batch and `decide` runs again (reloading,
+    /// deciding anew) after a short backoff. `decide` answers with the streams to append and
+    /// the receipt to record with them, given where the events landed. When a concurrent retry
+    /// of the same command id recorded first, its receipt is the answer.
+    async fn append_with_retries<R, E, Decide, Decided, Receipt>(
+        &self,
+        context: &CommandContext,
+        fingerprint: Uuid,
+        mut decide: Decide,
+    ) -> Result<R, CommandError<E>>
+    where
+        R: Replayable,
+        E: std::error::Error + 'static,
+        Decide: FnMut() -> Decided,
+        Decided: Future<Output = Result<(Vec<StreamAppend>, Receipt), CommandError<E>>>,
+        Receipt: FnOnce(Option<AppendedRange>) -> R,
+    {
+        for attempt in 1..=self.max_attempts {
+            let (streams, receipt) = decide().await?;
+            let batch = AppendBatch { context, streams };
+            match self.store.append(batch, receipt).await {
                 Ok(receipt) => return Ok(receipt),
                 Err(StoreError::Conflict) => {
                     tracing::debug!(
                         attempt,
-                        "a concurrent ingest stored some of these mentions first"
+                        "a concurrent writer appended first; deciding again"
                     );
                     backoff(attempt).await;
                 }
@@ -363,7 +358,7 @@ fn fingerprint<C: Serialize>(aggregate_type: &str, aggregate_id: Uuid, command: 
     Uuid::new_v5(&NAMESPACE, key.as_bytes())
 }
 
-trait Replayable: serde::de::DeserializeOwned {
+trait Replayable: Serialize + serde::de::DeserializeOwned {
     fn replayed(self) -> Self;
     fn fingerprint(&self) -> Option<Uuid>;
 }

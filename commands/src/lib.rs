@@ -13,7 +13,7 @@ mod store;
 
 pub use error::{CommandError, StoreError};
 pub use event::{AppendBatch, CommandContext, EncodedEvent, RecordedEvent, StreamAppend};
-pub use handler::{
-    BulkIngestError, BulkReceipt, CommandHandler, CommandReceipt, MentionInput, Services,
-};
+pub use handler::{BulkIngestError, BulkReceipt, CommandHandler, CommandReceipt, Services};
+/// A bulk ingest takes mentions as the domain defines them.
+pub use plasma_domain::brand::MentionInput;
 pub use store::{EventStore, LoadedStream, PartitionKey, Publication, RelayLease, StoreConfig};

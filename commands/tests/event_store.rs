@@ -15,61 +15,48 @@ use plasma_domain::brand::{
 };
 use plasma_domain::ids::{BrandId, CommandId, CorrelationId};
 use plasma_domain::{AggregateId, TenantId};
+use plasma_testkit::Backend;
 use uuid::Uuid;
 
-/// A store plus whatever keeps its database alive for the test.
+/// A store plus whatever keeps its database alive for the test. Tests take it as
+/// `Fixture { _guard, store }`: bindings drop in reverse order, so the store closes before the
+/// guard removes its database.
 struct Fixture {
     store: EventStore,
     _guard: Box<dyn std::any::Any + Send>,
 }
 
-async fn sqlite() -> Fixture {
-    let dir = plasma_testkit::temp_dir();
-    let path = dir.path().join("events.db");
-    let store = EventStore::open(&StoreConfig::Sqlite { path })
-        .await
-        .unwrap();
-    Fixture {
-        store,
-        _guard: Box::new(dir),
+async fn fixture(backend: Backend) -> Fixture {
+    match backend {
+        Backend::Sqlite => {
+            let dir = plasma_testkit::temp_dir();
+            let path = dir.path().join("events.db");
+            let store = EventStore::open(&StoreConfig::Sqlite { path })
+                .await
+                .unwrap();
+            Fixture {
+                store,
+                _guard: Box::new(dir),
+            }
+        }
+        Backend::Postgres => {
+            let pg = plasma_testkit::TestPg::start().await;
+            let store = EventStore::open(&StoreConfig::Postgres {
+                url: pg.url().to_owned(),
+                max_connections: 16,
+            })
+            .await
+            .unwrap();
+            Fixture {
+                store,
+                _guard: Box::new(pg),
+            }
+        }
     }
 }
 
-async fn postgres() -> Fixture {
-    let pg = plasma_testkit::TestPg::start().await;
-    let store = EventStore::open(&StoreConfig::Postgres {
-        url: pg.url().to_owned(),
-        max_connections: 16,
-    })
-    .await
-    .unwrap();
-    Fixture {
-        store,
-        _guard: Box::new(pg),
-    }
-}
-
-/// Instantiates each test body once per backend.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                let fixture = super::sqlite().await;
-                super::$name(fixture.store.clone()).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                let fixture = super::postgres().await;
-                super::$name(fixture.store.clone()).await;
-            })*
-        }
-    };
-}
-
-on_both_stores!(
+plasma_testkit::on_both_backends!(
+    fixture;
     a_command_appends_events_with_full_metadata,
     a_retried_command_id_returns_the_first_receipt_and_appends_nothing,
     concurrent_commands_on_one_aggregate_are_retried_until_all_apply,
@@ -142,7 +129,7 @@ fn mentions(n: usize, prefix: &str) -> Vec<MentionInput> {
         .collect()
 }
 
-async fn a_command_appends_events_with_full_metadata(store: EventStore) {
+async fn a_command_appends_events_with_full_metadata(Fixture { _guard, store }: Fixture) {
     let handler = CommandHandler::new(store.clone());
     let ctx = CommandContext::new(
         tenant("acme"),
@@ -182,7 +169,9 @@ async fn a_command_appends_events_with_full_metadata(store: EventStore) {
     assert_eq!(decoded.clone(), decoded);
 }
 
-async fn a_retried_command_id_returns_the_first_receipt_and_appends_nothing(store: EventStore) {
+async fn a_retried_command_id_returns_the_first_receipt_and_appends_nothing(
+    Fixture { _guard, store }: Fixture,
+) {
     let handler = CommandHandler::new(store.clone());
     let ctx = context("acme");
     let id = Uuid::now_v7();
@@ -246,7 +235,9 @@ async fn a_retried_command_id_returns_the_first_receipt_and_appends_nothing(stor
     assert_eq!(store.head().await.unwrap(), head);
 }
 
-async fn concurrent_commands_on_one_aggregate_are_retried_until_all_apply(store: EventStore) {
+async fn concurrent_commands_on_one_aggregate_are_retried_until_all_apply(
+    Fixture { _guard, store }: Fixture,
+) {
     let handler = CommandHandler::new(store.clone());
     let brand = new_brand(&handler, "acme").await;
     let writers = 6;
@@ -284,7 +275,9 @@ async fn concurrent_commands_on_one_aggregate_are_retried_until_all_apply(store:
     assert_eq!(sequences, (1..=1 + writers).collect::<Vec<_>>());
 }
 
-async fn concurrent_appends_get_gap_free_positions_and_readers_never_skip_one(store: EventStore) {
+async fn concurrent_appends_get_gap_free_positions_and_readers_never_skip_one(
+    Fixture { _guard, store }: Fixture,
+) {
     let handler = CommandHandler::new(store.clone());
     let brand = new_brand(&handler, "acme").await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -342,7 +335,9 @@ async fn concurrent_appends_get_gap_free_positions_and_readers_never_skip_one(st
     assert_eq!(positions, (1..=head).collect::<Vec<_>>());
 }
 
-async fn bulk_ingest_is_one_transaction_with_contiguous_positions(store: EventStore) {
+async fn bulk_ingest_is_one_transaction_with_contiguous_positions(
+    Fixture { _guard, store }: Fixture,
+) {
     let handler = CommandHandler::new(store.clone());
     let brand = new_brand(&handler, "acme").await;
     let ctx = context("acme");
@@ -376,7 +371,9 @@ async fn bulk_ingest_is_one_transaction_with_contiguous_positions(store: EventSt
     assert_eq!(m.competitors_mentioned, vec!["Globex".to_owned()]);
 }
 
-async fn ingesting_the_same_mentions_again_yields_no_new_events(store: EventStore) {
+async fn ingesting_the_same_mentions_again_yields_no_new_events(
+    Fixture { _guard, store }: Fixture,
+) {
     let handler = CommandHandler::new(store.clone());
     let brand = new_brand(&handler, "acme").await;
     handler
@@ -408,13 +405,15 @@ async fn ingesting_the_same_mentions_again_yields_no_new_events(store: EventStor
     let existing = &mentions(1, "m")[0];
     let command = MentionCommand::Ingest(plasma_domain::brand::IngestMention {
         brand_id: brand,
-        source: " TWITTER ".into(),
-        external_id: existing.external_id.clone(),
-        author: existing.author.clone(),
-        text: existing.text.clone(),
-        url: None,
-        published_at: existing.published_at,
-        language: None,
+        mention: MentionInput {
+            source: " TWITTER ".into(),
+            external_id: existing.external_id.clone(),
+            author: existing.author.clone(),
+            text: existing.text.clone(),
+            url: None,
+            published_at: existing.published_at,
+            language: None,
+        },
         competitors: vec![],
         at: at(),
     });
@@ -430,7 +429,9 @@ async fn ingesting_the_same_mentions_again_yields_no_new_events(store: EventStor
     assert_eq!(store.head().await.unwrap(), head + 10);
 }
 
-async fn one_bad_mention_refuses_the_whole_bulk_and_writes_nothing(store: EventStore) {
+async fn one_bad_mention_refuses_the_whole_bulk_and_writes_nothing(
+    Fixture { _guard, store }: Fixture,
+) {
     let handler = CommandHandler::new(store.clone());
     let brand = new_brand(&handler, "acme").await;
     let head = store.head().await.unwrap();
@@ -450,7 +451,9 @@ async fn one_bad_mention_refuses_the_whole_bulk_and_writes_nothing(store: EventS
     assert_eq!(store.head().await.unwrap(), head);
 }
 
-async fn a_nul_character_is_refused_before_it_could_wedge_a_projection(store: EventStore) {
+async fn a_nul_character_is_refused_before_it_could_wedge_a_projection(
+    Fixture { _guard, store }: Fixture,
+) {
     // JSON allows "\u0000"; PostgreSQL text columns do not, so a read model could never apply it.
     let handler = CommandHandler::new(store.clone());
     let brand = new_brand(&handler, "acme").await;
@@ -476,7 +479,7 @@ async fn a_nul_character_is_refused_before_it_could_wedge_a_projection(store: Ev
     assert_eq!(store.head().await.unwrap(), head);
 }
 
-async fn bulk_ingest_into_an_unknown_brand_is_refused(store: EventStore) {
+async fn bulk_ingest_into_an_unknown_brand_is_refused(Fixture { _guard, store }: Fixture) {
     let handler = CommandHandler::new(store.clone());
     let err = handler
         .ingest_mentions(
@@ -495,7 +498,7 @@ async fn bulk_ingest_into_an_unknown_brand_is_refused(store: EventStore) {
     assert_eq!(store.head().await.unwrap(), 0);
 }
 
-async fn a_tenant_never_sees_another_tenants_stream(store: EventStore) {
+async fn a_tenant_never_sees_another_tenants_stream(Fixture { _guard, store }: Fixture) {
     let handler = CommandHandler::new(store.clone());
     let brand = new_brand(&handler, "tenant-a").await;
     let other = store
@@ -534,7 +537,7 @@ async fn a_tenant_never_sees_another_tenants_stream(store: EventStore) {
     );
 }
 
-async fn a_domain_error_writes_nothing(store: EventStore) {
+async fn a_domain_error_writes_nothing(Fixture { _guard, store }: Fixture) {
     let handler = CommandHandler::new(store.clone());
     let brand = new_brand(&handler, "acme").await;
     let err = handler

@@ -2,10 +2,12 @@
 //! checks, metrics, and the answer every command gives.
 //!
 //! A handler builds the domain command (stamping `at` with [`AppState::now`]) and calls
-//! [`AppState::execute`]; it answers with [`Accepted`]:
+//! [`AppState::execute`] with the aggregate's typed id (a new one from
+//! [`CommandMeta::new_aggregate_id`](crate::extract::CommandMeta::new_aggregate_id), or the
+//! one the request names); it answers with [`Accepted`]:
 //!
 //! ```ignore
-//! let outcome = state.execute::<Brand>(caller.tenant(), &meta, Target::Existing(id), command, &()).await?;
+//! let outcome = state.execute::<Brand>(caller.tenant(), &meta, brand_id, command).await?;
 //! Ok(Accepted::ok(outcome))
 //! ```
 
@@ -13,9 +15,12 @@ use axum::http::header::{HeaderValue, LOCATION};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cqrs_es::Aggregate;
-use plasma_commands::{BulkReceipt, CommandContext, MentionInput};
-use plasma_domain::brand::Mention;
-use plasma_domain::ids::{BrandId, CommandId};
+use plasma_commands::{BulkReceipt, CommandContext};
+use plasma_domain::agent::AgentRun;
+use plasma_domain::brand::{Brand, Mention, MentionInput, MentionServices};
+use plasma_domain::content::{Draft, DraftServices};
+use plasma_domain::ids::{BrandId, CommandId, DocumentId, DraftId, MentionId, RunId};
+use plasma_domain::research::Document;
 use plasma_domain::{AggregateId, TenantId};
 use serde::Serialize;
 use uuid::Uuid;
@@ -25,21 +30,53 @@ use crate::extract::CommandMeta;
 use crate::metrics;
 use crate::state::AppState;
 
-/// The aggregate a command is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// A new aggregate whose id the server minted (e.g. registering a brand); see
-    /// [`CommandMeta::new_aggregate_id`](crate::extract::CommandMeta::new_aggregate_id).
-    New(Uuid),
-    /// An aggregate named by the request.
-    Existing(Uuid),
+/// An aggregate the API runs commands on: the typed id that names one, and the outside
+/// helpers its commands need.
+pub trait CommandTarget: Aggregate {
+    /// The typed id that names one instance, parsed from the path or minted by the server.
+    type Id: AggregateId;
+
+    /// The outside helpers this aggregate's commands need, from the app's state.
+    fn services(state: &AppState) -> &Self::Services;
 }
 
-impl Target {
-    fn id(self) -> Uuid {
-        match self {
-            Self::New(id) | Self::Existing(id) => id,
-        }
+impl CommandTarget for Brand {
+    type Id = BrandId;
+
+    fn services(_state: &AppState) -> &() {
+        &()
+    }
+}
+
+impl CommandTarget for Mention {
+    type Id = MentionId;
+
+    fn services(state: &AppState) -> &MentionServices {
+        &state.services().mention
+    }
+}
+
+impl CommandTarget for Draft {
+    type Id = DraftId;
+
+    fn services(state: &AppState) -> &DraftServices {
+        state.draft_services()
+    }
+}
+
+impl CommandTarget for AgentRun {
+    type Id = RunId;
+
+    fn services(_state: &AppState) -> &() {
+        &()
+    }
+}
+
+impl CommandTarget for Document {
+    type Id = DocumentId;
+
+    fn services(_state: &AppState) -> &() {
+        &()
     }
 }
 
@@ -165,17 +202,16 @@ impl<B: Serialize + Replay> IntoResponse for Accepted<B> {
 }
 
 impl AppState {
-    /// Runs `command` on aggregate `A` for `tenant`.
+    /// Runs `command` on `tenant`'s aggregate `A` with `id`, a new one or an existing one.
     pub async fn execute<A>(
         &self,
         tenant: &TenantId,
         meta: &CommandMeta,
-        target: Target,
+        id: A::Id,
         command: A::Command,
-        services: &A::Services,
     ) -> Result<CommandOutcome, ApiError>
     where
-        A: Aggregate,
+        A: CommandTarget,
         A::Command: Clone + serde::Serialize,
         A::Error: 'static,
         ApiError: From<A::Error>,
@@ -185,7 +221,7 @@ impl AppState {
         let context = context(tenant, meta);
         let receipt = self
             .handler()
-            .execute::<A>(&context, target.id(), command, services)
+            .execute::<A>(&context, id.as_uuid(), command, A::services(self))
             .await?;
         if !receipt.replayed {
             metrics::events_appended(A::TYPE, u64::from(receipt.events_appended));
@@ -207,11 +243,16 @@ impl AppState {
     ///
     /// For handlers whose command needs another aggregate's state (a draft's voice check needs
     /// its brand's voice guidelines).
-    pub async fn load<A: Aggregate>(&self, tenant: &TenantId, id: Uuid) -> Result<A, ApiError> {
+    pub async fn load<A: CommandTarget>(
+        &self,
+        tenant: &TenantId,
+        id: A::Id,
+    ) -> Result<A, ApiError> {
         // Loading reads the tenant's stream only; the command id is never used.
         let context =
             CommandContext::new(tenant.clone(), CommandId::from_uuid(Uuid::now_v7()), None);
-        let (aggregate, _version, _position) = self.handler().load::<A>(&context, id).await?;
+        let (aggregate, _version, _position) =
+            self.handler().load::<A>(&context, id.as_uuid()).await?;
         Ok(aggregate)
     }
 

@@ -269,7 +269,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let parts = self.problem();
         let detail = if parts.status.is_server_error() && matches!(self, Self::Internal(_)) {
-            log_cause_chain(&self, parts.code);
+            trace_cause_chain(&self, parts.code);
             "The server failed to answer this request. The failure is logged; retry later or \
              report it with the time of the request."
                 .to_owned()
@@ -312,7 +312,7 @@ impl IntoResponse for ApiError {
 }
 
 /// Logs an error with its whole `source()` chain.
-pub fn log_cause_chain(error: &(dyn std::error::Error + 'static), code: &str) {
+pub fn trace_cause_chain(error: &(dyn std::error::Error + 'static), code: &str) {
     let mut chain = Vec::new();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -348,6 +348,13 @@ impl From<ProjectionError> for ApiError {
             ProjectionError::BadCursor(_) => Self::InvalidQuery {
                 field: Some("after".to_owned()),
                 message: err.to_string(),
+            },
+            ProjectionError::NotYetConsistent {
+                min_position,
+                waited,
+            } => Self::NotYetConsistent {
+                min_position,
+                waited,
             },
             err @ (ProjectionError::Database { .. }
             | ProjectionError::Store(_)

@@ -244,7 +244,7 @@ where
 /// The query parameters of a read endpoint, strictly deserialized into `T` (use
 /// `#[serde(deny_unknown_fields)]`), and the `min_position` every read endpoint accepts.
 ///
-/// Pass `min_position` to [`AppState::wait_for`] with the projections the endpoint reads.
+/// Pass `min_position` to `state.read().after(..)`: the queries then wait for it themselves.
 #[derive(Debug, Clone)]
 pub struct ReadQuery<T> {
     pub params: T,

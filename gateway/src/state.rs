@@ -2,7 +2,6 @@
 //! gateway's own services. A cheap handle (one `Arc`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -12,7 +11,6 @@ use plasma_projections::{ReadModels, Rebuilder};
 
 use crate::auth::TokenVerifier;
 use crate::clock::Clock;
-use crate::error::ApiError;
 use crate::rate_limit::RateLimiter;
 use crate::rebuilds::Rebuilds;
 
@@ -32,7 +30,6 @@ struct Inner {
     services: Services,
     draft_services: DraftServices,
     body_limit: usize,
-    min_position_wait: Duration,
     ready_max_lag: u64,
     projections: Vec<&'static str>,
     metrics: PrometheusHandle,
@@ -50,7 +47,6 @@ pub struct StateParts {
     pub services: Services,
     pub draft_services: DraftServices,
     pub body_limit: usize,
-    pub min_position_wait: Duration,
     pub ready_max_lag: u64,
     pub projections: Vec<&'static str>,
     pub metrics: PrometheusHandle,
@@ -69,7 +65,6 @@ impl AppState {
             services,
             draft_services,
             body_limit,
-            min_position_wait,
             ready_max_lag,
             projections,
             metrics,
@@ -85,7 +80,6 @@ impl AppState {
                 services,
                 draft_services,
                 body_limit,
-                min_position_wait,
                 ready_max_lag,
                 projections,
                 metrics,
@@ -149,31 +143,5 @@ impl AppState {
 
     pub fn metrics(&self) -> &PrometheusHandle {
         &self.inner.metrics
-    }
-
-    /// Read-your-writes: with a `min_position`, waits (at most the configured bound) until
-    /// every projection in `projections` has applied it; 503 `not_yet_consistent` otherwise.
-    pub async fn wait_for(
-        &self,
-        min_position: Option<i64>,
-        projections: &[&str],
-    ) -> Result<(), ApiError> {
-        let Some(position) = min_position else {
-            return Ok(());
-        };
-        let waited = self.inner.min_position_wait;
-        if self
-            .inner
-            .read
-            .wait_for(projections, position, waited)
-            .await?
-        {
-            Ok(())
-        } else {
-            Err(ApiError::NotYetConsistent {
-                min_position: position,
-                waited,
-            })
-        }
     }
 }

@@ -49,7 +49,7 @@ impl LogConfig {
     /// position), and no delivery timeout: a timed-out record is the one failure the gapless
     /// guarantee does not cover (later records of its partition could be written before it is
     /// republished, and consumers deduplicating by position would drop it). So a broker outage
-    /// only delays delivery while the outbox grows.
+    /// only delays delivery while unpublished events accumulate in the store.
     pub fn producer(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
@@ -139,11 +139,11 @@ impl LogError {
 /// Routes librdkafka's own log lines and client errors into `tracing`. Broker disconnects are
 /// routine for a relay or worker (they retry), so they are warnings, not errors.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct LogContext;
+pub struct TracingContext;
 
-impl rdkafka::ClientContext for LogContext {
+impl rdkafka::ClientContext for TracingContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        log_librdkafka(level, fac, message);
+        trace_librdkafka(level, fac, message);
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
@@ -151,8 +151,8 @@ impl rdkafka::ClientContext for LogContext {
     }
 }
 
-/// [`LogContext`]'s logging, for other contexts to reuse.
-pub fn log_librdkafka(level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+/// [`TracingContext`]'s logging, for other contexts to reuse.
+pub fn trace_librdkafka(level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
     use rdkafka::config::RDKafkaLogLevel as L;
     match level {
         L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {

@@ -29,7 +29,7 @@ use crate::metrics::{
     METRIC_COMMIT_TO_ACK_SECONDS, METRIC_LEADER, METRIC_OUTBOX_DEPTH, METRIC_PUBLISHED,
     METRIC_PUBLISH_SECONDS,
 };
-use crate::{EventCodec, LogConfig, LogContext, LogError};
+use crate::{EventCodec, LogConfig, LogError, TracingContext};
 
 /// Tunables of the relay.
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ pub struct RelayOptions {
     pub batch_events: usize,
     /// Batches produced but not yet acknowledged, so reading overlaps delivery.
     pub max_in_flight: usize,
-    /// Pause when the outbox is empty.
+    /// Pause when every committed event is published.
     pub idle_wait: Duration,
     /// How often a standby replica tries to become leader.
     pub standby_wait: Duration,
@@ -61,7 +61,7 @@ pub struct Relay {
     config: LogConfig,
     codec: Arc<EventCodec>,
     options: RelayOptions,
-    /// The last position recorded as published, for the outbox-depth gauge.
+    /// The last position recorded as published, for the unpublished-events gauge.
     published: AtomicI64,
 }
 
@@ -157,10 +157,10 @@ impl Relay {
         session: &mut RelayLease,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), LogError> {
-        let producer: FutureProducer<LogContext> = self
+        let producer: FutureProducer<TracingContext> = self
             .config
             .producer()
-            .create_with_context(LogContext)
+            .create_with_context(TracingContext)
             .map_err(LogError::kafka("creating the producer"))?;
         let term = self.publish(&producer, session, shutdown).await;
         if term.is_err() {
@@ -173,7 +173,7 @@ impl Relay {
 
     async fn publish(
         &self,
-        producer: &FutureProducer<LogContext>,
+        producer: &FutureProducer<TracingContext>,
         session: &mut RelayLease,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), LogError> {
@@ -226,7 +226,7 @@ impl Relay {
     /// in-flight batch to make room (never drops or reorders).
     async fn produce(
         &self,
-        producer: &FutureProducer<LogContext>,
+        producer: &FutureProducer<TracingContext>,
         events: &[RecordedEvent],
         in_flight: &mut VecDeque<InFlight>,
     ) -> Result<InFlight, LogError> {
@@ -292,7 +292,7 @@ impl Relay {
                         tracing::warn!(
                             waiting_s = waiting_since.elapsed().as_secs(),
                             position = batch.last_position,
-                            "broker has not acknowledged yet; the outbox is buffering"
+                            "broker has not acknowledged yet; committed events wait in the store"
                         );
                         waiting_since = Instant::now();
                     }

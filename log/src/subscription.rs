@@ -69,7 +69,7 @@ struct WorkerContext {
 
 impl ClientContext for WorkerContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        crate::log_librdkafka(level, fac, message);
+        crate::trace_librdkafka(level, fac, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

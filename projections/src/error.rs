@@ -29,6 +29,12 @@ pub enum ProjectionError {
     /// again.
     #[error("projection worker: {0}")]
     Worker(String),
+    /// A query's `min_position` was not applied by its read models within the wait.
+    #[error("the read models have not reached position {min_position} after {}ms", waited.as_millis())]
+    NotYetConsistent {
+        min_position: i64,
+        waited: std::time::Duration,
+    },
     #[error("invalid read-store configuration: {0}")]
     Config(String),
 }

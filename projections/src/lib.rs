@@ -11,7 +11,7 @@ mod error;
 pub mod metrics;
 pub mod models;
 mod projection;
-mod queries;
+mod read_models;
 mod read_store;
 mod rebuild;
 mod runner;
@@ -19,16 +19,18 @@ mod subscription;
 
 pub use checkpoint::{Checkpoint, PartitionKey, PartitionState};
 pub use error::ProjectionError;
+pub use models::agent_runs::{AgentCheckpointView, AgentRunView};
+pub use models::brands::BrandView;
+pub use models::documents::{DocumentEntityView, DocumentView};
+pub use models::drafts::{DraftFilter, DraftView};
+pub use models::mentions::{MentionFilter, MentionView};
+pub use models::stats::{DailyStats, StatsView};
 pub use models::{
     all_projections, projection_named, AgentRunsProjection, BrandStatsProjection, BrandsProjection,
     DocumentsProjection, DraftsProjection, MentionsProjection,
 };
 pub use projection::{Projection, Tables};
-pub use queries::{
-    AgentCheckpointView, AgentRunPage, AgentRunView, BrandView, Cursor, DailyStats,
-    DocumentEntityView, DocumentPage, DocumentView, DraftFilter, DraftPage, DraftView,
-    MentionFilter, MentionPage, MentionView, Page, ReadModels, StatsView,
-};
+pub use read_models::{Cursor, Page, PageRequest, ReadModels};
 pub use read_store::{ReadStore, ReadStoreConfig, ReadTx};
 pub use rebuild::{
     drop_shadow, rebuild, swap_in_shadow, LogReplay, OnProgress, RebuildProgress, RebuildSource,

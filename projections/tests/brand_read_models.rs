@@ -17,11 +17,14 @@ use plasma_domain::brand::{
 use plasma_domain::ids::BrandId;
 use plasma_domain::AggregateId;
 use plasma_projections::models::{BrandStatsProjection, BrandsProjection, MentionsProjection};
-use plasma_projections::{rebuild, Cursor, MentionFilter, Page, ProjectionError, RunnerOptions};
-use support::{context, tenant, Stores};
+use plasma_projections::{
+    rebuild, Cursor, MentionFilter, PageRequest, ProjectionError, RunnerOptions,
+};
+use support::{context, stores, tenant, Stores};
 use uuid::Uuid;
 
-on_both_stores!(
+plasma_testkit::on_both_backends!(
+    stores;
     brands_show_their_current_keywords_competitors_and_archive_state,
     mentions_are_listed_newest_first_and_filter_by_time_sentiment_and_source,
     keyset_pagination_visits_every_mention_exactly_once,
@@ -139,7 +142,7 @@ async fn mentions_are_listed_newest_first_and_filter_by_time_sentiment_and_sourc
             &tenant("acme"),
             id,
             &MentionFilter::default(),
-            &Page {
+            &PageRequest {
                 limit: 100,
                 after: None,
             },
@@ -164,7 +167,7 @@ async fn mentions_are_listed_newest_first_and_filter_by_time_sentiment_and_sourc
             &tenant("acme"),
             id,
             &filter,
-            &Page {
+            &PageRequest {
                 limit: 100,
                 after: None,
             },
@@ -197,7 +200,7 @@ async fn keyset_pagination_visits_every_mention_exactly_once(stores: Stores) {
                 &tenant("acme"),
                 id,
                 &MentionFilter::default(),
-                &Page { limit: 10, after },
+                &PageRequest { limit: 10, after },
             )
             .await
             .unwrap();
@@ -270,7 +273,7 @@ async fn a_flagged_mention_shows_as_flagged(stores: Stores) {
             &tenant("acme"),
             id,
             &MentionFilter::default(),
-            &Page {
+            &PageRequest {
                 limit: 10,
                 after: None,
             },
@@ -296,7 +299,7 @@ async fn a_flagged_mention_shows_as_flagged(stores: Stores) {
             &tenant("acme"),
             id,
             &MentionFilter::default(),
-            &Page {
+            &PageRequest {
                 limit: 10,
                 after: None,
             },
@@ -323,7 +326,7 @@ async fn another_tenant_sees_none_of_it(stores: Stores) {
             &b,
             id,
             &MentionFilter::default(),
-            &Page {
+            &PageRequest {
                 limit: 10,
                 after: None,
             },
@@ -378,7 +381,7 @@ async fn a_rebuild_swaps_in_while_queries_keep_answering_and_the_live_runner_fol
                         &tenant("acme"),
                         id,
                         &MentionFilter::default(),
-                        &Page {
+                        &PageRequest {
                             limit: 5,
                             after: None,
                         },
@@ -432,7 +435,7 @@ async fn a_rebuild_swaps_in_while_queries_keep_answering_and_the_live_runner_fol
             &tenant("acme"),
             id,
             &MentionFilter::default(),
-            &Page {
+            &PageRequest {
                 limit: 500,
                 after: None,
             },
@@ -447,7 +450,7 @@ async fn a_rebuild_swaps_in_while_queries_keep_answering_and_the_live_runner_fol
                 &tenant("acme"),
                 id,
                 &MentionFilter::default(),
-                &Page {
+                &PageRequest {
                     limit: 500,
                     after: Some(Cursor::parse(&cursor).unwrap()),
                 },

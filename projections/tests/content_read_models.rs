@@ -24,36 +24,15 @@ use plasma_domain::{AggregateId, TenantId};
 use plasma_projections::{
     all_projections, catch_up, projection_named, rebuild, AgentCheckpointView, AgentRunView,
     AgentRunsProjection, DocumentEntityView, DocumentView, DocumentsProjection, DraftFilter,
-    DraftView, DraftsProjection, Page, Projection, ProjectionError, ProjectionRunner, ReadModels,
-    ReadStore, ReadStoreConfig, ReadTx, RunnerOptions, StoreSubscription, Tables,
+    DraftView, DraftsProjection, PageRequest, Projection, ProjectionError, ProjectionRunner,
+    ReadModels, ReadStore, ReadStoreConfig, ReadTx, RunnerOptions, StoreSubscription, Tables,
 };
-use plasma_testkit::TestPg;
+use plasma_testkit::{Backend, TestPg};
 use serde_json::json;
 use uuid::Uuid;
 
-/// Instantiates each named test body (an `async fn(Env)`) once per backend.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread")]
-                async fn $name() {
-                    super::$name(super::Env::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread")]
-                async fn $name() {
-                    super::$name(super::Env::postgres().await).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+plasma_testkit::on_both_backends!(
+    env;
     a_draft_shows_each_step_of_its_lifecycle,
     drafts_filter_by_status_and_brand_and_page_through_every_draft_once,
     an_agent_run_shows_its_progress_latest_checkpoint_and_what_it_resumed_from,
@@ -75,6 +54,14 @@ struct Env {
     _dir: Option<tempfile::TempDir>,
     // Last: the cluster stops only after the pools above are dropped.
     _pg: Option<TestPg>,
+}
+
+/// The environment for `backend`: the setup for `plasma_testkit::on_both_backends!`.
+async fn env(backend: Backend) -> Env {
+    match backend {
+        Backend::Sqlite => Env::sqlite().await,
+        Backend::Postgres => Env::postgres().await,
+    }
 }
 
 impl Env {
@@ -199,7 +186,7 @@ impl Env {
         filter: &DraftFilter,
         limit: u32,
     ) -> (Vec<DraftView>, usize) {
-        let mut page = Page { limit, after: None };
+        let mut page = PageRequest { limit, after: None };
         let (mut all, mut pages) = (Vec::new(), 0);
         loop {
             let got = self.models.drafts(tenant, filter, &page).await.unwrap();
@@ -222,7 +209,7 @@ impl Env {
         status: Option<AgentRunStatus>,
         limit: u32,
     ) -> (Vec<AgentRunView>, usize) {
-        let mut page = Page { limit, after: None };
+        let mut page = PageRequest { limit, after: None };
         let (mut all, mut pages) = (Vec::new(), 0);
         loop {
             let got = self.models.agent_runs(tenant, status, &page).await.unwrap();
@@ -240,7 +227,7 @@ impl Env {
 
     /// Every document, page after page of `limit`; also the number of pages.
     async fn all_documents(&self, tenant: &TenantId, limit: u32) -> (Vec<DocumentView>, usize) {
-        let mut page = Page { limit, after: None };
+        let mut page = PageRequest { limit, after: None };
         let (mut all, mut pages) = (Vec::new(), 0);
         loop {
             let got = self.models.documents(tenant, &page).await.unwrap();

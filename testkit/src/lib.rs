@@ -7,9 +7,13 @@
 //! way tests never share a database. If PostgreSQL cannot start, the test fails and says why:
 //! nothing is skipped silently.
 
+mod backends;
 pub mod log;
 mod pg;
 
+#[doc(hidden)]
+pub use backends::backend_itself;
+pub use backends::Backend;
 pub use log::{Broker, Registry};
 pub use pg::{PgCluster, TestPg};
 

@@ -145,7 +145,7 @@ async fn rebuilds_are_for_admins_and_known_read_models(backend: Backend) {
     .await;
 }
 
-on_both_backends!(
+plasma_testkit::on_both_backends!(
     an_admin_rebuilds_a_read_model_and_follows_its_progress,
     rebuilds_are_for_admins_and_known_read_models,
 );

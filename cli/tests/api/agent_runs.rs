@@ -409,7 +409,7 @@ async fn bad_agent_run_input_is_refused_with_the_field_and_writes_nothing(backen
     assert_eq!(app.event_count(&token).await, events);
 }
 
-on_both_backends!(
+plasma_testkit::on_both_backends!(
     a_run_with_steps_and_checkpoints_pauses_and_resumes_from_the_latest_and_a_named_checkpoint,
     a_paused_run_without_checkpoints_cannot_resume_but_can_fail,
     agent_runs_stay_with_their_tenant_and_a_retried_start_starts_one_run,

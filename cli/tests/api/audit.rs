@@ -218,7 +218,7 @@ async fn the_tenant_event_log_pages_through_this_tenants_events_only(backend: Ba
     .await;
 }
 
-on_both_backends!(
+plasma_testkit::on_both_backends!(
     the_audit_history_lists_an_aggregates_events_with_their_metadata,
     the_state_as_of_a_version_or_an_instant_replays_the_events_up_to_it,
     the_tenant_event_log_pages_through_this_tenants_events_only,

@@ -113,7 +113,7 @@ async fn an_editor_can_run_commands_but_cannot_read_the_audit_log(backend: Backe
     .await;
 }
 
-on_both_backends!(
+plasma_testkit::on_both_backends!(
     requests_without_a_valid_token_are_answered_401,
     a_viewer_can_query_but_cannot_run_commands,
     an_editor_can_run_commands_but_cannot_read_the_audit_log,

@@ -319,7 +319,7 @@ async fn unknown_routes_and_methods_answer_problem_json(backend: Backend) {
     problem(response, 405, "method_not_allowed").await;
 }
 
-on_both_backends!(
+plasma_testkit::on_both_backends!(
     malformed_unknown_missing_and_mistyped_bodies_are_400_with_the_field_and_write_nothing,
     bad_ids_and_query_parameters_are_400_with_the_field,
     values_the_domain_refuses_are_422_with_the_field_and_write_nothing,

@@ -201,7 +201,7 @@ async fn ingested_mentions_can_be_listed_filtered_paged_flagged_and_escalated(ba
     assert_eq!(view["items"][0]["escalated"], true);
 }
 
-on_both_backends!(
+plasma_testkit::on_both_backends!(
     registering_a_brand_answers_201_with_its_location_id_version_and_position,
     keywords_competitors_and_archiving_change_the_brand,
     ingested_mentions_can_be_listed_filtered_paged_flagged_and_escalated,

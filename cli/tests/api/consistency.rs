@@ -72,7 +72,7 @@ async fn a_query_waiting_for_a_position_far_ahead_answers_503_with_retry_after(b
     );
 }
 
-on_both_backends!(
+plasma_testkit::on_both_backends!(
     a_query_with_the_commands_position_sees_the_write,
     a_query_waiting_for_a_position_far_ahead_answers_503_with_retry_after,
 );

@@ -90,4 +90,4 @@ async fn the_demo_loads_once_and_its_stats_show_the_spike(backend: Backend) {
     }
 }
 
-on_both_backends!(the_demo_loads_once_and_its_stats_show_the_spike);
+plasma_testkit::on_both_backends!(the_demo_loads_once_and_its_stats_show_the_spike);

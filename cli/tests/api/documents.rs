@@ -273,7 +273,7 @@ async fn bad_document_input_is_refused_with_the_field_and_writes_nothing(backend
     assert_eq!(app.event_count(&token).await, events);
 }
 
-on_both_backends!(
+plasma_testkit::on_both_backends!(
     a_document_is_ingested_chunked_and_its_entities_recorded_then_re_recorded,
     documents_stay_with_their_tenant_and_a_retried_chunking_chunks_once,
     bad_document_input_is_refused_with_the_field_and_writes_nothing,

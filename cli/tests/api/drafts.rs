@@ -459,7 +459,7 @@ async fn bad_draft_input_is_refused_with_the_field_and_writes_nothing(backend: B
     assert_eq!(app.event_count(&token).await, events);
 }
 
-on_both_backends!(
+plasma_testkit::on_both_backends!(
     a_draft_goes_from_request_through_a_failed_then_a_passed_voice_check_to_publication,
     publishing_an_unapproved_draft_and_approving_a_rejected_one_are_409,
     a_draft_for_a_missing_archived_or_other_tenants_brand_is_refused_and_drafts_stay_with_their_tenant,

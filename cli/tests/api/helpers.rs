@@ -15,34 +15,12 @@ use plasma_gateway::{Role, Secret, TokenIssuer};
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
+pub use plasma_testkit::Backend;
+
 /// The secret test servers verify tokens with.
 pub const TEST_SECRET: &str = "api-test-secret-api-test-secret-0123";
 /// The tenant most tests act as.
 pub const TENANT: &str = "acme";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Instantiates each `async fn name(backend: Backend)` once per backend.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name($crate::helpers::Backend::Sqlite).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name($crate::helpers::Backend::Postgres).await;
-            })*
-        }
-    };
-}
 
 /// A running gateway and a client for it.
 pub struct TestApp {

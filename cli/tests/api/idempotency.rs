@@ -121,7 +121,7 @@ async fn an_idempotency_key_reused_for_another_request_is_refused(backend: Backe
     assert_eq!(app.event_count(&token).await, before);
 }
 
-on_both_backends!(
+plasma_testkit::on_both_backends!(
     the_same_idempotency_key_twice_gives_the_same_answer_and_one_set_of_events,
     an_idempotency_key_reused_for_another_request_is_refused,
 );

@@ -4,7 +4,6 @@
 // Tests may unwrap and panic: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
-#[macro_use]
 mod helpers;
 
 mod admin;

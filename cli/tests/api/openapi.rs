@@ -270,7 +270,7 @@ async fn the_docs_page_answers_html_whose_assets_the_app_serves_itself(backend: 
     assert!(!initializer.contains("http://"), "{initializer}");
 }
 
-on_both_backends!(
+plasma_testkit::on_both_backends!(
     the_openapi_document_is_openapi_3_1_and_lists_exactly_the_routes_the_router_serves,
     the_docs_page_answers_html_whose_assets_the_app_serves_itself,
 );

@@ -88,7 +88,7 @@ async fn metrics_expose_http_event_and_projection_series(backend: Backend) {
     }
 }
 
-on_both_backends!(
+plasma_testkit::on_both_backends!(
     health_answers_200_without_a_token,
     ready_answers_200_once_every_projection_is_near_the_store_head,
     metrics_expose_http_event_and_projection_series,

@@ -42,4 +42,6 @@ async fn a_tenant_over_its_rate_limit_gets_429_with_retry_after_and_others_do_no
     );
 }
 
-on_both_backends!(a_tenant_over_its_rate_limit_gets_429_with_retry_after_and_others_do_not);
+plasma_testkit::on_both_backends!(
+    a_tenant_over_its_rate_limit_gets_429_with_retry_after_and_others_do_not
+);

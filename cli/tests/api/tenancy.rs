@@ -69,6 +69,6 @@ async fn another_tenant_gets_404_for_a_brand_its_mentions_and_its_audit_and_cann
     assert_eq!(app.event_count(&a).await, events_of_a);
 }
 
-on_both_backends!(
+plasma_testkit::on_both_backends!(
     another_tenant_gets_404_for_a_brand_its_mentions_and_its_audit_and_cannot_ingest_into_it,
 );

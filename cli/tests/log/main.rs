@@ -503,12 +503,7 @@ async fn commands_reach_every_read_model_through_the_log_despite_crashes_and_a_b
 
     let mut relay_a = stack.spawn("relay-a", &["relay", "--batch", "500"]);
     wait_for_log(&relay_a, "relay is the leader").await;
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let metrics_listen = format!("127.0.0.1:{metrics_port}");
+    let metrics_listen = format!("127.0.0.1:{}", free_port());
     let _relay_b = stack.spawn(
         "relay-b",
         &[
@@ -519,12 +514,14 @@ async fn commands_reach_every_read_model_through_the_log_despite_crashes_and_a_b
             &metrics_listen,
         ],
     );
+    let worker_metrics_listen = format!("127.0.0.1:{}", free_port());
     let mut workers: Vec<Proc> = Vec::new();
     for model in all_projections().iter().map(|p| p.name()) {
-        workers.push(stack.spawn(
-            &format!("project-{model}"),
-            &["project", "--read-model", model, "--batch", "500"],
-        ));
+        let mut args = vec!["project", "--read-model", model, "--batch", "500"];
+        if model == "brands" {
+            args.extend(["--metrics-listen", worker_metrics_listen.as_str()]);
+        }
+        workers.push(stack.spawn(&format!("project-{model}"), &args));
     }
     let mut mentions_b = stack.spawn(
         "project-mentions-b",
@@ -618,6 +615,23 @@ async fn commands_reach_every_read_model_through_the_log_despite_crashes_and_a_b
         "plasma_relay_published_events_total",
         "plasma_relay_publish_seconds",
         "plasma_relay_commit_to_ack_seconds",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "`{series}` missing from:\n{metrics}"
+        );
+    }
+    // Each `plasma project` process reports its own read model's position and lag.
+    let metrics = reqwest::get(format!("http://{worker_metrics_listen}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "plasma_projection_position{projection=\"brands\"}",
+        "plasma_projection_lag_events{projection=\"brands\"}",
+        "plasma_worker_applied_events_total{projection=\"brands\"}",
     ] {
         assert!(
             metrics.contains(series),
@@ -746,4 +760,13 @@ async fn schemas_register_once_per_subject_with_backward_transitive_compatibilit
             .unwrap(),
         event.decode().unwrap()
     );
+}
+
+/// A free loopback port, for a process to listen on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -133,6 +133,25 @@ pub enum BrandError {
     Invalid(#[from] TextError),
 }
 
+/// Why a brand takes nothing new: no mentions, no drafts, no changes. Each caller maps the
+/// reason to its own error (a brand command's, a bulk ingest's, the API's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BrandInactive {
+    #[error("the brand does not exist")]
+    NotFound,
+    #[error("the brand is archived")]
+    Archived,
+}
+
+impl From<BrandInactive> for BrandError {
+    fn from(reason: BrandInactive) -> Self {
+        match reason {
+            BrandInactive::NotFound => Self::NotFound,
+            BrandInactive::Archived => Self::Archived,
+        }
+    }
+}
+
 /// A brand's current state, rebuilt from its events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Brand {
@@ -145,11 +164,12 @@ pub struct Brand {
 }
 
 impl Brand {
-    fn ensure_changeable(&self) -> Result<(), BrandError> {
+    /// Only a registered brand that is not archived takes new mentions, new drafts or changes.
+    pub fn ensure_active(&self) -> Result<(), BrandInactive> {
         if !self.registered {
-            Err(BrandError::NotFound)
+            Err(BrandInactive::NotFound)
         } else if self.archived {
-            Err(BrandError::Archived)
+            Err(BrandInactive::Archived)
         } else {
             Ok(())
         }
@@ -188,19 +208,19 @@ impl Brand {
                 }))
             }
             BrandCommand::ChangeKeywords { keywords, at } => {
-                self.ensure_changeable()?;
+                self.ensure_active()?;
                 let keywords = text::term_list("keywords", &keywords, MAX_TERMS, MAX_TERM_LEN)?;
                 Ok((keywords != self.keywords)
                     .then_some(BrandEvent::BrandKeywordsChanged { keywords, at }))
             }
             BrandCommand::ChangeCompetitors { competitors, at } => {
-                self.ensure_changeable()?;
+                self.ensure_active()?;
                 let competitors = Self::competitors_for(&self.name, &competitors)?;
                 Ok((competitors != self.competitors)
                     .then_some(BrandEvent::BrandCompetitorsChanged { competitors, at }))
             }
             BrandCommand::Archive { at } => {
-                self.ensure_changeable()?;
+                self.ensure_active()?;
                 Ok(Some(BrandEvent::BrandArchived { at }))
             }
         }
@@ -444,5 +464,35 @@ mod tests {
             .given_no_previous_events()
             .when(BrandCommand::Archive { at: at() })
             .then_expect_error(BrandError::NotFound);
+    }
+
+    /// The brand after `events`, rebuilt as the command handler rebuilds it.
+    fn given(events: Vec<BrandEvent>) -> Brand {
+        let mut brand = Brand::default();
+        for event in events {
+            brand.apply(event);
+        }
+        brand
+    }
+
+    #[test]
+    fn a_registered_brand_is_active() {
+        let brand = given(vec![registered()]);
+        let verdict = brand.ensure_active();
+        assert_eq!(verdict, Ok(()));
+    }
+
+    #[test]
+    fn a_brand_never_registered_is_not_found() {
+        let brand = given(vec![]);
+        let verdict = brand.ensure_active();
+        assert_eq!(verdict, Err(BrandInactive::NotFound));
+    }
+
+    #[test]
+    fn an_archived_brand_is_not_active() {
+        let brand = given(vec![registered(), BrandEvent::BrandArchived { at: at() }]);
+        let verdict = brand.ensure_active();
+        assert_eq!(verdict, Err(BrandInactive::Archived));
     }
 }

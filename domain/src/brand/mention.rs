@@ -35,19 +35,36 @@ impl std::fmt::Debug for MentionServices {
     }
 }
 
-/// A mention as a source connector delivers it. `competitors` is the brand's competitor list at
-/// ingest time (the command handler reads it from the Brand), so the event can record which
-/// competitors the text names without the projection ever consulting the brand.
+// The API's request body is this type as it stands (its serde attributes decide the API's
+// error messages, its doc comment the schema's description); the OpenAPI document has always
+// called it `MentionBody`.
+/// One mention as a source delivers it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = MentionBody))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MentionInput {
+    pub source: String,
+    pub external_id: String,
+    #[serde(default)]
+    pub author: String,
+    pub text: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    pub published_at: DateTime<Utc>,
+    #[serde(default)]
+    pub language: Option<String>,
+}
+
+/// Ingests a mention as a source connector delivered it into one brand. `competitors` is the
+/// brand's competitor list at ingest time (the command handler reads it from the Brand), so the
+/// event can record which competitors the text names without the projection ever consulting
+/// the brand.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IngestMention {
     pub brand_id: BrandId,
-    pub source: String,
-    pub external_id: String,
-    pub author: String,
-    pub text: String,
-    pub url: Option<String>,
-    pub published_at: DateTime<Utc>,
-    pub language: Option<String>,
+    // Flattened, so the command serializes (and fingerprints) as it did with the fields inline.
+    #[serde(flatten)]
+    pub mention: MentionInput,
     pub competitors: Vec<String>,
     pub at: DateTime<Utc>,
 }
@@ -58,8 +75,8 @@ impl IngestMention {
     pub fn mention_id(&self, tenant: &TenantId) -> MentionId {
         MentionId::derive(
             tenant,
-            &normalise_source(&self.source),
-            self.external_id.trim(),
+            &normalise_source(&self.mention.source),
+            self.mention.external_id.trim(),
         )
     }
 }
@@ -154,11 +171,17 @@ impl Mention {
         command: IngestMention,
         scorer: &dyn SentimentScorer,
     ) -> Result<Option<MentionEvent>, MentionError> {
-        let source = text::required("source", &normalise_source(&command.source), MAX_SOURCE)?;
-        let external_id = text::required("external_id", &command.external_id, MAX_EXTERNAL_ID)?;
-        let author = text::bounded("author", command.author.trim(), MAX_AUTHOR)?;
-        let body = text::required("text", &command.text, MAX_TEXT)?;
-        let url = match command.url.as_deref().map(str::trim) {
+        let IngestMention {
+            brand_id,
+            mention,
+            competitors,
+            at,
+        } = command;
+        let source = text::required("source", &normalise_source(&mention.source), MAX_SOURCE)?;
+        let external_id = text::required("external_id", &mention.external_id, MAX_EXTERNAL_ID)?;
+        let author = text::bounded("author", mention.author.trim(), MAX_AUTHOR)?;
+        let body = text::required("text", &mention.text, MAX_TEXT)?;
+        let url = match mention.url.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(url) => {
                 let url = text::bounded("url", url, MAX_URL)?;
@@ -168,7 +191,7 @@ impl Mention {
                 Some(url)
             }
         };
-        let language = match command.language.as_deref().map(str::trim) {
+        let language = match mention.language.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(lang) => Some(text::bounded("language", lang, MAX_LANGUAGE)?.to_lowercase()),
         };
@@ -176,26 +199,25 @@ impl Mention {
             return Ok(None);
         }
         let lowered = body.to_lowercase();
-        let competitors_mentioned = command
-            .competitors
+        let competitors_mentioned = competitors
             .into_iter()
             .filter(|c| !c.trim().is_empty() && lowered.contains(&c.trim().to_lowercase()))
             .collect();
         let sentiment = Sentiment::from_millis(scorer.score_millis(&body));
         Ok(Some(MentionEvent::MentionIngested(Box::new(
             MentionIngested {
-                brand_id: command.brand_id,
+                brand_id,
                 source,
                 external_id,
                 author,
                 text: body,
                 url,
-                published_at: command.published_at,
+                published_at: mention.published_at,
                 language,
                 sentiment,
                 scorer: scorer.info(),
                 competitors_mentioned,
-                at: command.at,
+                at,
             },
         ))))
     }
@@ -305,13 +327,15 @@ mod tests {
     fn ingest() -> IngestMention {
         IngestMention {
             brand_id: brand(),
-            source: "Twitter".into(),
-            external_id: "tw-1".into(),
-            author: "@ana".into(),
-            text: "I love my Acme skates, way better than Globex".into(),
-            url: Some("https://x.example/tw-1".into()),
-            published_at: at(),
-            language: Some("EN".into()),
+            mention: MentionInput {
+                source: "Twitter".into(),
+                external_id: "tw-1".into(),
+                author: "@ana".into(),
+                text: "I love my Acme skates, way better than Globex".into(),
+                url: Some("https://x.example/tw-1".into()),
+                published_at: at(),
+                language: Some("EN".into()),
+            },
             competitors: vec!["Globex".into(), "Initech".into()],
             at: at(),
         }
@@ -357,15 +381,47 @@ mod tests {
     fn the_mention_id_ignores_case_and_padding_of_the_source_and_external_id() {
         let tenant = TenantId::parse("acme").unwrap();
         let mut other = ingest();
-        other.source = " TWITTER ".into();
-        other.external_id = " tw-1 ".into();
+        other.mention.source = " TWITTER ".into();
+        other.mention.external_id = " tw-1 ".into();
         assert_eq!(ingest().mention_id(&tenant), other.mention_id(&tenant));
+    }
+
+    #[test]
+    fn an_ingest_serializes_with_the_mention_fields_inline() {
+        // Command fingerprints hash this form: nesting the mention's fields would change them.
+        let value = serde_json::to_value(ingest()).unwrap();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "at",
+                "author",
+                "brand_id",
+                "competitors",
+                "external_id",
+                "language",
+                "published_at",
+                "source",
+                "text",
+                "url"
+            ]
+        );
+        assert_eq!(
+            serde_json::from_value::<IngestMention>(value).unwrap(),
+            ingest()
+        );
     }
 
     #[test]
     fn a_mention_without_text_is_refused() {
         let mut command = ingest();
-        command.text = " ".into();
+        command.mention.text = " ".into();
         TestFramework::<Mention>::with(services())
             .given_no_previous_events()
             .when(MentionCommand::Ingest(command))
@@ -375,7 +431,7 @@ mod tests {
     #[test]
     fn a_mention_without_external_id_is_refused() {
         let mut command = ingest();
-        command.external_id = String::new();
+        command.mention.external_id = String::new();
         TestFramework::<Mention>::with(services())
             .given_no_previous_events()
             .when(MentionCommand::Ingest(command))
@@ -387,7 +443,7 @@ mod tests {
     #[test]
     fn a_mention_with_an_overlong_text_is_refused() {
         let mut command = ingest();
-        command.text = "a".repeat(MAX_TEXT + 1);
+        command.mention.text = "a".repeat(MAX_TEXT + 1);
         TestFramework::<Mention>::with(services())
             .given_no_previous_events()
             .when(MentionCommand::Ingest(command))
@@ -401,7 +457,7 @@ mod tests {
     #[test]
     fn a_mention_with_a_non_http_url_is_refused() {
         let mut command = ingest();
-        command.url = Some("javascript:alert(1)".into());
+        command.mention.url = Some("javascript:alert(1)".into());
         TestFramework::<Mention>::with(services())
             .given_no_previous_events()
             .when(MentionCommand::Ingest(command))

@@ -7,9 +7,9 @@ mod brand;
 mod mention;
 mod sentiment;
 
-pub use brand::{Brand, BrandCommand, BrandError, BrandEvent, VoiceGuidelines};
+pub use brand::{Brand, BrandCommand, BrandError, BrandEvent, BrandInactive, VoiceGuidelines};
 pub use mention::{
     IngestMention, Mention, MentionCommand, MentionError, MentionEvent, MentionIngested,
-    MentionServices,
+    MentionInput, MentionServices,
 };
 pub use sentiment::{ScorerInfo, Sentiment, SentimentLabel, SentimentScorer};

@@ -10,7 +10,7 @@ use axum::Json as JsonBody;
 use plasma_domain::agent::{AgentRun, AgentRunCommand, AgentRunStatus, ResumeFrom};
 use plasma_domain::ids::RunId;
 use plasma_domain::AggregateId;
-use plasma_projections::{AgentRunPage, AgentRunView};
+use plasma_projections::{AgentRunView, Page};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -19,13 +19,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{Authorized, Commands, Queries};
-use crate::command::{Accepted, CommandOutcome, Target};
+use crate::command::{Accepted, CommandOutcome};
 use crate::error::ApiError;
 use crate::extract::{parse_id, CommandMeta, Json, NoParams, PathId, PathParams, ReadQuery};
 use crate::state::AppState;
-
-/// The read model the agent run queries read.
-const PROJECTION: &str = "agent_runs";
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -54,13 +51,7 @@ async fn run(
     command: AgentRunCommand,
 ) -> Result<Accepted<CommandOutcome>, ApiError> {
     let outcome = state
-        .execute::<AgentRun>(
-            caller.tenant(),
-            meta,
-            Target::Existing(id.as_uuid()),
-            command,
-            &(),
-        )
+        .execute::<AgentRun>(caller.tenant(), meta, id, command)
         .await?;
     Ok(Accepted::ok(outcome).with_location(run_url(id.as_uuid())))
 }
@@ -123,13 +114,7 @@ async fn start(
         at: state.now(),
     };
     let outcome = state
-        .execute::<AgentRun>(
-            caller.tenant(),
-            &meta,
-            Target::New(id.as_uuid()),
-            command,
-            &(),
-        )
+        .execute::<AgentRun>(caller.tenant(), &meta, id, command)
         .await?;
     tracing::Span::current().record("plasma.run.id", outcome.aggregate_id.to_string());
     let location = run_url(outcome.aggregate_id);
@@ -457,19 +442,18 @@ struct RunsQuery {
     path = "/agent-runs",
     tag = "agent-runs",
     params(RunsQuery),
-    responses((status = 200, description = "A page of runs", body = AgentRunPage))
+    responses((status = 200, description = "A page of runs", body = Page<AgentRunView>))
 )]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant()))]
 async fn list(
     State(state): State<AppState>,
     caller: Authorized<Queries>,
     query: ReadQuery<RunsQuery>,
-) -> Result<JsonBody<AgentRunPage>, ApiError> {
+) -> Result<JsonBody<Page<AgentRunView>>, ApiError> {
     let params = query.params;
     let page = super::page(params.limit, params.after)?;
-    state.wait_for(query.min_position, &[PROJECTION]).await?;
-    let runs = state
-        .read()
+    let reads = state.read().after(query.min_position);
+    let runs = reads
         .agent_runs(caller.tenant(), params.status, &page)
         .await?;
     Ok(JsonBody(runs))
@@ -490,9 +474,8 @@ async fn show(
     PathId(id): PathId<RunId>,
     query: ReadQuery<NoParams>,
 ) -> Result<JsonBody<AgentRunView>, ApiError> {
-    state.wait_for(query.min_position, &[PROJECTION]).await?;
-    state
-        .read()
+    let reads = state.read().after(query.min_position);
+    reads
         .agent_run(caller.tenant(), id)
         .await?
         .map(JsonBody)

@@ -3,11 +3,12 @@
 use axum::extract::State;
 use axum::Json as JsonBody;
 use chrono::{DateTime, Days, NaiveDate, Utc};
-use plasma_commands::MentionInput;
-use plasma_domain::brand::{Brand, BrandCommand, SentimentLabel, VoiceGuidelines};
+use plasma_domain::brand::{Brand, BrandCommand, MentionInput, SentimentLabel, VoiceGuidelines};
 use plasma_domain::ids::BrandId;
 use plasma_domain::AggregateId;
-use plasma_projections::{BrandView, MentionFilter, MentionPage, Page, StatsView};
+use plasma_projections::{
+    BrandView, MentionFilter, MentionView, Page, PageRequest, ReadModels, StatsView,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -15,7 +16,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{Authorized, Commands, Queries};
-use crate::command::{Accepted, BulkOutcome, CommandOutcome, Target};
+use crate::command::{Accepted, BulkOutcome, CommandOutcome};
 use crate::error::ApiError;
 use crate::extract::{CommandMeta, Json, NoParams, PathId, ReadQuery};
 use crate::state::AppState;
@@ -24,7 +25,7 @@ use crate::state::AppState;
 pub const MAX_MENTIONS_PER_REQUEST: usize = 10_000;
 /// Default and largest page of mentions.
 pub const DEFAULT_MENTION_LIMIT: u32 = 50;
-pub const MAX_MENTION_LIMIT: u32 = Page::MAX_LIMIT;
+pub const MAX_MENTION_LIMIT: u32 = PageRequest::MAX_LIMIT;
 /// Days of stats without `from`/`to`, and the most one request may ask for.
 pub const DEFAULT_STATS_DAYS: u64 = 30;
 pub const MAX_STATS_DAYS: i64 = 366;
@@ -84,13 +85,7 @@ async fn register(
         at: state.now(),
     };
     let outcome = state
-        .execute::<Brand>(
-            caller.tenant(),
-            &meta,
-            Target::New(id.as_uuid()),
-            command,
-            &(),
-        )
+        .execute::<Brand>(caller.tenant(), &meta, id, command)
         .await?;
     tracing::Span::current().record("plasma.brand.id", outcome.aggregate_id.to_string());
     let location = brand_url(outcome.aggregate_id);
@@ -129,13 +124,7 @@ async fn change_keywords(
         at: state.now(),
     };
     let outcome = state
-        .execute::<Brand>(
-            caller.tenant(),
-            &meta,
-            Target::Existing(id.as_uuid()),
-            command,
-            &(),
-        )
+        .execute::<Brand>(caller.tenant(), &meta, id, command)
         .await?;
     Ok(Accepted::ok(outcome).with_location(brand_url(id.as_uuid())))
 }
@@ -172,13 +161,7 @@ async fn change_competitors(
         at: state.now(),
     };
     let outcome = state
-        .execute::<Brand>(
-            caller.tenant(),
-            &meta,
-            Target::Existing(id.as_uuid()),
-            command,
-            &(),
-        )
+        .execute::<Brand>(caller.tenant(), &meta, id, command)
         .await?;
     Ok(Accepted::ok(outcome).with_location(brand_url(id.as_uuid())))
 }
@@ -203,13 +186,7 @@ async fn archive(
 ) -> Result<Accepted<CommandOutcome>, ApiError> {
     let command = BrandCommand::Archive { at: state.now() };
     let outcome = state
-        .execute::<Brand>(
-            caller.tenant(),
-            &meta,
-            Target::Existing(id.as_uuid()),
-            command,
-            &(),
-        )
+        .execute::<Brand>(caller.tenant(), &meta, id, command)
         .await?;
     Ok(Accepted::ok(outcome).with_location(brand_url(id.as_uuid())))
 }
@@ -217,37 +194,7 @@ async fn archive(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IngestMentions {
-    mentions: Vec<MentionBody>,
-}
-
-/// One mention as a source delivers it.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct MentionBody {
-    source: String,
-    external_id: String,
-    #[serde(default)]
-    author: String,
-    text: String,
-    #[serde(default)]
-    url: Option<String>,
-    published_at: DateTime<Utc>,
-    #[serde(default)]
-    language: Option<String>,
-}
-
-impl From<MentionBody> for MentionInput {
-    fn from(m: MentionBody) -> Self {
-        Self {
-            source: m.source,
-            external_id: m.external_id,
-            author: m.author,
-            text: m.text,
-            url: m.url,
-            published_at: m.published_at,
-            language: m.language,
-        }
-    }
+    mentions: Vec<MentionInput>,
 }
 
 /// Bulk ingest: up to 10,000 mentions (`MAX_MENTIONS_PER_REQUEST`) in one transaction; one
@@ -287,9 +234,8 @@ async fn ingest_mentions(
             message: "`mentions` must not be empty".to_owned(),
         });
     }
-    let mentions = body.mentions.into_iter().map(MentionInput::from).collect();
     let outcome = state
-        .ingest_mentions(caller.tenant(), &meta, id, mentions)
+        .ingest_mentions(caller.tenant(), &meta, id, body.mentions)
         .await?;
     Ok(Accepted::ok(outcome).with_location(format!("{}/mentions", brand_url(id.as_uuid()))))
 }
@@ -313,8 +259,8 @@ async fn list(
     caller: Authorized<Queries>,
     query: ReadQuery<NoParams>,
 ) -> Result<JsonBody<BrandList>, ApiError> {
-    state.wait_for(query.min_position, &["brands"]).await?;
-    let items = state.read().brands(caller.tenant()).await?;
+    let reads = state.read().after(query.min_position);
+    let items = reads.brands(caller.tenant()).await?;
     Ok(JsonBody(BrandList { items }))
 }
 
@@ -333,17 +279,16 @@ async fn show(
     PathId(id): PathId<BrandId>,
     query: ReadQuery<NoParams>,
 ) -> Result<JsonBody<BrandView>, ApiError> {
-    state.wait_for(query.min_position, &["brands"]).await?;
-    existing_brand(&state, &caller, id).await.map(JsonBody)
+    let reads = state.read().after(query.min_position);
+    existing_brand(&reads, &caller, id).await.map(JsonBody)
 }
 
 async fn existing_brand(
-    state: &AppState,
+    reads: &ReadModels,
     caller: &Authorized<Queries>,
     id: BrandId,
 ) -> Result<BrandView, ApiError> {
-    state
-        .read()
+    reads
         .brand(caller.tenant(), id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("brand {id} does not exist")))
@@ -372,7 +317,7 @@ struct MentionsQuery {
     path = "/brands/{id}/mentions",
     tag = "brands",
     params(("id" = Uuid, Path, description = "The brand's id"), MentionsQuery),
-    responses((status = 200, description = "A page of mentions", body = MentionPage))
+    responses((status = 200, description = "A page of mentions", body = Page<MentionView>))
 )]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.brand.id = %id))]
 async fn mentions(
@@ -380,7 +325,7 @@ async fn mentions(
     caller: Authorized<Queries>,
     PathId(id): PathId<BrandId>,
     query: ReadQuery<MentionsQuery>,
-) -> Result<JsonBody<MentionPage>, ApiError> {
+) -> Result<JsonBody<Page<MentionView>>, ApiError> {
     let params = query.params;
     let page = super::page_up_to(
         params.limit.unwrap_or(DEFAULT_MENTION_LIMIT),
@@ -395,20 +340,15 @@ async fn mentions(
             });
         }
     }
-    state
-        .wait_for(query.min_position, &["brands", "mentions"])
-        .await?;
-    existing_brand(&state, &caller, id).await?;
+    let reads = state.read().after(query.min_position);
+    existing_brand(&reads, &caller, id).await?;
     let filter = MentionFilter {
         published_from: params.from,
         published_to: params.to,
         sentiment: params.sentiment,
         source: params.source,
     };
-    let page = state
-        .read()
-        .mentions(caller.tenant(), id, &filter, &page)
-        .await?;
+    let page = reads.mentions(caller.tenant(), id, &filter, &page).await?;
     Ok(JsonBody(page))
 }
 
@@ -457,13 +397,8 @@ async fn stats(
             message: format!("at most {MAX_STATS_DAYS} days per request"),
         });
     }
-    state
-        .wait_for(query.min_position, &["brands", "brand_stats"])
-        .await?;
-    existing_brand(&state, &caller, id).await?;
-    let stats = state
-        .read()
-        .brand_stats(caller.tenant(), id, from, to)
-        .await?;
+    let reads = state.read().after(query.min_position);
+    existing_brand(&reads, &caller, id).await?;
+    let stats = reads.brand_stats(caller.tenant(), id, from, to).await?;
     Ok(JsonBody(stats))
 }

@@ -6,7 +6,7 @@ use axum::Json as JsonBody;
 use plasma_domain::ids::DocumentId;
 use plasma_domain::research::{Document, DocumentCommand, Entity, ExtractorInfo, Relation};
 use plasma_domain::AggregateId;
-use plasma_projections::{DocumentPage, DocumentView};
+use plasma_projections::{DocumentView, Page};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -14,13 +14,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{Authorized, Commands, Queries};
-use crate::command::{Accepted, CommandOutcome, Target};
+use crate::command::{Accepted, CommandOutcome};
 use crate::error::ApiError;
 use crate::extract::{CommandMeta, Json, NoParams, PathId, ReadQuery};
 use crate::state::AppState;
-
-/// The read model the document queries read.
-const PROJECTION: &str = "documents";
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -43,13 +40,7 @@ async fn run(
     command: DocumentCommand,
 ) -> Result<Accepted<CommandOutcome>, ApiError> {
     let outcome = state
-        .execute::<Document>(
-            caller.tenant(),
-            meta,
-            Target::Existing(id.as_uuid()),
-            command,
-            &(),
-        )
+        .execute::<Document>(caller.tenant(), meta, id, command)
         .await?;
     Ok(Accepted::ok(outcome).with_location(document_url(id.as_uuid())))
 }
@@ -91,13 +82,7 @@ async fn ingest(
         at: state.now(),
     };
     let outcome = state
-        .execute::<Document>(
-            caller.tenant(),
-            &meta,
-            Target::New(id.as_uuid()),
-            command,
-            &(),
-        )
+        .execute::<Document>(caller.tenant(), &meta, id, command)
         .await?;
     tracing::Span::current().record("plasma.document.id", outcome.aggregate_id.to_string());
     let location = document_url(outcome.aggregate_id);
@@ -248,18 +233,18 @@ struct DocumentsQuery {
     path = "/documents",
     tag = "documents",
     params(DocumentsQuery),
-    responses((status = 200, description = "A page of documents", body = DocumentPage))
+    responses((status = 200, description = "A page of documents", body = Page<DocumentView>))
 )]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant()))]
 async fn list(
     State(state): State<AppState>,
     caller: Authorized<Queries>,
     query: ReadQuery<DocumentsQuery>,
-) -> Result<JsonBody<DocumentPage>, ApiError> {
+) -> Result<JsonBody<Page<DocumentView>>, ApiError> {
     let params = query.params;
     let page = super::page(params.limit, params.after)?;
-    state.wait_for(query.min_position, &[PROJECTION]).await?;
-    let documents = state.read().documents(caller.tenant(), &page).await?;
+    let reads = state.read().after(query.min_position);
+    let documents = reads.documents(caller.tenant(), &page).await?;
     Ok(JsonBody(documents))
 }
 
@@ -278,9 +263,8 @@ async fn show(
     PathId(id): PathId<DocumentId>,
     query: ReadQuery<NoParams>,
 ) -> Result<JsonBody<DocumentView>, ApiError> {
-    state.wait_for(query.min_position, &[PROJECTION]).await?;
-    state
-        .read()
+    let reads = state.read().after(query.min_position);
+    reads
         .document(caller.tenant(), id)
         .await?
         .map(JsonBody)

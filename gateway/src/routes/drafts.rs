@@ -8,13 +8,13 @@
 use axum::extract::State;
 use axum::Json as JsonBody;
 use chrono::{DateTime, Utc};
-use plasma_domain::brand::Brand;
+use plasma_domain::brand::{Brand, BrandInactive};
 use plasma_domain::content::{
     Channel, Draft, DraftCommand, DraftError, DraftStatus, GeneratorInfo,
 };
 use plasma_domain::ids::{BrandId, DraftId};
 use plasma_domain::AggregateId;
-use plasma_projections::{DraftFilter, DraftPage, DraftView};
+use plasma_projections::{DraftFilter, DraftView, Page};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -22,13 +22,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{Authorized, Commands, Queries};
-use crate::command::{Accepted, CommandOutcome, Target};
+use crate::command::{Accepted, CommandOutcome};
 use crate::error::ApiError;
 use crate::extract::{CommandMeta, Json, NoParams, PathId, ReadQuery};
 use crate::state::AppState;
-
-/// The read model the draft queries read.
-const PROJECTION: &str = "drafts";
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -56,13 +53,7 @@ async fn run(
     command: DraftCommand,
 ) -> Result<Accepted<CommandOutcome>, ApiError> {
     let outcome = state
-        .execute::<Draft>(
-            caller.tenant(),
-            meta,
-            Target::Existing(id.as_uuid()),
-            command,
-            state.draft_services(),
-        )
+        .execute::<Draft>(caller.tenant(), meta, id, command)
         .await?;
     Ok(Accepted::ok(outcome).with_location(draft_url(id.as_uuid())))
 }
@@ -102,19 +93,17 @@ async fn request(
     meta: CommandMeta,
     Json(body): Json<RequestDraft>,
 ) -> Result<Accepted<CommandOutcome>, ApiError> {
-    let brand: Brand = state.load(caller.tenant(), body.brand_id.as_uuid()).await?;
-    if !brand.registered {
-        return Err(ApiError::UnknownReference {
+    let brand: Brand = state.load(caller.tenant(), body.brand_id).await?;
+    brand.ensure_active().map_err(|reason| match reason {
+        BrandInactive::NotFound => ApiError::UnknownReference {
             field: "brand_id",
             message: format!("brand {} does not exist", body.brand_id),
-        });
-    }
-    if brand.archived {
-        return Err(ApiError::IllegalTransition(format!(
+        },
+        BrandInactive::Archived => ApiError::IllegalTransition(format!(
             "brand {} is archived and takes no new drafts",
             body.brand_id
-        )));
-    }
+        )),
+    })?;
     let id = DraftId::from_uuid(meta.new_aggregate_id());
     let command = DraftCommand::Request {
         brand_id: body.brand_id,
@@ -123,13 +112,7 @@ async fn request(
         at: state.now(),
     };
     let outcome = state
-        .execute::<Draft>(
-            caller.tenant(),
-            &meta,
-            Target::New(id.as_uuid()),
-            command,
-            state.draft_services(),
-        )
+        .execute::<Draft>(caller.tenant(), &meta, id, command)
         .await?;
     tracing::Span::current().record("plasma.draft.id", outcome.aggregate_id.to_string());
     let location = draft_url(outcome.aggregate_id);
@@ -245,10 +228,10 @@ async fn check_voice(
     PathId(id): PathId<DraftId>,
     meta: CommandMeta,
 ) -> Result<Accepted<CommandOutcome>, ApiError> {
-    let draft: Draft = state.load(caller.tenant(), id.as_uuid()).await?;
+    let draft: Draft = state.load(caller.tenant(), id).await?;
     let brand_id = draft.brand_id.ok_or(DraftError::NotFound)?;
     // A draft is only ever requested for an existing brand, and brands are never deleted.
-    let brand: Brand = state.load(caller.tenant(), brand_id.as_uuid()).await?;
+    let brand: Brand = state.load(caller.tenant(), brand_id).await?;
     let command = DraftCommand::CheckVoice {
         guidelines: brand.voice,
         at: state.now(),
@@ -421,22 +404,22 @@ struct DraftsQuery {
     path = "/drafts",
     tag = "drafts",
     params(DraftsQuery),
-    responses((status = 200, description = "A page of drafts", body = DraftPage))
+    responses((status = 200, description = "A page of drafts", body = Page<DraftView>))
 )]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant()))]
 async fn list(
     State(state): State<AppState>,
     caller: Authorized<Queries>,
     query: ReadQuery<DraftsQuery>,
-) -> Result<JsonBody<DraftPage>, ApiError> {
+) -> Result<JsonBody<Page<DraftView>>, ApiError> {
     let params = query.params;
     let page = super::page(params.limit, params.after)?;
-    state.wait_for(query.min_position, &[PROJECTION]).await?;
+    let reads = state.read().after(query.min_position);
     let filter = DraftFilter {
         status: params.status,
         brand: params.brand_id,
     };
-    let drafts = state.read().drafts(caller.tenant(), &filter, &page).await?;
+    let drafts = reads.drafts(caller.tenant(), &filter, &page).await?;
     Ok(JsonBody(drafts))
 }
 
@@ -455,9 +438,8 @@ async fn show(
     PathId(id): PathId<DraftId>,
     query: ReadQuery<NoParams>,
 ) -> Result<JsonBody<DraftView>, ApiError> {
-    state.wait_for(query.min_position, &[PROJECTION]).await?;
-    state
-        .read()
+    let reads = state.read().after(query.min_position);
+    reads
         .draft(caller.tenant(), id)
         .await?
         .map(JsonBody)

@@ -3,14 +3,13 @@
 use axum::extract::State;
 use plasma_domain::brand::{Mention, MentionCommand};
 use plasma_domain::ids::MentionId;
-use plasma_domain::AggregateId;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{Authorized, Commands};
-use crate::command::{Accepted, CommandOutcome, Target};
+use crate::command::{Accepted, CommandOutcome};
 use crate::error::ApiError;
 use crate::extract::{CommandMeta, Json, PathId};
 use crate::state::AppState;
@@ -53,13 +52,7 @@ async fn flag(
         at: state.now(),
     };
     let outcome = state
-        .execute::<Mention>(
-            caller.tenant(),
-            &meta,
-            Target::Existing(id.as_uuid()),
-            command,
-            &state.services().mention,
-        )
+        .execute::<Mention>(caller.tenant(), &meta, id, command)
         .await?;
     Ok(Accepted::ok(outcome))
 }
@@ -90,13 +83,7 @@ async fn escalate(
         at: state.now(),
     };
     let outcome = state
-        .execute::<Mention>(
-            caller.tenant(),
-            &meta,
-            Target::Existing(id.as_uuid()),
-            command,
-            &state.services().mention,
-        )
+        .execute::<Mention>(caller.tenant(), &meta, id, command)
         .await?;
     Ok(Accepted::ok(outcome))
 }

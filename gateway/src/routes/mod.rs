@@ -18,9 +18,9 @@
 //!    [`PathParams<T>`](crate::extract::PathParams), parsed field by field.
 //! 3. Commands: stamp `at` with `state.now()`, run with
 //!    [`AppState::execute`](crate::state::AppState::execute), answer
-//!    [`Accepted`](crate::command::Accepted). Queries: first
-//!    `state.wait_for(query.min_position, &[<projections read>])`, then `state.read()`; a
-//!    missing (or other tenant's) thing is `ApiError::NotFound`.
+//!    [`Accepted`](crate::command::Accepted). Queries: read through
+//!    `state.read().after(query.min_position)`: each query waits for the read models it reads
+//!    (read your writes); a missing (or other tenant's) thing is `ApiError::NotFound`.
 //! 4. Return `Result<_, ApiError>`; domain errors convert with `?` (see `error/domain.rs`).
 //! 5. Put `#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), …))]` on
 //!    each handler, and add the route to the API tests (and to the route list in
@@ -50,7 +50,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use plasma_projections::Page;
+use plasma_projections::PageRequest;
 
 use crate::error::{ApiError, InternalError};
 use crate::state::AppState;
@@ -112,18 +112,26 @@ fn v1() -> OpenApiRouter<AppState> {
 }
 
 /// Default page size of the list endpoints (drafts, agent runs, documents); the largest is
-/// [`Page::MAX_LIMIT`].
+/// [`PageRequest::MAX_LIMIT`].
 pub const DEFAULT_PAGE_LIMIT: u32 = 50;
 
 /// A page request from a list endpoint's `limit` and `after`; 400 `invalid_query` for a
 /// `limit` out of range or a cursor this API did not hand out. Handlers call it before any
 /// lookup, so a bad request is a 400 whatever the state of the read models.
-pub(crate) fn page(limit: Option<u32>, after: Option<String>) -> Result<Page, ApiError> {
-    page_up_to(limit.unwrap_or(DEFAULT_PAGE_LIMIT), Page::MAX_LIMIT, after)
+pub(crate) fn page(limit: Option<u32>, after: Option<String>) -> Result<PageRequest, ApiError> {
+    page_up_to(
+        limit.unwrap_or(DEFAULT_PAGE_LIMIT),
+        PageRequest::MAX_LIMIT,
+        after,
+    )
 }
 
 /// [`page`] with a list's own default and maximum `limit` already applied.
-pub(crate) fn page_up_to(limit: u32, max: u32, after: Option<String>) -> Result<Page, ApiError> {
+pub(crate) fn page_up_to(
+    limit: u32,
+    max: u32,
+    after: Option<String>,
+) -> Result<PageRequest, ApiError> {
     let after = after
         .as_deref()
         .map(plasma_projections::Cursor::parse)
@@ -134,7 +142,7 @@ pub(crate) fn page_up_to(limit: u32, max: u32, after: Option<String>) -> Result<
             message: format!("`limit` must be between 1 and {max}"),
         });
     }
-    Ok(Page { limit, after })
+    Ok(PageRequest { limit, after })
 }
 
 fn request_span(request: &Request) -> tracing::Span {

@@ -1,12 +1,23 @@
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
+use serde::Deserialize;
+use serde::Serialize;
+use sqlx::Row as _;
+use uuid::Uuid;
+
 use plasma_commands::RecordedEvent;
+use plasma_domain::ids::DocumentId;
 use plasma_domain::research::Document;
 use plasma_domain::research::{DocumentEvent, DocumentStatus};
 use plasma_domain::Context;
-use serde::Serialize;
+use plasma_domain::{AggregateId, TenantId};
 
 use super::{json_text, micros, update_row, Value};
+use crate::read_models::{
+    from_micros, json_column, paginate, parsed, Cursor, Page, PageRequest, ReadModels,
+};
+use crate::read_store::on_pool;
 use crate::read_store::on_tx;
 use crate::{Projection, ProjectionError, ReadTx, Tables};
 
@@ -24,10 +35,13 @@ struct EntityRow<'a> {
     kind: &'a str,
 }
 
+/// The read model's name: its checkpoint, its consumer group, `plasma project --read-model`.
+pub const NAME: &str = "documents";
+
 #[async_trait]
 impl Projection for DocumentsProjection {
     fn name(&self) -> &'static str {
-        "documents"
+        NAME
     }
 
     fn contexts(&self) -> &'static [Context] {
@@ -145,5 +159,121 @@ impl Projection for DocumentsProjection {
             .await?;
         }
         Ok(())
+    }
+}
+
+// Queries.
+
+/// An entity the latest extraction found in a document.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentEntityView {
+    pub name: String,
+    pub kind: String,
+}
+
+/// A research document as it stands (without its text).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DocumentView {
+    pub document_id: Uuid,
+    pub title: String,
+    pub source: String,
+    pub status: DocumentStatus,
+    /// Characters in the ingested text.
+    pub char_count: i64,
+    pub chunk_count: i64,
+    pub entity_count: i64,
+    pub relation_count: i64,
+    pub entities: Vec<DocumentEntityView>,
+    pub ingested_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+    pub position: i64,
+}
+
+impl ReadModels {
+    /// A tenant's research documents, newest ingested first, with keyset pagination.
+    pub async fn documents(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<DocumentView>, ProjectionError> {
+        self.settle(&[NAME]).await?;
+        let after = page.after.map(Cursor::key);
+        let limit = page.limit();
+        let mut items = self
+            .select_documents(tenant, None, after, limit + 1)
+            .await?;
+        let next_cursor = paginate(&mut items, limit, |d| (d.ingested_at, d.document_id));
+        Ok(Page { items, next_cursor })
+    }
+
+    pub async fn document(
+        &self,
+        tenant: &TenantId,
+        document: DocumentId,
+    ) -> Result<Option<DocumentView>, ProjectionError> {
+        self.settle(&[NAME]).await?;
+        Ok(self
+            .select_documents(tenant, Some(document), None, 1)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn select_documents(
+        &self,
+        tenant: &TenantId,
+        document: Option<DocumentId>,
+        after: Option<(i64, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<DocumentView>, ProjectionError> {
+        on_pool!(&self.store, |p| {
+            let mut query = sqlx::QueryBuilder::new(
+                "SELECT document_id, title, source, status, char_count, chunk_count, \
+                 entity_count, relation_count, entities, ingested_at, updated_at, version, \
+                 position FROM rm_documents WHERE tenant_id = ",
+            );
+            query.push_bind(tenant.as_str());
+            if let Some(document) = document {
+                query
+                    .push(" AND document_id = ")
+                    .push_bind(document.as_uuid());
+            }
+            if let Some((ingested, id)) = after {
+                query.push(" AND (ingested_at, document_id) < (");
+                query.push_bind(ingested).push(", ").push_bind(id).push(")");
+            }
+            query.push(" ORDER BY ingested_at DESC, document_id DESC LIMIT ");
+            query.push_bind(limit);
+            let rows = query
+                .build()
+                .fetch_all(p)
+                .await
+                .map_err(ProjectionError::db("querying documents"))?;
+            rows.iter()
+                .map(|r| {
+                    let status: String = r.try_get("status")?;
+                    let entities: String = r.try_get("entities")?;
+                    Ok(DocumentView {
+                        document_id: r.try_get("document_id")?,
+                        title: r.try_get("title")?,
+                        source: r.try_get("source")?,
+                        status: parsed(&status, DocumentStatus::parse, "document status")?,
+                        char_count: r.try_get("char_count")?,
+                        chunk_count: r.try_get("chunk_count")?,
+                        entity_count: r.try_get("entity_count")?,
+                        relation_count: r.try_get("relation_count")?,
+                        entities: json_column(&entities)?,
+                        ingested_at: from_micros(r.try_get("ingested_at")?),
+                        updated_at: from_micros(r.try_get("updated_at")?),
+                        version: r.try_get("version")?,
+                        position: r.try_get("position")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(ProjectionError::db("decoding documents"))
+        })
     }
 }

@@ -1,11 +1,12 @@
-//! The read models, one projection each.
+//! The read models: one module each, owning its projection (tables and apply), its views and
+//! its queries.
 
-mod agent_runs;
-mod brands;
-mod documents;
-mod drafts;
-mod mentions;
-mod stats;
+pub mod agent_runs;
+pub mod brands;
+pub mod documents;
+pub mod drafts;
+pub mod mentions;
+pub mod stats;
 
 use std::sync::Arc;
 

@@ -1,13 +1,20 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use chrono::NaiveDate;
 use cqrs_es::Aggregate as _;
+use serde::Serialize;
+use uuid::Uuid;
+
 use plasma_commands::RecordedEvent;
 use plasma_domain::brand::Mention;
 use plasma_domain::brand::{MentionEvent, SentimentLabel};
+use plasma_domain::ids::BrandId;
 use plasma_domain::Context;
-use uuid::Uuid;
+use plasma_domain::{AggregateId, TenantId};
 
+use crate::read_models::{ratio, ReadModels};
+use crate::read_store::on_pool;
 use crate::read_store::on_tx;
 use crate::{Projection, ProjectionError, ReadTx, Tables};
 
@@ -30,10 +37,13 @@ struct Delta {
 
 type DayKey<'a> = (&'a str, Uuid, String);
 
+/// The read model's name: its checkpoint, its consumer group, `plasma project --read-model`.
+pub const NAME: &str = "brand_stats";
+
 #[async_trait]
 impl Projection for BrandStatsProjection {
     fn name(&self) -> &'static str {
-        "brand_stats"
+        NAME
     }
 
     fn contexts(&self) -> &'static [Context] {
@@ -163,5 +173,133 @@ impl Projection for BrandStatsProjection {
             });
         }
         Ok(())
+    }
+}
+
+// Queries.
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DailyStats {
+    pub day: String,
+    pub volume: i64,
+    pub positive: i64,
+    pub neutral: i64,
+    pub negative: i64,
+    /// (positive - negative) / volume, in -1 ..= 1.
+    pub net_sentiment: f64,
+    /// Mean compound score, in -1 ..= 1.
+    pub average_sentiment: f64,
+    /// Mentions naming each competitor, among this brand's mentions.
+    pub competitor_mentions: BTreeMap<String, i64>,
+    /// volume / (volume + competitor mentions), in 0 ..= 1.
+    pub share_of_voice: f64,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatsView {
+    pub brand_id: Uuid,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub days: Vec<DailyStats>,
+    pub total: DailyStats,
+}
+
+impl DailyStats {
+    fn new(day: String, volume: i64, positive: i64, neutral: i64, negative: i64, sum: i64) -> Self {
+        Self {
+            day,
+            volume,
+            positive,
+            neutral,
+            negative,
+            net_sentiment: ratio(positive - negative, volume),
+            average_sentiment: ratio(sum, volume) / 1000.0,
+            competitor_mentions: BTreeMap::new(),
+            share_of_voice: 0.0,
+        }
+    }
+
+    fn with_competitors(mut self, competitors: BTreeMap<String, i64>) -> Self {
+        let others: i64 = competitors.values().sum();
+        self.share_of_voice = ratio(self.volume, self.volume + others);
+        self.competitor_mentions = competitors;
+        self
+    }
+}
+
+impl ReadModels {
+    /// Daily stats for a brand over `from ..= to` (UTC days), with totals.
+    pub async fn brand_stats(
+        &self,
+        tenant: &TenantId,
+        brand: BrandId,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<StatsView, ProjectionError> {
+        self.settle(&[NAME]).await?;
+        let (from_day, to_day) = (from.to_string(), to.to_string());
+        let (daily, competitors) = on_pool!(&self.store, |p| {
+            let daily: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+                "SELECT day, volume, positive, neutral, negative, sentiment_sum FROM rm_brand_daily \
+                 WHERE tenant_id = $1 AND brand_id = $2 AND day >= $3 AND day <= $4 ORDER BY day",
+            )
+            .bind(tenant.as_str())
+            .bind(brand.as_uuid())
+            .bind(&from_day)
+            .bind(&to_day)
+            .fetch_all(p)
+            .await
+            .map_err(ProjectionError::db("querying daily stats"))?;
+            let competitors: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT day, competitor, mentions FROM rm_brand_competitor_daily \
+                 WHERE tenant_id = $1 AND brand_id = $2 AND day >= $3 AND day <= $4",
+            )
+            .bind(tenant.as_str())
+            .bind(brand.as_uuid())
+            .bind(&from_day)
+            .bind(&to_day)
+            .fetch_all(p)
+            .await
+            .map_err(ProjectionError::db("querying competitor mentions"))?;
+            (daily, competitors)
+        });
+        let mut by_day: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+        let mut total_competitors: BTreeMap<String, i64> = BTreeMap::new();
+        for (day, competitor, n) in competitors {
+            *total_competitors.entry(competitor.clone()).or_default() += n;
+            by_day.entry(day).or_default().insert(competitor, n);
+        }
+        let mut totals = (0, 0, 0, 0, 0);
+        let days = daily
+            .into_iter()
+            .map(|(day, volume, positive, neutral, negative, sum)| {
+                totals.0 += volume;
+                totals.1 += positive;
+                totals.2 += neutral;
+                totals.3 += negative;
+                totals.4 += sum;
+                let competitors = by_day.remove(&day).unwrap_or_default();
+                DailyStats::new(day, volume, positive, neutral, negative, sum)
+                    .with_competitors(competitors)
+            })
+            .collect();
+        let total = DailyStats::new(
+            format!("{from}..{to}"),
+            totals.0,
+            totals.1,
+            totals.2,
+            totals.3,
+            totals.4,
+        )
+        .with_competitors(total_competitors);
+        Ok(StatsView {
+            brand_id: brand.as_uuid(),
+            from,
+            to,
+            days,
+            total,
+        })
     }
 }

@@ -10,6 +10,7 @@ use plasma_projections::{
     catch_up, Projection, ProjectionRunner, ReadModels, ReadStore, ReadStoreConfig, RunnerOptions,
     StoreSubscription,
 };
+use plasma_testkit::Backend;
 use uuid::Uuid;
 
 /// An event store, the read store next to it, and whatever keeps them alive.
@@ -17,6 +18,14 @@ pub struct Stores {
     pub events: EventStore,
     pub read: ReadStore,
     _guard: Box<dyn std::any::Any + Send>,
+}
+
+/// The stores for `backend`: the setup for `plasma_testkit::on_both_backends!`.
+pub async fn stores(backend: Backend) -> Stores {
+    match backend {
+        Backend::Sqlite => Stores::sqlite().await,
+        Backend::Postgres => Stores::postgres().await,
+    }
 }
 
 impl Stores {
@@ -100,23 +109,4 @@ pub fn context(tenant_name: &str) -> CommandContext {
         CommandId::from_uuid(Uuid::now_v7()),
         None,
     )
-}
-
-/// Instantiates each `async fn name(stores: Stores)` once per backend.
-#[macro_export]
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                super::$name(super::support::Stores::sqlite().await).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                super::$name(super::support::Stores::postgres().await).await;
-            })*
-        }
-    };
 }

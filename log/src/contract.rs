@@ -197,6 +197,11 @@ const SOURCES: &[(Context, &str, &str)] = &[
         "DocumentEntitiesExtracted",
         include_str!("../../schemas/avro/research/DocumentEntitiesExtracted.avsc"),
     ),
+    (
+        Context::Research,
+        "DocumentChunksEmbedded",
+        include_str!("../../schemas/avro/research/DocumentChunksEmbedded.avsc"),
+    ),
 ];
 
 /// Every event type's schema, by event type.
@@ -629,9 +634,9 @@ impl Walk<'_> {
                 // usize fields beyond i64 cannot occur (the domain bounds them); refuse anyway.
                 None => return Err(expected("a 64-bit integer")),
             }),
-            ("float" | "double", _) => {
-                Avro::Double(json.as_f64().ok_or_else(|| expected("a number"))?)
-            }
+            // Vectors are single precision: the JSON number is an f32's shortest form.
+            ("float", _) => Avro::Float(json.as_f64().ok_or_else(|| expected("a number"))? as f32),
+            ("double", _) => Avro::Double(json.as_f64().ok_or_else(|| expected("a number"))?),
             ("string", Some("uuid")) => {
                 let text = json.as_str().ok_or_else(|| expected("a UUID"))?;
                 Avro::Uuid(text.parse().map_err(|_| expected("a UUID"))?)
@@ -756,7 +761,8 @@ impl Walk<'_> {
             Avro::Boolean(b) => Json::Bool(*b),
             Avro::Int(n) => Json::from(*n),
             Avro::Long(n) => Json::from(*n),
-            Avro::Float(n) => Json::from(f64::from(*n)),
+            // Through f32's own shortest form, so the number reads back as the same f32.
+            Avro::Float(n) => n.to_string().parse::<f64>().map_or(Json::Null, Json::from),
             Avro::Double(n) => Json::from(*n),
             Avro::String(s) => Json::String(s.clone()),
             Avro::Uuid(u) => Json::String(u.to_string()),

@@ -116,7 +116,7 @@ pub async fn load(
 /// Stores the initial checkpoint unless there is one, so that a runner's `FOR UPDATE` always
 /// finds a row to lock. Without it, two runners starting on a fresh PostgreSQL read store both
 /// read "no checkpoint", lock nothing, and both apply the first batch.
-pub(crate) async fn ensure(tx: &mut ReadTx, name: &str) -> Result<(), ProjectionError> {
+pub async fn ensure(tx: &mut ReadTx, name: &str) -> Result<(), ProjectionError> {
     let raw = serde_json::to_string(&Checkpoint::default()).map_err(bad_checkpoint(name))?;
     on_tx!(tx, |c| sqlx::query(
         "INSERT INTO projection_checkpoints (name, position, checkpoint) VALUES ($1, 0, $2) \
@@ -164,7 +164,7 @@ pub(crate) async fn delete(tx: &mut ReadTx, name: &str) -> Result<(), Projection
 
 /// Records `progress` for the projection whose checkpoint row is `name` (already locked by
 /// the caller, first): a compare-and-set against what the batch started from.
-pub(crate) async fn record(
+pub async fn record(
     tx: &mut ReadTx,
     name: &str,
     stored: Checkpoint,

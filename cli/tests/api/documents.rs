@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::helpers::{
-    accepted, position, problem, problem_with_field, spawn_app, Backend, TestApp,
+    accepted, position, problem, problem_with_field, spawn_app, spawn_app_with, Backend, TestApp,
 };
 
 /// About 1,800 characters of sentences: several chunks of 500.
@@ -273,7 +273,70 @@ async fn bad_document_input_is_refused_with_the_field_and_writes_nothing(backend
     assert_eq!(app.event_count(&token).await, events);
 }
 
+/// The in-process embedding worker records each chunked document's vectors, once, with the
+/// model that made them.
+async fn a_chunked_document_is_embedded_by_the_configured_model_once(backend: Backend) {
+    let app = spawn_app_with(backend, |layer| {
+        layer.research.embedders = Some(vec!["wordllama-l2-supercat-256".to_owned()]);
+    })
+    .await;
+    let token = app.admin();
+    let ingested = ingest(&app, &token).await;
+    let id = ingested["aggregate_id"].as_str().unwrap().to_owned();
+    let response = app
+        .post_json(
+            &format!("/v1/documents/{id}/chunk"),
+            &token,
+            &json!({"max_chars": 500, "overlap": 50}),
+        )
+        .await;
+    let chunked = accepted(response, 200).await;
+    let view = app
+        .read(&format!("/v1/documents/{id}"), &token, position(&chunked))
+        .await;
+    let chunks = view["chunk_count"].as_u64().unwrap() as usize;
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let embedded = loop {
+        let events = app.tenant_events(&token).await;
+        let embedded: Vec<Value> = events
+            .into_iter()
+            .filter(|e| e["event_type"] == "DocumentChunksEmbedded")
+            .collect();
+        if !embedded.is_empty() {
+            break embedded;
+        }
+        assert!(std::time::Instant::now() < deadline, "never embedded");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // Give a second (wrong) recording time to happen; there must be none.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let again = app
+        .tenant_events(&token)
+        .await
+        .into_iter()
+        .filter(|e| e["event_type"] == "DocumentChunksEmbedded")
+        .count();
+    assert_eq!(again, 1);
+    let data = &embedded[0]["payload"]["DocumentChunksEmbedded"];
+    assert_eq!(data["model"]["name"], "wordllama-l2-supercat-256");
+    assert_eq!(data["model"]["dimension"], 256);
+    let vectors = data["vectors"].as_array().unwrap();
+    assert_eq!(vectors.len(), chunks);
+    for (index, chunk) in vectors.iter().enumerate() {
+        assert_eq!(chunk["chunk"], index);
+        let norm: f64 = chunk["vector"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap().powi(2))
+            .sum();
+        assert!((norm - 1.0).abs() < 1e-3, "chunk {index}: norm {norm}");
+    }
+}
+
 plasma_testkit::on_both_backends!(
+    a_chunked_document_is_embedded_by_the_configured_model_once,
     a_document_is_ingested_chunked_and_its_entities_recorded_then_re_recorded,
     documents_stay_with_their_tenant_and_a_retried_chunking_chunks_once,
     bad_document_input_is_refused_with_the_field_and_writes_nothing,

@@ -55,6 +55,8 @@ async fn build(
     layer.auth.jwt_secret = Some(Secret::new(TEST_SECRET));
     layer.rate_limit.per_second = Some(10_000);
     layer.rate_limit.burst = Some(10_000);
+    // Embedding workers load their model at start; the API tests that need one ask for it.
+    layer.research.embedders = Some(Vec::new());
     let mut guards: Vec<Box<dyn Any + Send>> = Vec::new();
     match backend {
         Backend::Sqlite => {

@@ -1,9 +1,11 @@
 //! The Document aggregate: a text ingested for research, its chunks and the entities found in it.
 //!
-//! A document is chunked once: chunk indexes are what extracted entities point at, so they must
-//! never move (chunking again with the same parameters is a no-op, so retries are safe; other
-//! parameters are refused). Entities may be recorded again, e.g. by a newer extractor; the latest
-//! extraction replaces the previous one.
+//! A document is chunked once: chunk indexes are what extracted entities and chunk vectors point
+//! at, so they must never move (chunking again with the same parameters is a no-op, so retries
+//! are safe; other parameters are refused). Entities may be recorded again, e.g. by a newer
+//! extractor; the latest extraction replaces the previous one. Each embedding model's vectors
+//! are recorded once per document: computing them is costly and a replay must never run the
+//! model again.
 
 use std::collections::HashSet;
 
@@ -13,6 +15,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use super::chunker::{chunk_text, ChunkSpan};
+use super::embedding::EmbeddingModel;
 use crate::text::{self, TextError};
 use crate::EventName;
 
@@ -29,6 +32,8 @@ const MAX_RELATIONS: usize = 5000;
 const MAX_NAME: usize = 200;
 const MAX_KIND: usize = 64;
 const MAX_INFO: usize = 100;
+/// The widest vector a model may record.
+pub const MAX_DIMENSION: u32 = 4096;
 
 /// Where a document stands; read models group documents by it.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -82,7 +87,16 @@ pub struct ExtractorInfo {
     pub version: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One chunk's vector, by one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkVector {
+    /// The chunk's index in the document's chunk list.
+    pub chunk: usize,
+    /// Unit length, `model.dimension` long.
+    pub vector: Vec<f32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DocumentCommand {
     /// `source` says where the text came from (a URL, a file name).
     Ingest {
@@ -103,9 +117,15 @@ pub enum DocumentCommand {
         extractor: ExtractorInfo,
         at: DateTime<Utc>,
     },
+    /// Record the vectors a model (outside the domain) computed for every chunk.
+    RecordEmbeddings {
+        model: EmbeddingModel,
+        vectors: Vec<ChunkVector>,
+        at: DateTime<Utc>,
+    },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DocumentEvent {
     /// The only event carrying the text; chunk offsets are into this (trimmed) text.
     DocumentIngested {
@@ -127,6 +147,12 @@ pub enum DocumentEvent {
         extractor: ExtractorInfo,
         at: DateTime<Utc>,
     },
+    /// Every chunk's vector by one model, in chunk order; recorded once per model.
+    DocumentChunksEmbedded {
+        model: EmbeddingModel,
+        vectors: Vec<ChunkVector>,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for DocumentEvent {
@@ -135,6 +161,7 @@ impl DomainEvent for DocumentEvent {
             Self::DocumentIngested { .. } => "DocumentIngested",
             Self::DocumentChunked { .. } => "DocumentChunked",
             Self::DocumentEntitiesExtracted { .. } => "DocumentEntitiesExtracted",
+            Self::DocumentChunksEmbedded { .. } => "DocumentChunksEmbedded",
         }
         .to_owned()
     }
@@ -149,6 +176,7 @@ impl EventName for DocumentEvent {
         ("DocumentIngested", 1),
         ("DocumentChunked", 1),
         ("DocumentEntitiesExtracted", 1),
+        ("DocumentChunksEmbedded", 1),
     ];
 }
 
@@ -176,6 +204,22 @@ pub enum DocumentError {
     DuplicateEntity(String),
     #[error("a relation refers to `{0}`, which is not a listed entity")]
     UnknownEntity(String),
+    #[error("a {dimension}-dimension model is not accepted (1 to {max})")]
+    DimensionOutOfRange { dimension: u32, max: u32 },
+    #[error("vectors must cover chunks 0 to {expected} once each, in order; found chunk {found} at {at}")]
+    VectorsDoNotCoverChunks {
+        expected: usize,
+        found: usize,
+        at: usize,
+    },
+    #[error("the vector of chunk {chunk} has {len} values; the model has {dimension}")]
+    WrongDimension {
+        chunk: usize,
+        len: usize,
+        dimension: u32,
+    },
+    #[error("the vector of chunk {chunk} is not a finite unit vector")]
+    NotAUnitVector { chunk: usize },
     #[error(transparent)]
     Invalid(#[from] TextError),
 }
@@ -190,6 +234,10 @@ pub struct Document {
     /// `(max_chars, overlap)` once chunked.
     pub chunking: Option<(usize, usize)>,
     pub chunk_count: usize,
+    /// The chunks, once chunked (what an embedder reads).
+    pub chunks: Vec<ChunkSpan>,
+    /// Keys (`name@version`) of the models whose vectors are recorded.
+    pub embedded_with: Vec<String>,
 }
 
 impl Document {
@@ -271,7 +319,72 @@ impl Document {
                     at,
                 }))
             }
+            DocumentCommand::RecordEmbeddings { model, vectors, at } => {
+                if self.status.is_none() {
+                    return Err(DocumentError::NotFound);
+                }
+                if self.chunking.is_none() {
+                    return Err(DocumentError::NotChunked);
+                }
+                let model = EmbeddingModel {
+                    name: text::required("model.name", &model.name, MAX_INFO)?,
+                    version: text::required("model.version", &model.version, MAX_INFO)?,
+                    dimension: model.dimension,
+                };
+                if self.embedded_with.contains(&model.key()) {
+                    return Ok(None);
+                }
+                self.validate_vectors(&model, &vectors)?;
+                Ok(Some(DocumentEvent::DocumentChunksEmbedded {
+                    model,
+                    vectors,
+                    at,
+                }))
+            }
         }
+    }
+
+    /// One finite unit vector of the model's dimension per chunk, in chunk order.
+    fn validate_vectors(
+        &self,
+        model: &EmbeddingModel,
+        vectors: &[ChunkVector],
+    ) -> Result<(), DocumentError> {
+        if !(1..=MAX_DIMENSION).contains(&model.dimension) {
+            return Err(DocumentError::DimensionOutOfRange {
+                dimension: model.dimension,
+                max: MAX_DIMENSION,
+            });
+        }
+        let expected = self.chunk_count.saturating_sub(1);
+        for (at, chunk) in vectors.iter().enumerate() {
+            if chunk.chunk != at || at >= self.chunk_count {
+                return Err(DocumentError::VectorsDoNotCoverChunks {
+                    expected,
+                    found: chunk.chunk,
+                    at,
+                });
+            }
+            if chunk.vector.len() != model.dimension as usize {
+                return Err(DocumentError::WrongDimension {
+                    chunk: chunk.chunk,
+                    len: chunk.vector.len(),
+                    dimension: model.dimension,
+                });
+            }
+            let norm: f32 = chunk.vector.iter().map(|x| x * x).sum();
+            if !norm.is_finite() || (norm - 1.0).abs() > 1e-3 {
+                return Err(DocumentError::NotAUnitVector { chunk: chunk.chunk });
+            }
+        }
+        if vectors.len() != self.chunk_count {
+            return Err(DocumentError::VectorsDoNotCoverChunks {
+                expected,
+                found: vectors.len(),
+                at: vectors.len(),
+            });
+        }
+        Ok(())
     }
 
     /// Trimmed, unique by name, pointing only at existing chunks.
@@ -383,9 +496,13 @@ impl Aggregate for Document {
                 self.status = Some(DocumentStatus::Chunked);
                 self.chunking = Some((max_chars, overlap));
                 self.chunk_count = chunks.len();
+                self.chunks = chunks;
             }
             DocumentEvent::DocumentEntitiesExtracted { .. } => {
                 self.status = Some(DocumentStatus::EntitiesExtracted)
+            }
+            DocumentEvent::DocumentChunksEmbedded { model, .. } => {
+                self.embedded_with.push(model.key());
             }
         }
     }
@@ -659,6 +776,175 @@ mod tests {
             .then_expect_error(DocumentError::Invalid(TextError::Empty {
                 field: "extractor.name",
             }));
+    }
+
+    fn model(dimension: u32) -> EmbeddingModel {
+        EmbeddingModel {
+            name: "test-model".into(),
+            version: "1".into(),
+            dimension,
+        }
+    }
+
+    /// A unit vector of `dimension` values pointing along axis `axis`.
+    fn unit(dimension: usize, axis: usize) -> Vec<f32> {
+        let mut vector = vec![0.0; dimension];
+        vector[axis % dimension] = 1.0;
+        vector
+    }
+
+    fn vectors(count: usize, dimension: usize) -> Vec<ChunkVector> {
+        (0..count)
+            .map(|chunk| ChunkVector {
+                chunk,
+                vector: unit(dimension, chunk),
+            })
+            .collect()
+    }
+
+    fn chunk_count() -> usize {
+        chunk_text(&body(), 200, 0).len()
+    }
+
+    fn embed(vectors: Vec<ChunkVector>) -> DocumentCommand {
+        DocumentCommand::RecordEmbeddings {
+            model: model(4),
+            vectors,
+            at: at(),
+        }
+    }
+
+    fn embedded() -> DocumentEvent {
+        DocumentEvent::DocumentChunksEmbedded {
+            model: model(4),
+            vectors: vectors(chunk_count(), 4),
+            at: at(),
+        }
+    }
+
+    #[test]
+    fn recording_a_models_vectors_for_every_chunk_records_them() {
+        test()
+            .given(vec![ingested(), chunked()])
+            .when(embed(vectors(chunk_count(), 4)))
+            .then_expect_events(vec![embedded()]);
+    }
+
+    #[test]
+    fn recording_the_same_models_vectors_again_records_nothing() {
+        test()
+            .given(vec![ingested(), chunked(), embedded()])
+            .when(embed(vectors(chunk_count(), 4)))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn another_model_records_its_own_vectors() {
+        let other = EmbeddingModel {
+            version: "2".into(),
+            ..model(4)
+        };
+        test()
+            .given(vec![ingested(), chunked(), embedded()])
+            .when(DocumentCommand::RecordEmbeddings {
+                model: other.clone(),
+                vectors: vectors(chunk_count(), 4),
+                at: at(),
+            })
+            .then_expect_events(vec![DocumentEvent::DocumentChunksEmbedded {
+                model: other,
+                vectors: vectors(chunk_count(), 4),
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn embedding_before_chunking_is_refused() {
+        test()
+            .given(vec![ingested()])
+            .when(embed(vec![]))
+            .then_expect_error(DocumentError::NotChunked);
+    }
+
+    #[test]
+    fn vectors_missing_a_chunk_are_refused() {
+        let count = chunk_count();
+        test()
+            .given(vec![ingested(), chunked()])
+            .when(embed(vectors(count - 1, 4)))
+            .then_expect_error(DocumentError::VectorsDoNotCoverChunks {
+                expected: count - 1,
+                found: count - 1,
+                at: count - 1,
+            });
+    }
+
+    #[test]
+    fn vectors_out_of_chunk_order_are_refused() {
+        let mut out_of_order = vectors(chunk_count(), 4);
+        out_of_order.swap(0, 1);
+        test()
+            .given(vec![ingested(), chunked()])
+            .when(embed(out_of_order))
+            .then_expect_error(DocumentError::VectorsDoNotCoverChunks {
+                expected: chunk_count() - 1,
+                found: 1,
+                at: 0,
+            });
+    }
+
+    #[test]
+    fn a_vector_of_the_wrong_dimension_is_refused() {
+        let mut wrong = vectors(chunk_count(), 4);
+        wrong[1].vector = unit(3, 0);
+        test()
+            .given(vec![ingested(), chunked()])
+            .when(embed(wrong))
+            .then_expect_error(DocumentError::WrongDimension {
+                chunk: 1,
+                len: 3,
+                dimension: 4,
+            });
+    }
+
+    #[test]
+    fn a_vector_that_is_not_unit_length_or_not_finite_is_refused() {
+        for bad in [vec![0.5, 0.0, 0.0, 0.0], vec![f32::NAN, 0.0, 0.0, 1.0]] {
+            let mut wrong = vectors(chunk_count(), 4);
+            wrong[0].vector = bad;
+            test()
+                .given(vec![ingested(), chunked()])
+                .when(embed(wrong))
+                .then_expect_error(DocumentError::NotAUnitVector { chunk: 0 });
+        }
+    }
+
+    #[test]
+    fn a_model_without_a_name_or_of_no_dimension_is_refused() {
+        test()
+            .given(vec![ingested(), chunked()])
+            .when(DocumentCommand::RecordEmbeddings {
+                model: EmbeddingModel {
+                    name: " ".into(),
+                    ..model(4)
+                },
+                vectors: vectors(chunk_count(), 4),
+                at: at(),
+            })
+            .then_expect_error(DocumentError::Invalid(TextError::Empty {
+                field: "model.name",
+            }));
+        test()
+            .given(vec![ingested(), chunked()])
+            .when(DocumentCommand::RecordEmbeddings {
+                model: model(0),
+                vectors: vec![],
+                at: at(),
+            })
+            .then_expect_error(DocumentError::DimensionOutOfRange {
+                dimension: 0,
+                max: MAX_DIMENSION,
+            });
     }
 
     #[test]

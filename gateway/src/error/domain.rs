@@ -148,6 +148,10 @@ impl From<DocumentError> for ApiError {
                 invalid("entities", err)
             }
             DocumentError::UnknownEntity(_) => invalid("relations", err),
+            DocumentError::DimensionOutOfRange { .. } => invalid("model.dimension", err),
+            DocumentError::VectorsDoNotCoverChunks { .. }
+            | DocumentError::WrongDimension { .. }
+            | DocumentError::NotAUnitVector { .. } => invalid("vectors", err),
             DocumentError::Invalid(err) => err.into(),
         }
     }

@@ -117,6 +117,21 @@ impl Projection for DocumentsProjection {
                         .map_err(ProjectionError::db("projecting a document"))?);
                     continue;
                 }
+                DocumentEvent::DocumentChunksEmbedded { at, .. } => {
+                    // The vectors belong to the vector read model; here only the row's version
+                    // and position move on.
+                    update_row(
+                        tx,
+                        &table,
+                        "document_id",
+                        event,
+                        micros(at),
+                        &[],
+                        "projecting a document's embeddings",
+                    )
+                    .await?;
+                    continue;
+                }
                 DocumentEvent::DocumentChunked { chunks, at, .. } => (
                     DocumentStatus::Chunked,
                     at,

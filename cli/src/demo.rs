@@ -635,6 +635,7 @@ async fn load_documents(loader: &mut Loader<'_>) -> Result<u32, DemoError> {
             title: (*title).to_owned(),
             source: (*source).to_owned(),
             text: (*text).to_owned(),
+            chunking: None,
             at: loader.ago(minutes),
         };
         loader

@@ -136,17 +136,17 @@ impl BulkOutcome {
 }
 
 /// Answers of every command kind know whether they replay an earlier run.
-pub trait Replay {
+pub trait IdempotentAnswer {
     fn replayed(&self) -> bool;
 }
 
-impl Replay for CommandOutcome {
+impl IdempotentAnswer for CommandOutcome {
     fn replayed(&self) -> bool {
         self.replayed
     }
 }
 
-impl Replay for BulkOutcome {
+impl IdempotentAnswer for BulkOutcome {
     fn replayed(&self) -> bool {
         self.replayed
     }
@@ -161,7 +161,7 @@ pub struct Accepted<B> {
     body: B,
 }
 
-impl<B: Serialize + Replay> Accepted<B> {
+impl<B: Serialize + IdempotentAnswer> Accepted<B> {
     pub fn ok(body: B) -> Self {
         Self {
             status: StatusCode::OK,
@@ -186,7 +186,7 @@ impl<B: Serialize + Replay> Accepted<B> {
     }
 }
 
-impl<B: Serialize + Replay> IntoResponse for Accepted<B> {
+impl<B: Serialize + IdempotentAnswer> IntoResponse for Accepted<B> {
     fn into_response(self) -> Response {
         let replayed = self.body.replayed();
         let mut response = (self.status, axum::Json(self.body)).into_response();

@@ -124,6 +124,7 @@ async fn seed(store: &EventStore, count: usize) -> Vec<DocumentId> {
                 title: format!("Report {i}"),
                 source: format!("https://example.org/reports/{i}"),
                 text: paragraphs.join("\n\n"),
+                chunking: None,
                 at,
             },
             DocumentCommand::Chunk {

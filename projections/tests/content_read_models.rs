@@ -867,6 +867,7 @@ async fn a_document_shows_its_counts_and_a_new_extraction_replaces_its_entities(
             title: "Skates market".into(),
             source: "https://example.org/report".into(),
             text: format!("\n{}\n", report_text()),
+            chunking: None,
             at: ingested_at,
         },
     )
@@ -957,6 +958,7 @@ async fn a_document_shows_its_counts_and_a_new_extraction_replaces_its_entities(
             title: "Later".into(),
             source: "notes.txt".into(),
             text: "Short.".into(),
+            chunking: None,
             at: env.at(),
         },
     )
@@ -1295,6 +1297,7 @@ async fn populate(env: &Env, t: &TenantId) -> Populated {
             title: "Report".into(),
             source: "report.pdf".into(),
             text: report_text(),
+            chunking: None,
             at: env.at(),
         };
         env.document(t, *id, command).await;

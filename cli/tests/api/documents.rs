@@ -16,13 +16,13 @@ fn text() -> String {
         .collect()
 }
 
-/// Ingests a document; returns the answer.
+/// Ingests a document, leaving it for an explicit chunking; returns the answer.
 async fn ingest(app: &TestApp, token: &str) -> Value {
     let response = app
         .post_json(
             "/v1/documents",
             token,
-            &json!({"title": "Skate field notes", "source": "https://notes.example/1", "text": text()}),
+            &json!({"title": "Skate field notes", "source": "https://notes.example/1", "text": text(), "chunk": false}),
         )
         .await;
     accepted(response, 201).await
@@ -41,7 +41,7 @@ async fn a_document_is_ingested_chunked_and_its_entities_recorded_then_re_record
         .post_json(
             "/v1/documents",
             &token,
-            &json!({"title": "Skate field notes", "source": "https://notes.example/1", "text": text()}),
+            &json!({"title": "Skate field notes", "source": "https://notes.example/1", "text": text(), "chunk": false}),
         )
         .await;
     let location = response.headers()["location"].to_str().unwrap().to_owned();
@@ -335,7 +335,59 @@ async fn a_chunked_document_is_embedded_by_the_configured_model_once(backend: Ba
     }
 }
 
+/// By default a document is chunked as it is ingested (so the research pipeline runs by itself);
+/// its parameters can be set, and bad ones are refused with the field and write nothing.
+async fn a_document_is_chunked_as_it_is_ingested_unless_told_otherwise(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let token = app.admin();
+    let body = json!({"title": "Field notes", "source": "https://notes.example/2", "text": text()});
+    let ingested = accepted(app.post_json("/v1/documents", &token, &body).await, 201).await;
+    assert_eq!(ingested["events_appended"], 2);
+    let id = ingested["aggregate_id"].as_str().unwrap();
+    let view = app
+        .read(&format!("/v1/documents/{id}"), &token, position(&ingested))
+        .await;
+    assert_eq!(view["status"], "chunked");
+    // About 1,800 characters in chunks of at most 1,000 (the default).
+    assert_eq!(view["chunk_count"], 2, "{view}");
+
+    let body = json!({"title": "Field notes", "source": "s", "text": text(), "max_chars": 300, "overlap": 0});
+    let ingested = accepted(app.post_json("/v1/documents", &token, &body).await, 201).await;
+    let id = ingested["aggregate_id"].as_str().unwrap();
+    let view = app
+        .read(&format!("/v1/documents/{id}"), &token, position(&ingested))
+        .await;
+    assert!(view["chunk_count"].as_i64().unwrap() >= 6, "{view}");
+
+    let events = app.event_count(&token).await;
+    for (body, status, code, field) in [
+        (
+            json!({"title": "t", "source": "s", "text": text(), "max_chars": 50}),
+            422,
+            "validation_failed",
+            "max_chars",
+        ),
+        (
+            json!({"title": "t", "source": "s", "text": text(), "max_chars": 400, "overlap": 300}),
+            422,
+            "validation_failed",
+            "overlap",
+        ),
+        (
+            json!({"title": "t", "source": "s", "text": text(), "chunk": "yes"}),
+            400,
+            "invalid_body",
+            "chunk",
+        ),
+    ] {
+        let response = app.post_json("/v1/documents", &token, &body).await;
+        problem_with_field(response, status, code, field).await;
+    }
+    assert_eq!(app.event_count(&token).await, events);
+}
+
 plasma_testkit::on_both_backends!(
+    a_document_is_chunked_as_it_is_ingested_unless_told_otherwise,
     a_chunked_document_is_embedded_by_the_configured_model_once,
     a_document_is_ingested_chunked_and_its_entities_recorded_then_re_recorded,
     documents_stay_with_their_tenant_and_a_retried_chunking_chunks_once,

@@ -96,13 +96,32 @@ pub struct ChunkVector {
     pub vector: Vec<f32>,
 }
 
+/// How to cut a document into chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunking {
+    pub max_chars: usize,
+    pub overlap: usize,
+}
+
+impl Chunking {
+    /// What ingest uses unless told otherwise: about 250 word pieces, all-MiniLM-L6-v2's window.
+    pub const DEFAULT: Self = Self {
+        max_chars: 1000,
+        overlap: 100,
+    };
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DocumentCommand {
-    /// `source` says where the text came from (a URL, a file name).
+    /// `source` says where the text came from (a URL, a file name). With `chunking`, the
+    /// document is chunked in the same step, so the research pipeline runs without a further
+    /// call; without, it waits for an explicit `Chunk`.
     Ingest {
         title: String,
         source: String,
         text: String,
+        #[serde(default)]
+        chunking: Option<Chunking>,
         at: DateTime<Utc>,
     },
     Chunk {
@@ -241,12 +260,13 @@ pub struct Document {
 }
 
 impl Document {
-    fn decide(&self, command: DocumentCommand) -> Result<Option<DocumentEvent>, DocumentError> {
+    fn decide(&self, command: DocumentCommand) -> Result<Vec<DocumentEvent>, DocumentError> {
         match command {
             DocumentCommand::Ingest {
                 title,
                 source,
                 text: body,
+                chunking,
                 at,
             } => {
                 if self.status.is_some() {
@@ -255,12 +275,25 @@ impl Document {
                 let title = text::required("title", &title, MAX_TITLE)?;
                 let source = text::required("source", &source, MAX_SOURCE)?;
                 let body = text::required("text", &body, MAX_TEXT)?;
-                Ok(Some(DocumentEvent::DocumentIngested {
+                let chunked = match chunking {
+                    Some(Chunking { max_chars, overlap }) => {
+                        validate_chunking(max_chars, overlap)?;
+                        Some(DocumentEvent::DocumentChunked {
+                            max_chars,
+                            overlap,
+                            chunks: chunk_text(&body, max_chars, overlap),
+                            at,
+                        })
+                    }
+                    None => None,
+                };
+                let ingested = DocumentEvent::DocumentIngested {
                     title,
                     source,
                     text: body,
                     at,
-                }))
+                };
+                Ok(std::iter::once(ingested).chain(chunked).collect())
             }
             DocumentCommand::Chunk {
                 max_chars,
@@ -270,29 +303,20 @@ impl Document {
                 if self.status.is_none() {
                     return Err(DocumentError::NotFound);
                 }
-                if !(MIN_CHUNK_CHARS..=MAX_CHUNK_CHARS).contains(&max_chars) {
-                    return Err(DocumentError::ChunkSizeOutOfRange {
-                        max_chars,
-                        min: MIN_CHUNK_CHARS,
-                        max: MAX_CHUNK_CHARS,
-                    });
-                }
-                if overlap > max_chars / 2 {
-                    return Err(DocumentError::OverlapTooLarge { overlap, max_chars });
-                }
+                validate_chunking(max_chars, overlap)?;
                 match self.chunking {
-                    Some(params) if params == (max_chars, overlap) => return Ok(None),
+                    Some(params) if params == (max_chars, overlap) => return Ok(Vec::new()),
                     Some((max_chars, overlap)) => {
                         return Err(DocumentError::AlreadyChunked { max_chars, overlap })
                     }
                     None => {}
                 }
-                Ok(Some(DocumentEvent::DocumentChunked {
+                Ok(vec![DocumentEvent::DocumentChunked {
                     max_chars,
                     overlap,
                     chunks: chunk_text(&self.text, max_chars, overlap),
                     at,
-                }))
+                }])
             }
             DocumentCommand::RecordEntities {
                 entities,
@@ -312,12 +336,12 @@ impl Document {
                     name: text::required("extractor.name", &extractor.name, MAX_INFO)?,
                     version: text::required("extractor.version", &extractor.version, MAX_INFO)?,
                 };
-                Ok(Some(DocumentEvent::DocumentEntitiesExtracted {
+                Ok(vec![DocumentEvent::DocumentEntitiesExtracted {
                     entities,
                     relations,
                     extractor,
                     at,
-                }))
+                }])
             }
             DocumentCommand::RecordEmbeddings { model, vectors, at } => {
                 if self.status.is_none() {
@@ -332,14 +356,14 @@ impl Document {
                     dimension: model.dimension,
                 };
                 if self.embedded_with.contains(&model.key()) {
-                    return Ok(None);
+                    return Ok(Vec::new());
                 }
                 self.validate_vectors(&model, &vectors)?;
-                Ok(Some(DocumentEvent::DocumentChunksEmbedded {
+                Ok(vec![DocumentEvent::DocumentChunksEmbedded {
                     model,
                     vectors,
                     at,
-                }))
+                }])
             }
         }
     }
@@ -428,6 +452,21 @@ impl Document {
     }
 }
 
+/// Chunks neither too small nor too large, overlapping at most half a chunk.
+fn validate_chunking(max_chars: usize, overlap: usize) -> Result<(), DocumentError> {
+    if !(MIN_CHUNK_CHARS..=MAX_CHUNK_CHARS).contains(&max_chars) {
+        return Err(DocumentError::ChunkSizeOutOfRange {
+            max_chars,
+            min: MIN_CHUNK_CHARS,
+            max: MAX_CHUNK_CHARS,
+        });
+    }
+    if overlap > max_chars / 2 {
+        return Err(DocumentError::OverlapTooLarge { overlap, max_chars });
+    }
+    Ok(())
+}
+
 /// Trimmed, between listed entities only.
 fn validated_relations(
     entities: &[Entity],
@@ -471,7 +510,7 @@ impl Aggregate for Document {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        if let Some(event) = self.decide(command)? {
+        for event in self.decide(command)? {
             sink.write(event, self).await;
         }
         Ok(())
@@ -598,9 +637,48 @@ mod tests {
                 title: " Skates market ".into(),
                 source: "https://example.org/report".into(),
                 text: format!("\n{}\n", body()),
+                chunking: None,
                 at: at(),
             })
             .then_expect_events(vec![ingested()]);
+    }
+
+    #[test]
+    fn ingesting_with_chunking_records_the_text_and_its_chunks_in_one_step() {
+        test()
+            .given_no_previous_events()
+            .when(DocumentCommand::Ingest {
+                title: " Skates market ".into(),
+                source: "https://example.org/report".into(),
+                text: format!("\n{}\n", body()),
+                chunking: Some(Chunking {
+                    max_chars: 200,
+                    overlap: 0,
+                }),
+                at: at(),
+            })
+            .then_expect_events(vec![ingested(), chunked()]);
+    }
+
+    #[test]
+    fn ingesting_with_chunks_too_small_is_refused_and_records_nothing() {
+        test()
+            .given_no_previous_events()
+            .when(DocumentCommand::Ingest {
+                title: "Skates market".into(),
+                source: "https://example.org/report".into(),
+                text: body(),
+                chunking: Some(Chunking {
+                    max_chars: 10,
+                    overlap: 0,
+                }),
+                at: at(),
+            })
+            .then_expect_error(DocumentError::ChunkSizeOutOfRange {
+                max_chars: 10,
+                min: MIN_CHUNK_CHARS,
+                max: MAX_CHUNK_CHARS,
+            });
     }
 
     #[test]
@@ -611,6 +689,7 @@ mod tests {
                 title: "t".into(),
                 source: "s".into(),
                 text: "x".into(),
+                chunking: None,
                 at: at(),
             })
             .then_expect_error(DocumentError::AlreadyIngested);
@@ -624,6 +703,7 @@ mod tests {
                 title: "t".into(),
                 source: "s".into(),
                 text: "x".repeat(MAX_TEXT + 1),
+                chunking: None,
                 at: at(),
             })
             .then_expect_error(DocumentError::Invalid(TextError::TooLong {

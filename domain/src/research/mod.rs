@@ -7,7 +7,7 @@ mod embedding;
 
 pub use chunker::{chunk_text, ChunkSpan};
 pub use document::{
-    ChunkVector, Document, DocumentCommand, DocumentError, DocumentEvent, DocumentStatus, Entity,
-    ExtractorInfo, Relation, MAX_CHUNK_CHARS, MAX_DIMENSION, MAX_TEXT, MIN_CHUNK_CHARS,
+    ChunkVector, Chunking, Document, DocumentCommand, DocumentError, DocumentEvent, DocumentStatus,
+    Entity, ExtractorInfo, Relation, MAX_CHUNK_CHARS, MAX_DIMENSION, MAX_TEXT, MIN_CHUNK_CHARS,
 };
 pub use embedding::{cosine, EmbedError, Embedder, EmbeddingModel};

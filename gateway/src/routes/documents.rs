@@ -4,7 +4,9 @@
 use axum::extract::State;
 use axum::Json as JsonBody;
 use plasma_domain::ids::DocumentId;
-use plasma_domain::research::{Document, DocumentCommand, Entity, ExtractorInfo, Relation};
+use plasma_domain::research::{
+    Chunking, Document, DocumentCommand, Entity, ExtractorInfo, Relation,
+};
 use plasma_domain::AggregateId;
 use plasma_projections::{DocumentView, Page};
 use serde::Deserialize;
@@ -53,6 +55,13 @@ struct IngestDocument {
     source: String,
     /// The whole text (at most 1,000,000 characters).
     text: String,
+    /// Chunk the document now (default), so it is embedded without a further call; `false`
+    /// leaves it for an explicit `POST /documents/{id}/chunk`.
+    chunk: Option<bool>,
+    /// The most characters per chunk when chunking now (200 ..= 100,000); 1,000 by default.
+    max_chars: Option<usize>,
+    /// Characters shared with the previous chunk, at most half of `max_chars`; 100 by default.
+    overlap: Option<usize>,
 }
 
 /// Ingests a document under a new server-minted id: a UUIDv7, or derived from the
@@ -64,7 +73,7 @@ struct IngestDocument {
     request_body = IngestDocument,
     responses(
         (status = 201, description = "Ingested; `Location` is the document's URL", body = CommandOutcome),
-        (status = 422, description = "`validation_failed`: the title, source or text was refused"),
+        (status = 422, description = "`validation_failed`: the title, source or text was refused, or `max_chars` or `overlap` is out of range"),
     )
 )]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.document.id = tracing::field::Empty))]
@@ -75,10 +84,15 @@ async fn ingest(
     Json(body): Json<IngestDocument>,
 ) -> Result<Accepted<CommandOutcome>, ApiError> {
     let id = DocumentId::from_uuid(meta.new_aggregate_id());
+    let chunking = body.chunk.unwrap_or(true).then(|| Chunking {
+        max_chars: body.max_chars.unwrap_or(Chunking::DEFAULT.max_chars),
+        overlap: body.overlap.unwrap_or(Chunking::DEFAULT.overlap),
+    });
     let command = DocumentCommand::Ingest {
         title: body.title,
         source: body.source,
         text: body.text,
+        chunking,
         at: state.now(),
     };
     let outcome = state

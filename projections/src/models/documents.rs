@@ -117,23 +117,11 @@ impl Projection for DocumentsProjection {
                         .map_err(ProjectionError::db("projecting a document"))?);
                     continue;
                 }
-                DocumentEvent::DocumentChunksEmbedded { at, .. } => {
-                    // The vectors belong to the vector read model; here only the row's version
-                    // and position move on.
-                    update_row(
-                        tx,
-                        &table,
-                        "document_id",
-                        event,
-                        micros(at),
-                        &[],
-                        "projecting a document's embeddings",
-                    )
-                    .await?;
-                    continue;
-                }
+                // The vectors belong to the vector read model; here only the row's version and
+                // position move on.
+                DocumentEvent::DocumentChunksEmbedded { at, .. } => (None, at, Vec::new()),
                 DocumentEvent::DocumentChunked { chunks, at, .. } => (
-                    DocumentStatus::Chunked,
+                    Some(DocumentStatus::Chunked),
                     at,
                     vec![("chunk_count", count(chunks.len()))],
                 ),
@@ -151,7 +139,7 @@ impl Projection for DocumentsProjection {
                         })
                         .collect();
                     (
-                        DocumentStatus::EntitiesExtracted,
+                        Some(DocumentStatus::EntitiesExtracted),
                         at,
                         vec![
                             ("entity_count", count(entities.len())),
@@ -161,7 +149,9 @@ impl Projection for DocumentsProjection {
                     )
                 }
             };
-            columns.push(("status", Value::text(status.as_str())));
+            if let Some(status) = status {
+                columns.push(("status", Value::text(status.as_str())));
+            }
             update_row(
                 tx,
                 &table,

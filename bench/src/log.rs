@@ -206,7 +206,8 @@ pub async fn log(args: LogBenchArgs) -> Result<()> {
     let subscription = LogSubscription::start(
         read.clone(),
         store.clone(),
-        projection.as_ref(),
+        projection.name(),
+        projection.contexts(),
         &config,
         SubscriptionOptions::default(),
     )

@@ -203,7 +203,11 @@ impl Application {
             body_limit: settings.http.body_limit,
             ready_max_lag: settings.consistency.ready_max_lag,
             projections,
-            metrics: metrics::recorder(),
+            metrics: {
+                let recorder = metrics::recorder();
+                plasma_processes::embedding::describe_metrics();
+                recorder
+            },
             rebuilder,
         });
         let router = routes::router(state, settings.http.request_timeout);

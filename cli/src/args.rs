@@ -39,6 +39,8 @@ pub enum Command {
     Relay(log::RelayArgs),
     /// Maintain one read model from the topics, as a member of its consumer group.
     Project(log::ProjectArgs),
+    /// Embed chunked documents with one model, from the topics, as a member of its consumer group.
+    Embed(log::EmbedArgs),
     /// Rebuild a read model from the topics (or the event store) and swap it in.
     Replay(log::ReplayArgs),
     /// Print a topic's events as JSON lines, decoded through the schema registry.

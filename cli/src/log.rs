@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use plasma_commands::{EventStore, StoreConfig};
+use plasma_adapters::KnownModel;
+use plasma_commands::{CommandHandler, EventStore, StoreConfig};
+use plasma_domain::research::Embedder;
 use plasma_gateway::Secret;
 use plasma_log::admin::{create_topics, TopicCreated};
 use plasma_log::subscription::group_id;
@@ -18,6 +20,8 @@ use plasma_log::{
     Catalog, KafkaReplay, LogConfig, LogSubscription, RegistryAdmin, Relay, RelayOptions,
     SubscriptionOptions,
 };
+use plasma_processes::embedding::EmbeddingWorker;
+use plasma_processes::{Process, ProcessOptions, ProcessRunner};
 use plasma_projections::{
     projection_named, ProjectionRunner, ReadStore, ReadStoreConfig, RebuildSource, Rebuilder,
     RunnerOptions,
@@ -103,6 +107,7 @@ async fn serve_metrics(listen: SocketAddr) -> Result<()> {
     use axum::routing::get;
     let handle = plasma_gateway::metrics::recorder();
     plasma_log::metrics::describe();
+    plasma_processes::embedding::describe_metrics();
     let app = axum::Router::new()
         .route("/metrics", get(move || std::future::ready(handle.render())))
         .route("/health", get(|| std::future::ready("ok")));
@@ -208,7 +213,8 @@ pub async fn project(args: ProjectArgs) -> Result<ExitCode> {
                 let subscription = LogSubscription::start(
                     read.clone(),
                     store,
-                    projection.as_ref(),
+                    projection.name(),
+                    projection.contexts(),
                     &config,
                     SubscriptionOptions::default(),
                 )
@@ -250,6 +256,70 @@ fn report_lag(
             }
         }
     });
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// The model: all-MiniLM-L6-v2 or wordllama-l2-supercat-256.
+    #[arg(long, default_value = "all-MiniLM-L6-v2")]
+    pub model: String,
+    /// Serve /metrics and /health here.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// `plasma embed`: one embedding worker of one model, fed by the research topic as a member
+/// of the model's consumer group, restarted on failure. The model's files come from the
+/// models dir (PLASMA_MODELS_DIR; `scripts/install-models.sh` installs them).
+pub async fn embed(args: EmbedArgs) -> Result<ExitCode> {
+    let settings = args.log.settings()?;
+    let config = log_config(&settings)?;
+    let model = KnownModel::parse(&args.model).ok_or_else(|| {
+        let known: Vec<&str> = KnownModel::ALL.iter().map(|m| m.name()).collect();
+        anyhow!(
+            "`{}` is not a model: use {}",
+            args.model,
+            known.join(" or ")
+        )
+    })?;
+    let embedder: Arc<dyn Embedder> = Arc::from(model.load(&settings.research.models_dir)?);
+    let (store, read) = open_store(&settings).await?;
+    if let Some(listen) = args.metrics_listen {
+        serve_metrics(listen).await?;
+    }
+    let worker: Arc<dyn Process> = Arc::new(EmbeddingWorker::new(
+        CommandHandler::new(store.clone()),
+        embedder,
+    ));
+    eprintln!(
+        "plasma embed: embedding chunked documents with {} (group {})",
+        model.name(),
+        group_id(worker.name())
+    );
+    let shutdown = stop_on_signal();
+    supervise(format!("process {}", worker.name()), shutdown, |_, stop| {
+        let (read, store, worker, config) =
+            (read.clone(), store.clone(), worker.clone(), config.clone());
+        async move {
+            let subscription = LogSubscription::start(
+                read.clone(),
+                store,
+                worker.name(),
+                worker.contexts(),
+                &config,
+                SubscriptionOptions::default(),
+            )
+            .await?;
+            ProcessRunner::start(read, worker, subscription, ProcessOptions::default())
+                .await?
+                .run(stop)
+                .await
+        }
+    })
+    .await;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -22,7 +22,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Dev(_) | Command::Serve(_) => "info,sqlx=warn",
-        Command::Relay(_) | Command::Project(_) | Command::Replay(_) => {
+        Command::Relay(_) | Command::Project(_) | Command::Embed(_) | Command::Replay(_) => {
             "info,sqlx=warn,rdkafka=warn"
         }
         Command::Token(_)
@@ -47,6 +47,7 @@ async fn main() -> ExitCode {
         Command::Openapi => openapi(),
         Command::Relay(args) => log::relay(args).await,
         Command::Project(args) => log::project(args).await,
+        Command::Embed(args) => log::embed(args).await,
         Command::Replay(args) => log::replay(args).await,
         Command::Tail(args) => log::tail(args).await,
         Command::Schemas(command) => log::schemas(command).await,

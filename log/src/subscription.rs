@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::FutureExt;
 use plasma_commands::{EventStore, RecordedEvent};
+use plasma_domain::Context;
 use plasma_projections::checkpoint::{
     self, Checkpoint, KeyedMove, PartitionMove, PartitionState, Progress,
 };
@@ -159,18 +160,17 @@ struct Record {
 /// state in a restart) is replaced after this long.
 const STALL_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The topics a projection reads.
-pub fn topics_of(projection: &dyn Projection, config: &LogConfig) -> Vec<String> {
-    projection
-        .contexts()
+/// The topics of `contexts`.
+pub fn topics_of(contexts: &[Context], config: &LogConfig) -> Vec<String> {
+    contexts
         .iter()
         .map(|c| c.topic(&config.topic_prefix))
         .collect()
 }
 
-/// The consumer group of a read model's workers.
-pub fn group_id(projection: &str) -> String {
-    format!("plasma.projection.{projection}")
+/// The consumer group of a read model's workers (or a process's: `name` is its checkpoint's).
+pub fn group_id(name: &str) -> String {
+    format!("plasma.projection.{name}")
 }
 
 /// A projection's events from its topics, as a member of its consumer group; several workers
@@ -178,7 +178,7 @@ pub fn group_id(projection: &str) -> String {
 pub struct LogSubscription {
     read: ReadStore,
     store: EventStore,
-    projection: &'static str,
+    projection: String,
     codec: EventCodec,
     consumer: Arc<StreamConsumer<WorkerContext>>,
     /// Each assigned partition's committed state (the rebalance callback adds and removes).
@@ -204,18 +204,19 @@ impl std::fmt::Debug for LogSubscription {
 }
 
 impl LogSubscription {
-    /// Joins the read model's consumer group. Needs the multi-threaded Tokio runtime (the
-    /// rebalance callback waits on the read store). The projection's tables must exist (the
-    /// runner creates them before the subscription is started).
+    /// Joins the consumer group of the reader called `name` (a read model, or a process),
+    /// reading the topics of `contexts`. Needs the multi-threaded Tokio runtime (the rebalance
+    /// callback waits on the read store). A projection's tables must exist (the runner creates
+    /// them before the subscription is started).
     pub async fn start(
         read: ReadStore,
         store: EventStore,
-        projection: &dyn Projection,
+        name: &str,
+        contexts: &[Context],
         config: &LogConfig,
         options: SubscriptionOptions,
     ) -> Result<Self, ProjectionError> {
-        let name = projection.name();
-        let topics = topics_of(projection, config);
+        let topics = topics_of(contexts, config);
         let assigned = Arc::new(Mutex::new(HashMap::new()));
         let context = WorkerContext {
             read: read.clone(),
@@ -244,7 +245,7 @@ impl LogSubscription {
         Ok(Self {
             read,
             store,
-            projection: name,
+            projection: name.to_owned(),
             codec: EventCodec::new(&config.registry_url, &config.topic_prefix)?,
             consumer,
             assigned,
@@ -348,7 +349,7 @@ impl LogSubscription {
                     // Assigned without loaded offsets: load them now and start over there.
                     let states = checkpoint::load_partitions(
                         &self.read,
-                        self.projection,
+                        &self.projection,
                         std::slice::from_ref(&record.key),
                     )
                     .await?;
@@ -388,7 +389,8 @@ impl LogSubscription {
             after.insert(record.key, next);
         }
         events.sort_by_key(|e| e.position);
-        metrics::counter!(METRIC_DUPLICATES, "projection" => self.projection).increment(duplicates);
+        metrics::counter!(METRIC_DUPLICATES, "projection" => self.projection.clone())
+            .increment(duplicates);
         if after.is_empty() {
             return Ok(Batch::empty());
         }
@@ -459,7 +461,7 @@ impl LogSubscription {
         &mut self,
         last_offsets: &HashMap<PartitionKey, i64>,
     ) -> Result<(), ProjectionError> {
-        let rows = checkpoint::next_offsets(&self.read, self.projection).await?;
+        let rows = checkpoint::next_offsets(&self.read, &self.projection).await?;
         let lagging: Vec<(PartitionKey, i64)> = rows
             .into_iter()
             .filter(|(key, next)| *next <= last_offsets.get(key).copied().unwrap_or(-1))
@@ -518,7 +520,7 @@ impl Subscription for LogSubscription {
         if let Err(error) = self.consumer.commit(&commit, CommitMode::Async) {
             tracing::debug!(%error, "committing offsets to the group");
         }
-        metrics::counter!(METRIC_APPLIED, "projection" => self.projection)
+        metrics::counter!(METRIC_APPLIED, "projection" => self.projection.clone())
             .increment(batch.events.len() as u64);
         Ok(())
     }
@@ -537,7 +539,7 @@ impl Subscription for LogSubscription {
         }
         self.tentative.clear();
         let keys: Vec<PartitionKey> = keys.into_iter().collect();
-        let states = checkpoint::load_partitions(read, self.projection, &keys).await?;
+        let states = checkpoint::load_partitions(read, &self.projection, &keys).await?;
         let still_mine: Vec<(PartitionKey, PartitionState)> = {
             let mut assigned = lock(&self.assigned);
             let mine: Vec<_> = states
@@ -554,7 +556,7 @@ impl Subscription for LogSubscription {
             self.sought.insert(key, state.next_offset);
         }
         tracing::info!(
-            projection = self.projection,
+            projection = %self.projection,
             "partition state moved elsewhere; resynced"
         );
         Ok(())
@@ -609,7 +611,7 @@ pub async fn replay_from_log(
     let name = projection.name();
     drop_shadow(read, projection.as_ref()).await?;
 
-    let topics = topics_of(projection.as_ref(), config);
+    let topics = topics_of(projection.contexts(), config);
     let consumer: StreamConsumer = config
         .consumer(None)
         .create()

@@ -31,6 +31,14 @@ const CHUNKED: &str = "DocumentChunked";
 /// Chunks embedded, by `model`.
 pub const METRIC_CHUNKS_EMBEDDED: &str = "plasma_embedding_chunks_total";
 
+/// Registers the worker's metric descriptions with the installed recorder.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        METRIC_CHUNKS_EMBEDDED,
+        "Chunks whose vectors an embedding worker recorded"
+    );
+}
+
 /// Namespace of the command ids the worker derives.
 const COMMAND_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_0d3e_52c4_4f0b_a9d2_1e7c_88b3_40f5);
 

@@ -241,6 +241,12 @@ async fn wait_until_projected(pool: &PgPool, timeout: Duration) {
                 .fetch_all(pool)
                 .await
                 .unwrap();
+        // Read models only: processes (the embedding worker) keep checkpoints here too.
+        let names: Vec<&str> = all_projections().iter().map(|p| p.name()).collect();
+        let positions: Vec<(String, i64)> = positions
+            .into_iter()
+            .filter(|(name, _)| names.contains(&name.as_str()))
+            .collect();
         let behind: Vec<_> = positions.iter().filter(|(_, p)| *p < target).collect();
         if positions.len() == all_projections().len() && behind.is_empty() {
             return;
@@ -527,11 +533,23 @@ async fn commands_reach_every_read_model_through_the_log_despite_crashes_and_a_b
         "project-mentions-b",
         &["project", "--read-model", "mentions", "--batch", "500"],
     );
+    // The research pipeline's worker, fed by the research topic like the read models.
+    let _embed = stack.spawn("embed", &["embed", "--model", "wordllama-l2-supercat-256"]);
 
     let brand = gateway
         .post(
             "/brands",
             json!({"name": "Acme", "keywords": ["acme", "rocket skates"], "competitors": ["Globex", "Initech"]}),
+        )
+        .await["aggregate_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A document, chunked as it is ingested, for the embedding worker.
+    let document = gateway
+        .post(
+            "/documents",
+            json!({"title": "Delta report", "source": "https://example.org/delta", "text": "The river delta gained sediment while the harbour authority dredged the channel. ".repeat(40)}),
         )
         .await["aggregate_id"]
         .as_str()
@@ -620,6 +638,30 @@ async fn commands_reach_every_read_model_through_the_log_despite_crashes_and_a_b
             metrics.contains(series),
             "`{series}` missing from:\n{metrics}"
         );
+    }
+    // `plasma embed` recorded the document's vectors, once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let embedded: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events WHERE aggregate_id = $1::uuid \
+             AND event_type = 'DocumentChunksEmbedded'",
+        )
+        .bind(&document)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(
+            embedded <= 1,
+            "the document's vectors were recorded {embedded} times"
+        );
+        if embedded == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "plasma embed never recorded the vectors"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Each `plasma project` process reports its own read model's position and lag.
     let metrics = reqwest::get(format!("http://{worker_metrics_listen}/metrics"))

@@ -5,7 +5,9 @@
 //!   postgres-es and a raw COPY.
 //! - [`log`]: the relay and a log-fed projection next to the broker's own produce and consume
 //!   ceilings, and the end-to-end lag at a steady rate.
+//! - [`embed`]: embedding throughput per model, and all-MiniLM-L6-v2's achieved FLOP rate.
 
+pub mod embed;
 pub mod ingest;
 pub mod log;
 pub mod mentions;
@@ -22,12 +24,15 @@ pub enum Bench {
     /// The log path: relay and log-fed projection next to the broker's ceilings, and the
     /// end-to-end lag at a steady rate (needs PostgreSQL, a broker and a registry).
     Log(log::LogBenchArgs),
+    /// Embedding throughput of each model, and MiniLM's achieved floating-point rate.
+    Embed(embed::EmbedBenchArgs),
 }
 
 pub async fn run(bench: Bench) -> Result<ExitCode> {
     match bench {
         Bench::Ingest(args) => ingest::ingest(args).await?,
         Bench::Log(args) => log::log(args).await?,
+        Bench::Embed(args) => embed::embed(args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

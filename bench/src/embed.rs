@@ -61,7 +61,12 @@ pub async fn embed(args: EmbedBenchArgs) -> Result<()> {
         .generate(&mentions::Batch {
             brand: BrandProfile {
                 name: "Acme",
-                products: &["rocket skates", "anvil subscription", "jet pack", "Acme app"],
+                products: &[
+                    "rocket skates",
+                    "anvil subscription",
+                    "jet pack",
+                    "Acme app",
+                ],
                 competitors: &["Globex", "Initech"],
             },
             tone: Tone::Mixed,

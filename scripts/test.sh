@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need, starts one
-# throwaway PostgreSQL cluster on loopback (each test gets a database of its own in it),
+# throwaway PostgreSQL cluster (16, with pgvector) on loopback (each test gets a database of its own in it),
 # checks formatting and lints, runs every test, and stops the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,12 @@ if [[ -n "$pinned" && -d "$toolchains" ]] && ! compgen -G "$toolchains/$pinned-*
 fi
 
 scripts/install-deps.sh
+
+# Server-mode tests run on PostgreSQL 16 with pgvector (installed above from pgserver's wheel).
+pgserver_bin=${PLASMA_PGSERVER_DIR:-/opt/plasma/pgserver-0.1.4}/pgserver/pginstall/bin
+if [[ -z "${PLASMA_PG_BINDIR:-}" && -x "$pgserver_bin/postgres" ]]; then
+  export PLASMA_PG_BINDIR=$pgserver_bin
+fi
 
 work=$(mktemp -d /tmp/plasma-test.XXXXXX)
 chmod 755 "$work"

@@ -12,6 +12,7 @@ use plasma_adapters::VaderScorer;
 use plasma_commands::{CommandHandler, EventStore, Services, StoreConfig, StoreError};
 use plasma_domain::brand::MentionServices;
 use plasma_domain::content::DraftServices;
+use plasma_domain::research::Embedder;
 use plasma_domain::TenantId;
 use plasma_gateway::auth::{TokenIssuer, TokenVerifier};
 use plasma_gateway::rate_limit::RateLimiter;
@@ -35,19 +36,16 @@ use crate::workers::ProjectionWorkers;
 pub const EVENTS_DB: &str = "events.db";
 /// The embedded read store's file in the data dir.
 pub const READ_DB: &str = "read.db";
-/// One embedding worker per configured model whose files load. A model that does not load is
-/// reported and its worker not started (the error says how to install it); nothing stands in
-/// for it.
-fn embedding_workers(settings: &Settings, handler: &CommandHandler) -> Vec<Arc<dyn Process>> {
-    let mut workers: Vec<Arc<dyn Process>> = Vec::new();
+/// Every configured model whose files load, in the configured order. A model that does not
+/// load is reported and left out (the error says how to install it): its worker does not start
+/// and searches cannot use it; nothing stands in for it.
+fn load_embedders(settings: &Settings) -> Vec<Arc<dyn Embedder>> {
+    let mut embedders: Vec<Arc<dyn Embedder>> = Vec::new();
     for model in &settings.research.embedders {
         match model.load(&settings.research.models_dir) {
             Ok(embedder) => {
-                tracing::info!(model = %embedder.model().key(), "embedding worker starting");
-                workers.push(Arc::new(EmbeddingWorker::new(
-                    handler.clone(),
-                    Arc::from(embedder),
-                )));
+                tracing::info!(model = %embedder.model().key(), "embedding model loaded");
+                embedders.push(Arc::from(embedder));
             }
             Err(error) => tracing::error!(
                 model = model.name(),
@@ -56,7 +54,7 @@ fn embedding_workers(settings: &Settings, handler: &CommandHandler) -> Vec<Arc<d
             ),
         }
     }
-    workers
+    embedders
 }
 
 /// Records per transaction of a replay from the log.
@@ -165,12 +163,20 @@ impl Application {
             .await
             .map_err(StartupError::ReadStore)?;
         let handler = CommandHandler::new(store.clone());
+        let embedders = load_embedders(&settings);
         let (workers, projections) = match settings.projections {
             ProjectionsMode::InProcess => {
+                let processes: Vec<Arc<dyn Process>> = embedders
+                    .iter()
+                    .map(|embedder| {
+                        Arc::new(EmbeddingWorker::new(handler.clone(), embedder.clone()))
+                            as Arc<dyn Process>
+                    })
+                    .collect();
                 let workers = ProjectionWorkers::prepare(&read, &store, RunnerOptions::default())
                     .await
                     .map_err(StartupError::Projections)?
-                    .with_processes(embedding_workers(&settings, &handler));
+                    .with_processes(processes);
                 let names = workers.projection_names();
                 (workers, names)
             }
@@ -209,6 +215,7 @@ impl Application {
                 recorder
             },
             rebuilder,
+            embedders,
         });
         let router = routes::router(state, settings.http.request_timeout);
 

@@ -107,6 +107,9 @@ pub enum InternalError {
     Json(#[from] serde_json::Error),
     #[error("a handler panicked: {0}")]
     Panic(String),
+    /// A blocking task (a model run) failed.
+    #[error("a blocking task failed: {0}")]
+    Task(String),
 }
 
 /// What the HTTP answer of one error consists of.

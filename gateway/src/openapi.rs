@@ -51,6 +51,7 @@ pub const BEARER: &str = "bearer";
         (name = "drafts", description = "Content drafts: generation, voice check, approval, publication"),
         (name = "agent-runs", description = "Agent workflow runs: steps, checkpoints, pause and resume"),
         (name = "documents", description = "Research documents: chunks, entities and relations"),
+        (name = "research", description = "Search over the research documents' chunks"),
         (name = "audit", description = "The recorded history: events and past states"),
         (name = "ops", description = "Liveness, readiness and metrics; no authentication"),
     )

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::PrometheusHandle;
 use plasma_commands::{CommandHandler, EventStore, Services};
 use plasma_domain::content::DraftServices;
+use plasma_domain::research::Embedder;
 use plasma_projections::{ReadModels, Rebuilder};
 
 use crate::auth::TokenVerifier;
@@ -34,6 +35,7 @@ struct Inner {
     projections: Vec<&'static str>,
     metrics: PrometheusHandle,
     rebuilds: Rebuilds,
+    embedders: Vec<Arc<dyn Embedder>>,
 }
 
 /// The parts [`AppState::new`] is built from.
@@ -52,6 +54,8 @@ pub struct StateParts {
     pub metrics: PrometheusHandle,
     /// Runs read-model rebuilds, from the store and (when configured) the log.
     pub rebuilder: Rebuilder,
+    /// The embedding models loaded in this process, for search queries.
+    pub embedders: Vec<Arc<dyn Embedder>>,
 }
 
 impl AppState {
@@ -69,6 +73,7 @@ impl AppState {
             projections,
             metrics,
             rebuilder,
+            embedders,
         } = parts;
         Self {
             inner: Arc::new(Inner {
@@ -84,6 +89,7 @@ impl AppState {
                 projections,
                 metrics,
                 rebuilds: Rebuilds::new(rebuilder),
+                embedders,
             }),
         }
     }
@@ -100,6 +106,11 @@ impl AppState {
 
     pub fn read(&self) -> &ReadModels {
         &self.inner.read
+    }
+
+    /// The embedding models loaded here, the default (first configured) first.
+    pub fn embedders(&self) -> &[Arc<dyn Embedder>] {
+        &self.inner.embedders
     }
 
     pub fn rebuilds(&self) -> &Rebuilds {

@@ -21,13 +21,14 @@ pub use checkpoint::{Checkpoint, PartitionKey, PartitionState};
 pub use error::ProjectionError;
 pub use models::agent_runs::{AgentCheckpointView, AgentRunView};
 pub use models::brands::BrandView;
+pub use models::chunks::{ChunkFilter, ChunkHit};
 pub use models::documents::{DocumentEntityView, DocumentView};
 pub use models::drafts::{DraftFilter, DraftView};
 pub use models::mentions::{MentionFilter, MentionView};
 pub use models::stats::{DailyStats, StatsView};
 pub use models::{
     all_projections, projection_named, AgentRunsProjection, BrandStatsProjection, BrandsProjection,
-    DocumentsProjection, DraftsProjection, MentionsProjection,
+    ChunksProjection, DocumentsProjection, DraftsProjection, MentionsProjection,
 };
 pub use projection::{Projection, Tables};
 pub use read_models::{Cursor, Page, PageRequest, ReadModels};

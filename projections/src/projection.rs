@@ -42,6 +42,12 @@ pub trait Projection: Send + Sync + std::fmt::Debug {
     fn tables(&self) -> &'static [&'static str];
     fn ddl(&self) -> &'static [&'static str];
 
+    /// The DDL for one backend, when it differs between them (a vector index); `ddl` otherwise.
+    fn ddl_for(&self, postgres: bool) -> &'static [&'static str] {
+        let _ = postgres;
+        self.ddl()
+    }
+
     /// Applies `events` (in position order; some may be of no interest) inside `tx`.
     async fn apply(
         &self,
@@ -80,7 +86,7 @@ pub(crate) async fn create_tables(
         return Ok(());
     }
     let uuid = if tx.is_postgres() { "uuid" } else { "BLOB" };
-    for ddl in projection.ddl() {
+    for ddl in projection.ddl_for(tx.is_postgres()) {
         let sql = ddl
             .replace("{t}", tables.suffix)
             .replace("{g}", generation)

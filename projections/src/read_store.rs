@@ -85,10 +85,35 @@ macro_rules! on_pool {
 
 pub(crate) use {on_pool, on_tx};
 
+/// Makes sqlite-vec (the `vec0` virtual tables of the embedded vector index) available on every
+/// SQLite connection this process opens from now on. Idempotent.
+#[allow(unsafe_code)]
+pub fn register_sqlite_vec() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: `sqlite3_vec_init` is the extension's entry point with the signature SQLite
+        // expects of an auto extension (`sqlite3 *, char **, const sqlite3_api_routines *`);
+        // sqlite-vec is compiled against the SQLite headers libsqlite3-sys links, and SQLite
+        // calls it once per new connection.
+        unsafe {
+            let init: unsafe extern "C" fn() = sqlite_vec::sqlite3_vec_init;
+            libsqlite3_sys::sqlite3_auto_extension(Some(std::mem::transmute::<
+                unsafe extern "C" fn(),
+                unsafe extern "C" fn(
+                    *mut libsqlite3_sys::sqlite3,
+                    *mut *mut std::os::raw::c_char,
+                    *const libsqlite3_sys::sqlite3_api_routines,
+                ) -> std::os::raw::c_int,
+            >(init)));
+        }
+    });
+}
+
 impl ReadStore {
     pub async fn open(config: &ReadStoreConfig) -> Result<Self, ProjectionError> {
         let store = match config {
             ReadStoreConfig::Sqlite { path } => {
+                register_sqlite_vec();
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|err| {
                         ProjectionError::Config(format!("cannot create {}: {err}", dir.display()))
@@ -191,7 +216,7 @@ impl ReadTx {
         .map_err(ProjectionError::db("committing a read-model transaction"))
     }
 
-    pub(crate) fn is_postgres(&self) -> bool {
+    pub fn is_postgres(&self) -> bool {
         matches!(self, Self::Postgres(_))
     }
 
@@ -209,6 +234,32 @@ impl ReadTx {
             .await
             .map_err(ProjectionError::db("looking up a table"))?);
         Ok(count > 0)
+    }
+
+    /// The declared columns of `name` when it is a SQLite virtual table; `None` otherwise.
+    pub(crate) async fn virtual_table_columns(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<Vec<String>>, ProjectionError> {
+        let Self::Sqlite(tx) = self else {
+            return Ok(None);
+        };
+        let sql: Option<String> =
+            sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1")
+                .bind(name)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(ProjectionError::db("looking up a table"))?;
+        if !sql.is_some_and(|sql| sql.starts_with("CREATE VIRTUAL TABLE")) {
+            return Ok(None);
+        }
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info($1) ORDER BY cid")
+                .bind(name)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(ProjectionError::db("reading a virtual table's columns"))?;
+        Ok(Some(columns))
     }
 
     /// Runs a statement with one text parameter.

@@ -220,6 +220,27 @@ pub async fn swap_in_shadow(
     for table in projection.tables() {
         let live = Tables::LIVE.name(table);
         let shadow = Tables::SHADOW.name(table);
+        if let Some(columns) = tx.virtual_table_columns(&shadow).await? {
+            // A SQLite virtual table (sqlite-vec's vec0) keeps shadow tables of its own named
+            // after it, which a rename leaves behind: copy the rows into the live table instead.
+            let columns = columns.join(", ");
+            tx.execute(
+                &format!("DELETE FROM {live}"),
+                "emptying a live virtual table",
+            )
+            .await?;
+            tx.execute(
+                &format!("INSERT INTO {live} ({columns}) SELECT {columns} FROM {shadow}"),
+                "copying a rebuilt virtual table",
+            )
+            .await?;
+            tx.execute(
+                &format!("DROP TABLE {shadow}"),
+                "dropping a rebuilt virtual table",
+            )
+            .await?;
+            continue;
+        }
         tx.execute(
             &format!("DROP TABLE IF EXISTS {live}"),
             "dropping the old read model",

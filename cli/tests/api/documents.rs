@@ -386,7 +386,38 @@ async fn a_document_is_chunked_as_it_is_ingested_unless_told_otherwise(backend: 
     assert_eq!(app.event_count(&token).await, events);
 }
 
+/// A model whose files are missing is not replaced by anything: the gateway serves, documents
+/// are ingested and chunked, and no vectors are recorded.
+async fn a_model_whose_files_are_missing_records_no_vectors_and_the_gateway_still_serves(
+    backend: Backend,
+) {
+    let empty = plasma_testkit::temp_dir();
+    let models_dir = empty.path().to_owned();
+    let app = spawn_app_with(backend, move |layer| {
+        layer.research.embedders = Some(vec!["all-MiniLM-L6-v2".to_owned()]);
+        layer.research.models_dir = Some(models_dir);
+    })
+    .await;
+    let token = app.admin();
+    let body = json!({"title": "Field notes", "source": "https://notes.example/3", "text": text()});
+    let ingested = accepted(app.post_json("/v1/documents", &token, &body).await, 201).await;
+    let id = ingested["aggregate_id"].as_str().unwrap();
+    let view = app
+        .read(&format!("/v1/documents/{id}"), &token, position(&ingested))
+        .await;
+    assert_eq!(view["status"], "chunked");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let embedded = app
+        .tenant_events(&token)
+        .await
+        .into_iter()
+        .filter(|e| e["event_type"] == "DocumentChunksEmbedded")
+        .count();
+    assert_eq!(embedded, 0);
+}
+
 plasma_testkit::on_both_backends!(
+    a_model_whose_files_are_missing_records_no_vectors_and_the_gateway_still_serves,
     a_document_is_chunked_as_it_is_ingested_unless_told_otherwise,
     a_chunked_document_is_embedded_by_the_configured_model_once,
     a_document_is_ingested_chunked_and_its_entities_recorded_then_re_recorded,

@@ -50,6 +50,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/documents/{id}"),
     ("POST", "/v1/documents/{id}/chunk"),
     ("POST", "/v1/documents/{id}/entities"),
+    ("POST", "/v1/research/search"),
     ("GET", "/v1/audit/events"),
     ("GET", "/v1/audit/{aggregate_type}/{id}/events"),
     ("GET", "/v1/audit/{aggregate_type}/{id}/state"),

@@ -38,6 +38,7 @@ mod documents;
 mod drafts;
 mod mentions;
 mod ops;
+mod research;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, Method, Uri};
@@ -107,6 +108,7 @@ fn v1() -> OpenApiRouter<AppState> {
         .merge(drafts::routes())
         .merge(agent_runs::routes())
         .merge(documents::routes())
+        .merge(research::routes())
         .merge(admin::routes())
         .merge(audit::routes())
 }

@@ -3,6 +3,7 @@
 
 pub mod agent_runs;
 pub mod brands;
+pub mod chunks;
 pub mod documents;
 pub mod drafts;
 pub mod mentions;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 pub use agent_runs::AgentRunsProjection;
 pub use brands::BrandsProjection;
+pub use chunks::ChunksProjection;
 pub use documents::DocumentsProjection;
 pub use drafts::DraftsProjection;
 pub use mentions::MentionsProjection;
@@ -30,6 +32,7 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(DraftsProjection),
         Arc::new(AgentRunsProjection),
         Arc::new(DocumentsProjection),
+        Arc::new(ChunksProjection),
     ]
 }
 

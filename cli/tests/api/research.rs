@@ -1,0 +1,191 @@
+//! Research search through HTTP with a real model: documents are chunked and embedded as they
+//! arrive, and a question finds the chunk that answers it, with its citation; bad input is
+//! refused with the field; another tenant's chunks are never found.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{accepted, position, problem_with_field, spawn_app_with, Backend, TestApp};
+use plasma_gateway::Role;
+
+const MODEL: &str = "wordllama-l2-supercat-256";
+
+const DOCUMENTS: [(&str, &str); 3] = [
+    (
+        "Harbour dredging report",
+        "The harbour authority dredged the shipping channel to twelve metres. Sediment from the \
+         river delta had narrowed the channel, and container ships waited offshore for the tide.",
+    ),
+    (
+        "Bakery opening",
+        "A new bakery opened on the high street, selling sourdough bread, croissants and \
+         cinnamon buns. Queues formed before dawn for the first loaves of rye.",
+    ),
+    (
+        "Battery recall",
+        "The manufacturer recalled forty thousand phone batteries after reports of overheating \
+         and swelling. Owners can exchange the battery at any service centre for free.",
+    ),
+];
+
+async fn ingest(app: &TestApp, token: &str, title: &str, text: &str) -> Value {
+    let body = json!({"title": title, "source": format!("https://example.org/{}", title.len()), "text": text});
+    accepted(app.post_json("/v1/documents", token, &body).await, 201).await
+}
+
+/// Searches until the index holds every chunk of the tenant's documents (the embedding worker
+/// runs in the background), then answers the search.
+async fn search_when_indexed(app: &TestApp, token: &str, body: Value, documents: usize) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let response = app.post_json("/v1/research/search", token, &body).await;
+        let answer = accepted(response, 200).await;
+        let found: std::collections::HashSet<&str> = answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["document_id"].as_str().unwrap())
+            .collect();
+        if found.len() >= documents {
+            return answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never indexed: {answer}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn a_question_finds_the_chunk_that_answers_it_with_its_citation(backend: Backend) {
+    let app = spawn_app_with(backend, |layer| {
+        layer.research.embedders = Some(vec![MODEL.to_owned()]);
+    })
+    .await;
+    let token = app.admin();
+    let mut ids = Vec::new();
+    let mut last = 0;
+    for (title, text) in DOCUMENTS {
+        let ingested = ingest(&app, &token, title, text).await;
+        last = position(&ingested);
+        ids.push(ingested["aggregate_id"].as_str().unwrap().to_owned());
+    }
+    let body = json!({"query": "phone battery overheating recall", "k": 3, "min_position": last});
+    let answer = search_when_indexed(&app, &token, body, DOCUMENTS.len()).await;
+    assert_eq!(answer["model"]["name"], MODEL);
+    assert_eq!(answer["model"]["dimension"], 256);
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    let best = &results[0];
+    assert_eq!(best["document_id"], ids[2].as_str(), "{answer}");
+    assert_eq!(best["title"], "Battery recall");
+    assert_eq!(best["chunk_index"], 0);
+    assert_eq!(best["start_char"], 0);
+    assert!(best["end_char"].as_i64().unwrap() > 100);
+    assert!(best["snippet"]
+        .as_str()
+        .unwrap()
+        .starts_with("The manufacturer recalled"));
+    let scores: Vec<f64> = results
+        .iter()
+        .map(|r| r["score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "best first: {scores:?}"
+    );
+    assert!(scores[0] > scores[1] + 0.05, "{scores:?}");
+
+    // A rebuild of the index (from the events, no model run) answers the same.
+    let started = app
+        .post_json("/v1/admin/read-models/chunks/rebuild", &token, &json!({}))
+        .await;
+    accepted(started, 202).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = accepted(
+            app.get("/v1/admin/read-models/chunks/rebuild", &token)
+                .await,
+            200,
+        )
+        .await;
+        if status["state"] != "running" {
+            assert_eq!(status["state"], "succeeded", "{status}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let body = json!({"query": "phone battery overheating recall", "k": 3});
+    let rebuilt = accepted(
+        app.post_json("/v1/research/search", &token, &body).await,
+        200,
+    )
+    .await;
+    assert_eq!(rebuilt["results"], answer["results"]);
+
+    // Another question, another document first; a filter keeps to one document.
+    let body = json!({"query": "fresh sourdough bread at the bakery", "k": 1});
+    let answer = accepted(
+        app.post_json("/v1/research/search", &token, &body).await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        answer["results"][0]["document_id"],
+        ids[1].as_str(),
+        "{answer}"
+    );
+    let body = json!({"query": "fresh sourdough bread", "document_id": ids[0]});
+    let answer = accepted(
+        app.post_json("/v1/research/search", &token, &body).await,
+        200,
+    )
+    .await;
+    let results = answer["results"].as_array().unwrap();
+    assert!(!results.is_empty());
+    assert!(
+        results.iter().all(|r| r["document_id"] == ids[0].as_str()),
+        "{answer}"
+    );
+
+    // Another tenant finds nothing of these.
+    let other = app.token("globex", &[Role::Admin]);
+    let body = json!({"query": "phone battery overheating recall"});
+    let answer = accepted(
+        app.post_json("/v1/research/search", &other, &body).await,
+        200,
+    )
+    .await;
+    assert_eq!(answer["results"], json!([]));
+}
+
+async fn bad_searches_are_refused_with_the_field(backend: Backend) {
+    let app = spawn_app_with(backend, |layer| {
+        layer.research.embedders = Some(vec![MODEL.to_owned()]);
+    })
+    .await;
+    let token = app.admin();
+    for (body, field) in [
+        (json!({"query": "   "}), "query"),
+        (json!({"query": "x".repeat(2001)}), "query"),
+        (json!({"query": "bread", "k": 0}), "k"),
+        (json!({"query": "bread", "k": 101}), "k"),
+        (json!({"query": "bread", "model": "gpt-embed"}), "model"),
+    ] {
+        let response = app.post_json("/v1/research/search", &token, &body).await;
+        problem_with_field(response, 422, "validation_failed", field).await;
+    }
+    let response = app
+        .post_json(
+            "/v1/research/search",
+            &token,
+            &json!({"query": "bread", "rank": 1}),
+        )
+        .await;
+    problem_with_field(response, 400, "invalid_body", "rank").await;
+}
+
+plasma_testkit::on_both_backends!(
+    a_question_finds_the_chunk_that_answers_it_with_its_citation,
+    bad_searches_are_refused_with_the_field,
+);

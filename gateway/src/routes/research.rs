@@ -1,0 +1,158 @@
+//! Research search: the chunks of a tenant's documents nearest to a question, by the meaning
+//! an embedding model gives them, each with what a citation needs.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json as JsonBody;
+use chrono::{DateTime, Utc};
+use plasma_domain::ids::DocumentId;
+use plasma_domain::research::{Embedder, EmbeddingModel};
+use plasma_projections::{ChunkFilter, ChunkHit};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::auth::{Authorized, Queries};
+use crate::error::ApiError;
+use crate::extract::Json;
+use crate::state::AppState;
+
+/// Results a search answers with unless asked otherwise, and at most.
+const DEFAULT_K: u32 = 10;
+const MAX_K: u32 = 100;
+/// The longest question accepted, in characters.
+const MAX_QUERY_CHARS: usize = 2000;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(search))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SearchRequest {
+    /// What to look for, in words (1 to 2,000 characters).
+    query: String,
+    /// How many chunks to answer with (1 ..= 100); 10 by default.
+    k: Option<u32>,
+    /// The embedding model to search with; the first configured one by default.
+    model: Option<String>,
+    /// Only this document's chunks.
+    document_id: Option<Uuid>,
+    /// Only documents from this source.
+    source: Option<String>,
+    /// Only documents ingested at or after this instant (RFC 3339).
+    ingested_from: Option<DateTime<Utc>>,
+    /// Only documents ingested before this instant (RFC 3339).
+    ingested_to: Option<DateTime<Utc>>,
+    /// Read your writes: wait until the chunks index has applied this position.
+    min_position: Option<i64>,
+}
+
+/// The chunks found, best first.
+#[derive(Debug, Serialize, ToSchema)]
+struct SearchAnswer {
+    /// The model whose vectors were compared.
+    model: EmbeddingModel,
+    results: Vec<ChunkHit>,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::Validation {
+        field: Some(field.to_owned()),
+        message: message.into(),
+    }
+}
+
+/// The embedder called `name`, or the first one; an error naming the models there are.
+fn embedder(state: &AppState, name: Option<&str>) -> Result<Arc<dyn Embedder>, ApiError> {
+    let embedders = state.embedders();
+    let available = || {
+        let names: Vec<&str> = embedders.iter().map(|e| e.model().name.as_str()).collect();
+        if names.is_empty() {
+            "no embedding model is loaded here (PLASMA_EMBEDDERS, scripts/install-models.sh)"
+                .to_owned()
+        } else {
+            format!("the models loaded here: {}", names.join(", "))
+        }
+    };
+    match name {
+        None => embedders
+            .first()
+            .cloned()
+            .ok_or_else(|| invalid("model", available())),
+        Some(name) => embedders
+            .iter()
+            .find(|e| e.model().name == name)
+            .cloned()
+            .ok_or_else(|| invalid("model", format!("`{name}` is not loaded; {}", available()))),
+    }
+}
+
+/// The chunks of the caller's documents closest in meaning to `query`, each with its document,
+/// place in the text and a snippet to cite.
+#[utoipa::path(
+    post,
+    path = "/research/search",
+    tag = "research",
+    request_body = SearchRequest,
+    responses(
+        (status = 200, description = "The nearest chunks, best first", body = SearchAnswer),
+        (status = 422, description = "`validation_failed`: an empty or too long `query`, `k` out of range, or a `model` that is not loaded"),
+        (status = 503, description = "`not_yet_consistent`: the index has not reached `min_position` in time"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant()))]
+async fn search(
+    State(state): State<AppState>,
+    caller: Authorized<Queries>,
+    Json(body): Json<SearchRequest>,
+) -> Result<JsonBody<SearchAnswer>, ApiError> {
+    let query = body.query.trim().to_owned();
+    if query.is_empty() {
+        return Err(invalid("query", "`query` must not be empty"));
+    }
+    let chars = query.chars().count();
+    if chars > MAX_QUERY_CHARS {
+        return Err(invalid(
+            "query",
+            format!("`query` is too long: {chars} characters, at most {MAX_QUERY_CHARS}"),
+        ));
+    }
+    let k = body.k.unwrap_or(DEFAULT_K);
+    if !(1..=MAX_K).contains(&k) {
+        return Err(invalid(
+            "k",
+            format!("`k` must be between 1 and {MAX_K}, not {k}"),
+        ));
+    }
+    let embedder = embedder(&state, body.model.as_deref())?;
+    let model = embedder.model().clone();
+    let vector = {
+        let embedder = embedder.clone();
+        tokio::task::spawn_blocking(move || embedder.embed(&[query.as_str()]))
+            .await
+            .map_err(|e| ApiError::Internal(crate::error::InternalError::Task(e.to_string())))?
+            .map_err(|e| ApiError::Internal(crate::error::InternalError::Task(e.to_string())))?
+    };
+    let Some(vector) = vector.into_iter().next() else {
+        return Err(ApiError::Internal(crate::error::InternalError::Task(
+            "the model answered no vector".into(),
+        )));
+    };
+    let filter = ChunkFilter {
+        document: body.document_id.map(DocumentId::from_uuid),
+        source: body.source,
+        ingested_from: body.ingested_from,
+        ingested_to: body.ingested_to,
+    };
+    let results = state
+        .read()
+        .after(body.min_position)
+        .nearest_chunks(caller.tenant(), &model.name, &vector, k, &filter)
+        .await?
+        .ok_or_else(|| invalid("model", format!("`{}` has no index here", model.name)))?;
+    Ok(JsonBody(SearchAnswer { model, results }))
+}

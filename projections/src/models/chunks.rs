@@ -1,0 +1,453 @@
+//! The vector read model: every chunk of every research document, with its text for citations,
+//! and each known embedding model's vectors in an index of their own (vectors of different
+//! models never share one): pgvector's HNSW with cosine distance in server mode, sqlite-vec's
+//! `vec0` tables in embedded mode. Built only from events, so a rebuild or a replay never runs
+//! a model.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate as _;
+use serde::Serialize;
+use uuid::Uuid;
+
+use plasma_commands::RecordedEvent;
+use plasma_domain::ids::DocumentId;
+use plasma_domain::research::{Document, DocumentEvent};
+use plasma_domain::Context;
+use plasma_domain::{AggregateId, TenantId};
+
+use super::micros;
+use crate::read_models::{from_micros, ReadModels};
+use crate::read_store::{on_pool, on_tx};
+use crate::{Projection, ProjectionError, ReadTx, Tables};
+
+/// The read model's name: its checkpoint, its consumer group, `plasma project --read-model`.
+pub const NAME: &str = "chunks";
+
+/// Characters of a chunk's text a search answer quotes.
+const SNIPPET_CHARS: usize = 240;
+
+/// The models whose vectors are indexed: name, dimension, and the table their vectors live in.
+pub const INDEXED_MODELS: [(&str, u32, &str); 2] = [
+    ("all-MiniLM-L6-v2", 384, "rm_chunk_vectors_minilm"),
+    (
+        "wordllama-l2-supercat-256",
+        256,
+        "rm_chunk_vectors_wordllama",
+    ),
+];
+
+fn vector_table(model: &str, dimension: u32) -> Option<&'static str> {
+    INDEXED_MODELS
+        .iter()
+        .find(|(name, dim, _)| *name == model && *dim == dimension)
+        .map(|(_, _, table)| *table)
+}
+
+/// A vector as pgvector and sqlite-vec both read it: `[0.1,0.2,...]`.
+fn vector_text(vector: &[f32]) -> String {
+    let mut text = String::with_capacity(vector.len() * 12);
+    text.push('[');
+    for (i, x) in vector.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&x.to_string());
+    }
+    text.push(']');
+    text
+}
+
+/// Chunks with their text and each indexed model's vectors.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunksProjection;
+
+const TABLES: &[&str] = &[
+    "rm_chunk_documents",
+    "rm_chunks",
+    "rm_chunk_vectors_minilm",
+    "rm_chunk_vectors_wordllama",
+];
+
+const COMMON_DDL: [&str; 2] = [
+    "CREATE TABLE IF NOT EXISTS rm_chunk_documents{t} (
+        tenant_id   TEXT   NOT NULL,
+        document_id {uuid} NOT NULL,
+        title       TEXT   NOT NULL,
+        source      TEXT   NOT NULL,
+        ingested_at BIGINT NOT NULL,
+        body        TEXT   NOT NULL,
+        PRIMARY KEY (tenant_id, document_id)
+    )",
+    "CREATE TABLE IF NOT EXISTS rm_chunks{t} (
+        tenant_id   TEXT   NOT NULL,
+        document_id {uuid} NOT NULL,
+        chunk_index BIGINT NOT NULL,
+        start_char  BIGINT NOT NULL,
+        end_char    BIGINT NOT NULL,
+        body        TEXT   NOT NULL,
+        PRIMARY KEY (tenant_id, document_id, chunk_index)
+    )",
+];
+
+const POSTGRES_DDL: &[&str] = &[
+    // Needs the extension installed in the server (pgvector); creating it needs the right to.
+    "CREATE EXTENSION IF NOT EXISTS vector",
+    COMMON_DDL[0],
+    COMMON_DDL[1],
+    "CREATE TABLE IF NOT EXISTS rm_chunk_vectors_minilm{t} (
+        tenant_id     TEXT        NOT NULL,
+        document_id   uuid        NOT NULL,
+        chunk_index   BIGINT      NOT NULL,
+        model_version TEXT        NOT NULL,
+        embedding     vector(384) NOT NULL,
+        PRIMARY KEY (tenant_id, document_id, chunk_index)
+    )",
+    "CREATE INDEX IF NOT EXISTS rm_chunk_vectors_minilm_hnsw_{g} ON rm_chunk_vectors_minilm{t}
+        USING hnsw (embedding vector_cosine_ops)",
+    "CREATE TABLE IF NOT EXISTS rm_chunk_vectors_wordllama{t} (
+        tenant_id     TEXT        NOT NULL,
+        document_id   uuid        NOT NULL,
+        chunk_index   BIGINT      NOT NULL,
+        model_version TEXT        NOT NULL,
+        embedding     vector(256) NOT NULL,
+        PRIMARY KEY (tenant_id, document_id, chunk_index)
+    )",
+    "CREATE INDEX IF NOT EXISTS rm_chunk_vectors_wordllama_hnsw_{g} ON rm_chunk_vectors_wordllama{t}
+        USING hnsw (embedding vector_cosine_ops)",
+];
+
+const SQLITE_DDL: &[&str] = &[
+    COMMON_DDL[0],
+    COMMON_DDL[1],
+    // One partition per tenant: a tenant's search never scans another's vectors.
+    "CREATE VIRTUAL TABLE IF NOT EXISTS rm_chunk_vectors_minilm{t} USING vec0(
+        tenant_id TEXT PARTITION KEY,
+        embedding float[384] distance_metric=cosine,
+        +document_id BLOB,
+        +chunk_index INTEGER,
+        +model_version TEXT
+    )",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS rm_chunk_vectors_wordllama{t} USING vec0(
+        tenant_id TEXT PARTITION KEY,
+        embedding float[256] distance_metric=cosine,
+        +document_id BLOB,
+        +chunk_index INTEGER,
+        +model_version TEXT
+    )",
+];
+
+#[async_trait]
+impl Projection for ChunksProjection {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn contexts(&self) -> &'static [Context] {
+        &[Context::Research]
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        TABLES
+    }
+
+    fn ddl(&self) -> &'static [&'static str] {
+        SQLITE_DDL
+    }
+
+    fn ddl_for(&self, postgres: bool) -> &'static [&'static str] {
+        if postgres {
+            POSTGRES_DDL
+        } else {
+            SQLITE_DDL
+        }
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut ReadTx,
+        tables: &Tables,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let postgres = tx.is_postgres();
+        for event in events.iter().filter(|e| e.aggregate_type == Document::TYPE) {
+            match event.decode::<DocumentEvent>()? {
+                DocumentEvent::DocumentIngested {
+                    title,
+                    source,
+                    text,
+                    at,
+                } => {
+                    let sql = format!(
+                        "INSERT INTO {} (tenant_id, document_id, title, source, ingested_at, body) \
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                        tables.name("rm_chunk_documents")
+                    );
+                    on_tx!(tx, |c| sqlx::query(&sql)
+                        .bind(event.tenant.as_str())
+                        .bind(event.aggregate_id)
+                        .bind(&title)
+                        .bind(&source)
+                        .bind(micros(at))
+                        .bind(&text)
+                        .execute(c)
+                        .await
+                        .map(|_| ())
+                        .map_err(ProjectionError::db(
+                            "projecting a chunked document"
+                        ))?);
+                }
+                DocumentEvent::DocumentChunked { chunks, .. } => {
+                    let body_sql = format!(
+                        "SELECT body FROM {} WHERE tenant_id = $1 AND document_id = $2",
+                        tables.name("rm_chunk_documents")
+                    );
+                    let body: Option<String> = on_tx!(tx, |c| sqlx::query_scalar(&body_sql)
+                        .bind(event.tenant.as_str())
+                        .bind(event.aggregate_id)
+                        .fetch_optional(c)
+                        .await
+                        .map_err(ProjectionError::db("reading a document's text"))?);
+                    let Some(body) = body else { continue };
+                    let sql = format!(
+                        "INSERT INTO {} (tenant_id, document_id, chunk_index, start_char, \
+                         end_char, body) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                        tables.name("rm_chunks")
+                    );
+                    for chunk in &chunks {
+                        let text = chunk.slice(&body);
+                        on_tx!(tx, |c| sqlx::query(&sql)
+                            .bind(event.tenant.as_str())
+                            .bind(event.aggregate_id)
+                            .bind(i64::try_from(chunk.index).unwrap_or(i64::MAX))
+                            .bind(i64::try_from(chunk.start).unwrap_or(i64::MAX))
+                            .bind(i64::try_from(chunk.end).unwrap_or(i64::MAX))
+                            .bind(text)
+                            .execute(c)
+                            .await
+                            .map(|_| ())
+                            .map_err(ProjectionError::db("projecting a chunk"))?);
+                    }
+                }
+                DocumentEvent::DocumentChunksEmbedded { model, vectors, .. } => {
+                    // Only the models with an index of their own are searchable.
+                    let Some(table) = vector_table(&model.name, model.dimension) else {
+                        continue;
+                    };
+                    let sql = if postgres {
+                        format!(
+                            "INSERT INTO {} (tenant_id, document_id, chunk_index, model_version, \
+                             embedding) VALUES ($1, $2, $3, $4, $5::vector) ON CONFLICT DO NOTHING",
+                            tables.name(table)
+                        )
+                    } else {
+                        format!(
+                            "INSERT INTO {} (tenant_id, document_id, chunk_index, model_version, \
+                             embedding) VALUES ($1, $2, $3, $4, $5)",
+                            tables.name(table)
+                        )
+                    };
+                    for chunk in &vectors {
+                        let embedding = vector_text(&chunk.vector);
+                        on_tx!(tx, |c| sqlx::query(&sql)
+                            .bind(event.tenant.as_str())
+                            .bind(event.aggregate_id)
+                            .bind(i64::try_from(chunk.chunk).unwrap_or(i64::MAX))
+                            .bind(&model.version)
+                            .bind(&embedding)
+                            .execute(c)
+                            .await
+                            .map(|_| ())
+                            .map_err(ProjectionError::db("projecting a chunk vector"))?);
+                    }
+                }
+                DocumentEvent::DocumentEntitiesExtracted { .. } => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+// Queries.
+
+/// What a vector search is restricted to; all optional.
+#[derive(Debug, Clone, Default)]
+pub struct ChunkFilter {
+    pub document: Option<DocumentId>,
+    pub source: Option<String>,
+    pub ingested_from: Option<DateTime<Utc>>,
+    pub ingested_to: Option<DateTime<Utc>>,
+}
+
+impl ChunkFilter {
+    fn is_empty(&self) -> bool {
+        self.document.is_none()
+            && self.source.is_none()
+            && self.ingested_from.is_none()
+            && self.ingested_to.is_none()
+    }
+}
+
+/// One chunk a search found, with what a citation needs.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChunkHit {
+    /// Cosine similarity to the query, in -1 ..= 1 (higher is closer).
+    pub score: f64,
+    pub document_id: Uuid,
+    pub title: String,
+    pub source: String,
+    pub chunk_index: i64,
+    /// The chunk's place in the document's text, in characters, end exclusive.
+    pub start_char: i64,
+    pub end_char: i64,
+    /// The chunk's first characters.
+    pub snippet: String,
+    pub ingested_at: DateTime<Utc>,
+}
+
+impl ReadModels {
+    /// The `k` chunks of `tenant`'s documents closest to `query` (a vector of `model`), best
+    /// first. `None` when the model has no index.
+    pub async fn nearest_chunks(
+        &self,
+        tenant: &TenantId,
+        model: &str,
+        query: &[f32],
+        k: u32,
+        filter: &ChunkFilter,
+    ) -> Result<Option<Vec<ChunkHit>>, ProjectionError> {
+        self.settle(&[NAME]).await?;
+        let dimension = u32::try_from(query.len()).unwrap_or(u32::MAX);
+        let Some(table) = vector_table(model, dimension) else {
+            return Ok(None);
+        };
+        let k = i64::from(k.clamp(1, 1000));
+        // Filters apply after the nearest-neighbour scan: look further when there are any.
+        let fetch = if filter.is_empty() {
+            k
+        } else {
+            (k * 20).min(4000)
+        };
+        let query_text = vector_text(query);
+        let filters = " AND ($4::text IS NULL OR c.document_id::text = $4) \
+             AND ($5::text IS NULL OR d.source = $5) \
+             AND ($6::bigint IS NULL OR d.ingested_at >= $6) \
+             AND ($7::bigint IS NULL OR d.ingested_at < $7)";
+        let document = filter.document.map(|d| d.as_uuid());
+        let from = filter.ingested_from.map(|t| t.timestamp_micros());
+        let to = filter.ingested_to.map(|t| t.timestamp_micros());
+        let rows = match &self.store {
+            crate::ReadStore::Postgres { pool } => {
+                let sql = format!(
+                    "WITH nearest AS ( \
+                       SELECT document_id, chunk_index, embedding <=> $1::vector AS distance \
+                       FROM {table} WHERE tenant_id = $2 \
+                       ORDER BY embedding <=> $1::vector LIMIT $3) \
+                     SELECT n.distance, c.document_id, d.title, d.source, c.chunk_index, \
+                       c.start_char, c.end_char, c.body, d.ingested_at \
+                     FROM nearest n \
+                     JOIN rm_chunks c ON c.tenant_id = $2 AND c.document_id = n.document_id \
+                       AND c.chunk_index = n.chunk_index \
+                     JOIN rm_chunk_documents d ON d.tenant_id = $2 AND d.document_id = n.document_id \
+                     WHERE TRUE {filters} ORDER BY n.distance LIMIT $8"
+                );
+                sqlx::query(&sql)
+                    .bind(&query_text)
+                    .bind(tenant.as_str())
+                    .bind(fetch)
+                    .bind(document.map(|d| d.to_string()))
+                    .bind(filter.source.as_deref())
+                    .bind(from)
+                    .bind(to)
+                    .bind(k)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(ProjectionError::db("searching chunk vectors"))?
+                    .iter()
+                    .map(hit)
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+            }
+            crate::ReadStore::Sqlite { reader, .. } => {
+                let filters = " AND ($4 IS NULL OR c.document_id = $4) \
+                     AND ($5 IS NULL OR d.source = $5) \
+                     AND ($6 IS NULL OR d.ingested_at >= $6) \
+                     AND ($7 IS NULL OR d.ingested_at < $7)";
+                // MATERIALIZED: the join's constraints on the auxiliary columns must not reach
+                // the vec0 scan, which refuses them.
+                let sql = format!(
+                    "WITH nearest AS MATERIALIZED ( \
+                       SELECT document_id, chunk_index, distance FROM {table} \
+                       WHERE embedding MATCH $1 AND k = $3 AND tenant_id = $2) \
+                     SELECT n.distance, c.document_id, d.title, d.source, c.chunk_index, \
+                       c.start_char, c.end_char, c.body, d.ingested_at \
+                     FROM nearest n \
+                     JOIN rm_chunks c ON c.tenant_id = $2 AND c.document_id = n.document_id \
+                       AND c.chunk_index = n.chunk_index \
+                     JOIN rm_chunk_documents d ON d.tenant_id = $2 AND d.document_id = n.document_id \
+                     WHERE 1 {filters} ORDER BY n.distance LIMIT $8"
+                );
+                sqlx::query(&sql)
+                    .bind(&query_text)
+                    .bind(tenant.as_str())
+                    .bind(fetch)
+                    .bind(document)
+                    .bind(filter.source.as_deref())
+                    .bind(from)
+                    .bind(to)
+                    .bind(k)
+                    .fetch_all(reader)
+                    .await
+                    .map_err(ProjectionError::db("searching chunk vectors"))?
+                    .iter()
+                    .map(hit)
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+            }
+        };
+        rows.map(Some)
+            .map_err(ProjectionError::db("decoding search results"))
+    }
+
+    /// How many chunks of `tenant` have a vector of `model` (for readiness and tests).
+    pub async fn indexed_chunks(
+        &self,
+        tenant: &TenantId,
+        model: &str,
+        dimension: u32,
+    ) -> Result<i64, ProjectionError> {
+        self.settle(&[NAME]).await?;
+        let Some(table) = vector_table(model, dimension) else {
+            return Ok(0);
+        };
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = $1");
+        on_pool!(&self.store, |p| sqlx::query_scalar(&sql)
+            .bind(tenant.as_str())
+            .fetch_one(p)
+            .await
+            .map_err(ProjectionError::db("counting chunk vectors")))
+    }
+}
+
+fn hit<R>(row: &R) -> Result<ChunkHit, sqlx::Error>
+where
+    R: sqlx::Row,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let body: String = row.try_get("body")?;
+    let distance: f64 = row.try_get("distance")?;
+    Ok(ChunkHit {
+        score: 1.0 - distance,
+        document_id: row.try_get("document_id")?,
+        title: row.try_get("title")?,
+        source: row.try_get("source")?,
+        chunk_index: row.try_get("chunk_index")?,
+        start_char: row.try_get("start_char")?,
+        end_char: row.try_get("end_char")?,
+        snippet: body.chars().take(SNIPPET_CHARS).collect(),
+        ingested_at: from_micros(row.try_get("ingested_at")?),
+    })
+}

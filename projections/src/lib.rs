@@ -21,7 +21,7 @@ pub use checkpoint::{Checkpoint, PartitionKey, PartitionState};
 pub use error::ProjectionError;
 pub use models::agent_runs::{AgentCheckpointView, AgentRunView};
 pub use models::brands::BrandView;
-pub use models::chunks::{ChunkFilter, ChunkHit};
+pub use models::chunks::{fuse_by_rank, ChunkFilter, ChunkHit};
 pub use models::documents::{DocumentEntityView, DocumentView};
 pub use models::drafts::{DraftFilter, DraftView};
 pub use models::mentions::{MentionFilter, MentionView};

@@ -148,6 +148,58 @@ async fn a_question_finds_the_chunk_that_answers_it_with_its_citation(backend: B
         "{answer}"
     );
 
+    // By words: the chunk with the words comes first, stemmed ("croissant" finds
+    // "croissants"); words found nowhere find nothing; no model is involved.
+    let body = json!({"query": "croissant sourdough", "mode": "lexical", "k": 3});
+    let answer = accepted(
+        app.post_json("/v1/research/search", &token, &body).await,
+        200,
+    )
+    .await;
+    assert_eq!(answer["mode"], "lexical");
+    assert_eq!(answer["model"], Value::Null);
+    assert_eq!(
+        answer["results"][0]["document_id"],
+        ids[1].as_str(),
+        "{answer}"
+    );
+    assert_eq!(answer["results"].as_array().unwrap().len(), 1, "{answer}");
+    let body = json!({"query": "zeppelin", "mode": "lexical"});
+    let answer = accepted(
+        app.post_json("/v1/research/search", &token, &body).await,
+        200,
+    )
+    .await;
+    assert_eq!(answer["results"], json!([]));
+    // Query syntax is inert: quotes, operators and colons are just not words.
+    let body = json!({"query": "\"bread\" AND title:* OR (NEAR", "mode": "lexical"});
+    let answer = accepted(
+        app.post_json("/v1/research/search", &token, &body).await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        answer["results"][0]["document_id"],
+        ids[1].as_str(),
+        "{answer}"
+    );
+
+    // Both, fused by rank: the document both lists put first comes first.
+    let body = json!({"query": "phone battery overheating recall", "mode": "hybrid", "k": 2});
+    let answer = accepted(
+        app.post_json("/v1/research/search", &token, &body).await,
+        200,
+    )
+    .await;
+    assert_eq!(answer["mode"], "hybrid");
+    assert_eq!(answer["model"]["name"], MODEL);
+    assert_eq!(
+        answer["results"][0]["document_id"],
+        ids[2].as_str(),
+        "{answer}"
+    );
+    assert!(answer["results"].as_array().unwrap().len() <= 2);
+
     // Another tenant finds nothing of these.
     let other = app.token("globex", &[Role::Admin]);
     let body = json!({"query": "phone battery overheating recall"});

@@ -8,7 +8,7 @@ use axum::Json as JsonBody;
 use chrono::{DateTime, Utc};
 use plasma_domain::ids::DocumentId;
 use plasma_domain::research::{Embedder, EmbeddingModel};
-use plasma_projections::{ChunkFilter, ChunkHit};
+use plasma_projections::{fuse_by_rank, ChunkFilter, ChunkHit};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -30,14 +30,29 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(search))
 }
 
+/// How a search compares chunks with the question.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum SearchMode {
+    /// By meaning: the embedding model's vectors, cosine similarity.
+    #[default]
+    Vector,
+    /// By words: full-text search (PostgreSQL text search, SQLite FTS5), any of the words.
+    Lexical,
+    /// Both, fused by reciprocal rank.
+    Hybrid,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SearchRequest {
     /// What to look for, in words (1 to 2,000 characters).
     query: String,
+    /// `vector` (default), `lexical` or `hybrid`.
+    mode: Option<SearchMode>,
     /// How many chunks to answer with (1 ..= 100); 10 by default.
     k: Option<u32>,
-    /// The embedding model to search with; the first configured one by default.
+    /// The embedding model to search with (vector and hybrid); the first loaded one by default.
     model: Option<String>,
     /// Only this document's chunks.
     document_id: Option<Uuid>,
@@ -54,8 +69,9 @@ struct SearchRequest {
 /// The chunks found, best first.
 #[derive(Debug, Serialize, ToSchema)]
 struct SearchAnswer {
-    /// The model whose vectors were compared.
-    model: EmbeddingModel,
+    mode: SearchMode,
+    /// The model whose vectors were compared; absent for a lexical search.
+    model: Option<EmbeddingModel>,
     results: Vec<ChunkHit>,
 }
 
@@ -91,8 +107,9 @@ fn embedder(state: &AppState, name: Option<&str>) -> Result<Arc<dyn Embedder>, A
     }
 }
 
-/// The chunks of the caller's documents closest in meaning to `query`, each with its document,
-/// place in the text and a snippet to cite.
+/// The chunks of the caller's documents closest to `query` by meaning (vector), by words
+/// (lexical) or both fused (hybrid), each with its document, place in the text and a snippet
+/// to cite.
 #[utoipa::path(
     post,
     path = "/research/search",
@@ -128,31 +145,60 @@ async fn search(
             format!("`k` must be between 1 and {MAX_K}, not {k}"),
         ));
     }
-    let embedder = embedder(&state, body.model.as_deref())?;
-    let model = embedder.model().clone();
-    let vector = {
-        let embedder = embedder.clone();
-        tokio::task::spawn_blocking(move || embedder.embed(&[query.as_str()]))
-            .await
-            .map_err(|e| ApiError::Internal(crate::error::InternalError::Task(e.to_string())))?
-            .map_err(|e| ApiError::Internal(crate::error::InternalError::Task(e.to_string())))?
-    };
-    let Some(vector) = vector.into_iter().next() else {
-        return Err(ApiError::Internal(crate::error::InternalError::Task(
-            "the model answered no vector".into(),
-        )));
-    };
     let filter = ChunkFilter {
         document: body.document_id.map(DocumentId::from_uuid),
         source: body.source,
         ingested_from: body.ingested_from,
         ingested_to: body.ingested_to,
     };
-    let results = state
-        .read()
-        .after(body.min_position)
-        .nearest_chunks(caller.tenant(), &model.name, &vector, k, &filter)
-        .await?
-        .ok_or_else(|| invalid("model", format!("`{}` has no index here", model.name)))?;
-    Ok(JsonBody(SearchAnswer { model, results }))
+    let reads = state.read().after(body.min_position);
+    let mode = body.mode.unwrap_or_default();
+    let lexical = match mode {
+        SearchMode::Vector => None,
+        // Twice as deep for fusion, so a chunk ranked lower in one list can still surface.
+        SearchMode::Lexical | SearchMode::Hybrid => Some(
+            reads
+                .matching_chunks(caller.tenant(), &query, k * 2, &filter)
+                .await?,
+        ),
+    };
+    let (model, vector) = match mode {
+        SearchMode::Lexical => (None, None),
+        SearchMode::Vector | SearchMode::Hybrid => {
+            let embedder = embedder(&state, body.model.as_deref())?;
+            let model = embedder.model().clone();
+            let vector = embed_query(embedder, query).await?;
+            let hits = reads
+                .nearest_chunks(caller.tenant(), &model.name, &vector, k * 2, &filter)
+                .await?
+                .ok_or_else(|| invalid("model", format!("`{}` has no index here", model.name)))?;
+            (Some(model), Some(hits))
+        }
+    };
+    let take = k as usize;
+    let results = match (vector, lexical) {
+        (Some(vector), Some(lexical)) => fuse_by_rank(&[vector, lexical], take),
+        (Some(mut hits), None) | (None, Some(mut hits)) => {
+            hits.truncate(take);
+            hits
+        }
+        (None, None) => Vec::new(),
+    };
+    Ok(JsonBody(SearchAnswer {
+        mode,
+        model,
+        results,
+    }))
+}
+
+/// The question's vector, computed off the async runtime (a model run is CPU work).
+async fn embed_query(embedder: Arc<dyn Embedder>, query: String) -> Result<Vec<f32>, ApiError> {
+    let task = |e: String| ApiError::Internal(crate::error::InternalError::Task(e));
+    tokio::task::spawn_blocking(move || embedder.embed(&[query.as_str()]))
+        .await
+        .map_err(|e| task(e.to_string()))?
+        .map_err(|e| task(e.to_string()))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| task("the model answered no vector".into()))
 }

@@ -65,6 +65,7 @@ pub struct ChunksProjection;
 const TABLES: &[&str] = &[
     "rm_chunk_documents",
     "rm_chunks",
+    "rm_chunks_text",
     "rm_chunk_vectors_minilm",
     "rm_chunk_vectors_wordllama",
 ];
@@ -95,6 +96,15 @@ const POSTGRES_DDL: &[&str] = &[
     "CREATE EXTENSION IF NOT EXISTS vector",
     COMMON_DDL[0],
     COMMON_DDL[1],
+    // The lexical index: English stemming, ranked by ts_rank_cd.
+    "CREATE TABLE IF NOT EXISTS rm_chunks_text{t} (
+        tenant_id   TEXT     NOT NULL,
+        document_id uuid     NOT NULL,
+        chunk_index BIGINT   NOT NULL,
+        search      tsvector NOT NULL,
+        PRIMARY KEY (tenant_id, document_id, chunk_index)
+    )",
+    "CREATE INDEX IF NOT EXISTS rm_chunks_text_search_{g} ON rm_chunks_text{t} USING gin (search)",
     "CREATE TABLE IF NOT EXISTS rm_chunk_vectors_minilm{t} (
         tenant_id     TEXT        NOT NULL,
         document_id   uuid        NOT NULL,
@@ -120,6 +130,14 @@ const POSTGRES_DDL: &[&str] = &[
 const SQLITE_DDL: &[&str] = &[
     COMMON_DDL[0],
     COMMON_DDL[1],
+    // The lexical index: FTS5 with Porter stemming, ranked by BM25.
+    "CREATE VIRTUAL TABLE IF NOT EXISTS rm_chunks_text{t} USING fts5(
+        body,
+        tenant_id UNINDEXED,
+        document_id UNINDEXED,
+        chunk_index UNINDEXED,
+        tokenize = 'porter unicode61'
+    )",
     // One partition per tenant: a tenant's search never scans another's vectors.
     "CREATE VIRTUAL TABLE IF NOT EXISTS rm_chunk_vectors_minilm{t} USING vec0(
         tenant_id TEXT PARTITION KEY,
@@ -214,8 +232,30 @@ impl Projection for ChunksProjection {
                          end_char, body) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                         tables.name("rm_chunks")
                     );
+                    let text_sql = if postgres {
+                        format!(
+                            "INSERT INTO {} (tenant_id, document_id, chunk_index, search) \
+                             VALUES ($1, $2, $3, to_tsvector('english', $4)) ON CONFLICT DO NOTHING",
+                            tables.name("rm_chunks_text")
+                        )
+                    } else {
+                        format!(
+                            "INSERT INTO {} (tenant_id, document_id, chunk_index, body) \
+                             VALUES ($1, $2, $3, $4)",
+                            tables.name("rm_chunks_text")
+                        )
+                    };
                     for chunk in &chunks {
                         let text = chunk.slice(&body);
+                        on_tx!(tx, |c| sqlx::query(&text_sql)
+                            .bind(event.tenant.as_str())
+                            .bind(event.aggregate_id)
+                            .bind(i64::try_from(chunk.index).unwrap_or(i64::MAX))
+                            .bind(text)
+                            .execute(c)
+                            .await
+                            .map(|_| ())
+                            .map_err(ProjectionError::db("indexing a chunk's words"))?);
                         on_tx!(tx, |c| sqlx::query(&sql)
                             .bind(event.tenant.as_str())
                             .bind(event.aggregate_id)
@@ -292,7 +332,8 @@ impl ChunkFilter {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChunkHit {
-    /// Cosine similarity to the query, in -1 ..= 1 (higher is closer).
+    /// Higher is closer: cosine similarity (vector), the text rank (lexical: ts_rank_cd on
+    /// PostgreSQL, −BM25 on SQLite) or the reciprocal-rank-fusion score (hybrid).
     pub score: f64,
     pub document_id: Uuid,
     pub title: String,
@@ -344,8 +385,8 @@ impl ReadModels {
                        SELECT document_id, chunk_index, embedding <=> $1::vector AS distance \
                        FROM {table} WHERE tenant_id = $2 \
                        ORDER BY embedding <=> $1::vector LIMIT $3) \
-                     SELECT n.distance, c.document_id, d.title, d.source, c.chunk_index, \
-                       c.start_char, c.end_char, c.body, d.ingested_at \
+                     SELECT 1.0 - n.distance AS score, c.document_id, d.title, d.source, \
+                       c.chunk_index, c.start_char, c.end_char, c.body, d.ingested_at \
                      FROM nearest n \
                      JOIN rm_chunks c ON c.tenant_id = $2 AND c.document_id = n.document_id \
                        AND c.chunk_index = n.chunk_index \
@@ -379,8 +420,8 @@ impl ReadModels {
                     "WITH nearest AS MATERIALIZED ( \
                        SELECT document_id, chunk_index, distance FROM {table} \
                        WHERE embedding MATCH $1 AND k = $3 AND tenant_id = $2) \
-                     SELECT n.distance, c.document_id, d.title, d.source, c.chunk_index, \
-                       c.start_char, c.end_char, c.body, d.ingested_at \
+                     SELECT 1.0 - n.distance AS score, c.document_id, d.title, d.source, \
+                       c.chunk_index, c.start_char, c.end_char, c.body, d.ingested_at \
                      FROM nearest n \
                      JOIN rm_chunks c ON c.tenant_id = $2 AND c.document_id = n.document_id \
                        AND c.chunk_index = n.chunk_index \
@@ -406,6 +447,112 @@ impl ReadModels {
         };
         rows.map(Some)
             .map_err(ProjectionError::db("decoding search results"))
+    }
+
+    /// The `k` chunks of `tenant`'s documents whose words best match `query` (any of its
+    /// words, stemmed), best first.
+    pub async fn matching_chunks(
+        &self,
+        tenant: &TenantId,
+        query: &str,
+        k: u32,
+        filter: &ChunkFilter,
+    ) -> Result<Vec<ChunkHit>, ProjectionError> {
+        self.settle(&[NAME]).await?;
+        // Plain words only: neither tsquery nor FTS5 syntax can reach the index from a query.
+        let words: Vec<String> = query
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
+        if words.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = i64::from(k.clamp(1, 1000));
+        let fetch = if filter.is_empty() {
+            k
+        } else {
+            (k * 20).min(4000)
+        };
+        let document = filter.document.map(|d| d.as_uuid());
+        let from = filter.ingested_from.map(|t| t.timestamp_micros());
+        let to = filter.ingested_to.map(|t| t.timestamp_micros());
+        let rows = match &self.store {
+            crate::ReadStore::Postgres { pool } => {
+                // to_tsquery of the words joined by | (any word); stop words drop out.
+                let any: String = words.join(" | ");
+                let sql = "WITH q AS (SELECT to_tsquery('english', $1) AS q), \
+                     best AS ( \
+                       SELECT t.document_id, t.chunk_index, ts_rank_cd(t.search, q.q) AS rank \
+                       FROM rm_chunks_text t, q WHERE t.tenant_id = $2 AND t.search @@ q.q \
+                       ORDER BY rank DESC LIMIT $3) \
+                     SELECT b.rank::float8 AS score, c.document_id, d.title, d.source, \
+                       c.chunk_index, c.start_char, c.end_char, c.body, d.ingested_at \
+                     FROM best b \
+                     JOIN rm_chunks c ON c.tenant_id = $2 AND c.document_id = b.document_id \
+                       AND c.chunk_index = b.chunk_index \
+                     JOIN rm_chunk_documents d ON d.tenant_id = $2 AND d.document_id = b.document_id \
+                     WHERE ($4::text IS NULL OR c.document_id::text = $4) \
+                       AND ($5::text IS NULL OR d.source = $5) \
+                       AND ($6::bigint IS NULL OR d.ingested_at >= $6) \
+                       AND ($7::bigint IS NULL OR d.ingested_at < $7) \
+                     ORDER BY b.rank DESC, c.document_id, c.chunk_index LIMIT $8";
+                sqlx::query(sql)
+                    .bind(&any)
+                    .bind(tenant.as_str())
+                    .bind(fetch)
+                    .bind(document.map(|d| d.to_string()))
+                    .bind(filter.source.as_deref())
+                    .bind(from)
+                    .bind(to)
+                    .bind(k)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(ProjectionError::db("searching chunk text"))?
+                    .iter()
+                    .map(hit)
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+            }
+            crate::ReadStore::Sqlite { reader, .. } => {
+                // Each word quoted (a phrase of one), any of them: FTS5's own syntax is inert.
+                let any: String = words
+                    .iter()
+                    .map(|w| format!("\"{w}\""))
+                    .collect::<Vec<_>>()
+                    .join(" OR ");
+                let sql = "WITH best AS MATERIALIZED ( \
+                       SELECT document_id, chunk_index, -bm25(rm_chunks_text) AS rank \
+                       FROM rm_chunks_text WHERE rm_chunks_text MATCH $1 AND tenant_id = $2 \
+                       ORDER BY bm25(rm_chunks_text) LIMIT $3) \
+                     SELECT b.rank AS score, c.document_id, d.title, d.source, \
+                       c.chunk_index, c.start_char, c.end_char, c.body, d.ingested_at \
+                     FROM best b \
+                     JOIN rm_chunks c ON c.tenant_id = $2 AND c.document_id = b.document_id \
+                       AND c.chunk_index = b.chunk_index \
+                     JOIN rm_chunk_documents d ON d.tenant_id = $2 AND d.document_id = b.document_id \
+                     WHERE ($4 IS NULL OR c.document_id = $4) \
+                       AND ($5 IS NULL OR d.source = $5) \
+                       AND ($6 IS NULL OR d.ingested_at >= $6) \
+                       AND ($7 IS NULL OR d.ingested_at < $7) \
+                     ORDER BY b.rank DESC, c.document_id, c.chunk_index LIMIT $8";
+                sqlx::query(sql)
+                    .bind(&any)
+                    .bind(tenant.as_str())
+                    .bind(fetch)
+                    .bind(document)
+                    .bind(filter.source.as_deref())
+                    .bind(from)
+                    .bind(to)
+                    .bind(k)
+                    .fetch_all(reader)
+                    .await
+                    .map_err(ProjectionError::db("searching chunk text"))?
+                    .iter()
+                    .map(hit)
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+            }
+        };
+        rows.map_err(ProjectionError::db("decoding search results"))
     }
 
     /// How many chunks of `tenant` have a vector of `model` (for readiness and tests).
@@ -438,9 +585,8 @@ where
     for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     let body: String = row.try_get("body")?;
-    let distance: f64 = row.try_get("distance")?;
     Ok(ChunkHit {
-        score: 1.0 - distance,
+        score: row.try_get("score")?,
         document_id: row.try_get("document_id")?,
         title: row.try_get("title")?,
         source: row.try_get("source")?,
@@ -450,4 +596,68 @@ where
         snippet: body.chars().take(SNIPPET_CHARS).collect(),
         ingested_at: from_micros(row.try_get("ingested_at")?),
     })
+}
+
+/// Reciprocal-rank fusion (Cormack et al., 2009): each list gives a chunk 1 / (60 + rank); the
+/// chunks with the highest sums come first. The score reported is that sum.
+pub fn fuse_by_rank(lists: &[Vec<ChunkHit>], k: usize) -> Vec<ChunkHit> {
+    const RRF_K: f64 = 60.0;
+    let mut fused: Vec<ChunkHit> = Vec::new();
+    for list in lists {
+        for (rank, hit) in list.iter().enumerate() {
+            let add = 1.0 / (RRF_K + rank as f64 + 1.0);
+            match fused
+                .iter_mut()
+                .find(|f| f.document_id == hit.document_id && f.chunk_index == hit.chunk_index)
+            {
+                Some(found) => found.score += add,
+                None => fused.push(ChunkHit {
+                    score: add,
+                    ..hit.clone()
+                }),
+            }
+        }
+    }
+    fused.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.document_id.cmp(&b.document_id))
+            .then(a.chunk_index.cmp(&b.chunk_index))
+    });
+    fused.truncate(k);
+    fused
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(document: u128, chunk: i64) -> ChunkHit {
+        ChunkHit {
+            score: 0.0,
+            document_id: Uuid::from_u128(document),
+            title: String::new(),
+            source: String::new(),
+            chunk_index: chunk,
+            start_char: 0,
+            end_char: 0,
+            snippet: String::new(),
+            ingested_at: DateTime::<Utc>::default(),
+        }
+    }
+
+    #[test]
+    fn a_chunk_high_in_both_lists_comes_before_one_high_in_only_one() {
+        let vector = vec![hit(1, 0), hit(2, 0), hit(3, 0)];
+        let lexical = vec![hit(2, 0), hit(4, 0)];
+        let fused = fuse_by_rank(&[vector, lexical], 3);
+        let order: Vec<u128> = fused.iter().map(|h| h.document_id.as_u128()).collect();
+        assert_eq!(order, vec![2, 1, 4]);
+        assert!((fused[0].score - (1.0 / 62.0 + 1.0 / 61.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn vectors_print_as_pgvector_and_sqlite_vec_read_them() {
+        assert_eq!(vector_text(&[0.5, -1.0, 0.25]), "[0.5,-1,0.25]");
+    }
 }

@@ -364,6 +364,7 @@ impl From<ProjectionError> for ApiError {
             | ProjectionError::Log(_)
             | ProjectionError::Worker(_)
             | ProjectionError::BadCheckpoint { .. }
+            | ProjectionError::BadValue { .. }
             | ProjectionError::UnknownProjection(_)
             | ProjectionError::Config(_)) => Self::Internal(InternalError::ReadModel(err)),
         }

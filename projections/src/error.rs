@@ -18,6 +18,12 @@ pub enum ProjectionError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("a stored {what} could not be decoded")]
+    BadValue {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("no read model is called `{0}`")]
     UnknownProjection(String),
     #[error("`{0}` is not a cursor this API handed out")]

@@ -51,6 +51,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/documents/{id}/chunk"),
     ("POST", "/v1/documents/{id}/entities"),
     ("POST", "/v1/research/search"),
+    ("POST", "/v1/research/similar"),
     ("GET", "/v1/audit/events"),
     ("GET", "/v1/audit/{aggregate_type}/{id}/events"),
     ("GET", "/v1/audit/{aggregate_type}/{id}/state"),

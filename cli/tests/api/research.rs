@@ -237,7 +237,76 @@ async fn bad_searches_are_refused_with_the_field(backend: Backend) {
     problem_with_field(response, 400, "invalid_body", "rank").await;
 }
 
+async fn more_like_a_document_finds_the_closest_other_document_and_not_itself(backend: Backend) {
+    let app = spawn_app_with(backend, |layer| {
+        layer.research.embedders = Some(vec![MODEL.to_owned()]);
+    })
+    .await;
+    let token = app.admin();
+    let mut ids = Vec::new();
+    for (title, text) in DOCUMENTS {
+        let ingested = ingest(&app, &token, title, text).await;
+        ids.push(ingested["aggregate_id"].as_str().unwrap().to_owned());
+    }
+    let twin = ingest(
+        &app,
+        &token,
+        "Battery exchange",
+        "Phone owners queued to exchange swollen batteries after the overheating recall; the \
+         service centres replaced each battery for free.",
+    )
+    .await;
+    let twin = twin["aggregate_id"].as_str().unwrap().to_owned();
+    search_when_indexed(&app, &token, json!({"query": "battery", "k": 10}), 4).await;
+
+    let body = json!({"document_id": ids[2], "k": 2});
+    let answer = accepted(
+        app.post_json("/v1/research/similar", &token, &body).await,
+        200,
+    )
+    .await;
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results[0]["document_id"], twin.as_str(), "{answer}");
+    assert!(
+        results.iter().all(|r| r["document_id"] != ids[2].as_str()),
+        "{answer}"
+    );
+
+    let body = json!({"document_id": ids[2], "chunk_index": 0, "k": 1});
+    let answer = accepted(
+        app.post_json("/v1/research/similar", &token, &body).await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        answer["results"][0]["document_id"],
+        twin.as_str(),
+        "{answer}"
+    );
+
+    let missing = uuid::Uuid::now_v7();
+    let response = app
+        .post_json(
+            "/v1/research/similar",
+            &token,
+            &json!({"document_id": missing}),
+        )
+        .await;
+    crate::helpers::problem(response, 404, "not_found").await;
+    // Another tenant's document is not there for this one.
+    let other = app.token("globex", &[Role::Admin]);
+    let response = app
+        .post_json(
+            "/v1/research/similar",
+            &other,
+            &json!({"document_id": ids[2]}),
+        )
+        .await;
+    crate::helpers::problem(response, 404, "not_found").await;
+}
+
 plasma_testkit::on_both_backends!(
+    more_like_a_document_finds_the_closest_other_document_and_not_itself,
     a_question_finds_the_chunk_that_answers_it_with_its_citation,
     bad_searches_are_refused_with_the_field,
 );

@@ -27,7 +27,9 @@ const MAX_K: u32 = 100;
 const MAX_QUERY_CHARS: usize = 2000;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(search))
+    OpenApiRouter::new()
+        .routes(routes!(search))
+        .routes(routes!(similar))
 }
 
 /// How a search compares chunks with the question.
@@ -201,4 +203,119 @@ async fn embed_query(embedder: Arc<dyn Embedder>, query: String) -> Result<Vec<f
         .into_iter()
         .next()
         .ok_or_else(|| task("the model answered no vector".into()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SimilarRequest {
+    /// The document to find more like.
+    document_id: Uuid,
+    /// One of its chunks; the whole document (its chunks' mean vector) when left out.
+    chunk_index: Option<i64>,
+    /// How many chunks to answer with (1 ..= 100); 10 by default.
+    k: Option<u32>,
+    /// The embedding model whose vectors are compared; the first loaded one by default.
+    model: Option<String>,
+    /// Read your writes: wait until the chunks index has applied this position.
+    min_position: Option<i64>,
+}
+
+/// "More like this": the chunks nearest to one chunk, or to a whole document, by the model's
+/// stored vectors (no model run). The source itself is left out: its own chunks for a
+/// document, the chunk for a chunk.
+#[utoipa::path(
+    post,
+    path = "/research/similar",
+    tag = "research",
+    request_body = SimilarRequest,
+    responses(
+        (status = 200, description = "The nearest other chunks, best first", body = SearchAnswer),
+        (status = 404, description = "`not_found`: the document (or chunk) has no vectors of this model"),
+        (status = 422, description = "`validation_failed`: `k` out of range, or a `model` that is not loaded"),
+        (status = 503, description = "`not_yet_consistent`: the index has not reached `min_position` in time"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.document.id = %body.document_id))]
+async fn similar(
+    State(state): State<AppState>,
+    caller: Authorized<Queries>,
+    Json(body): Json<SimilarRequest>,
+) -> Result<JsonBody<SearchAnswer>, ApiError> {
+    let k = body.k.unwrap_or(DEFAULT_K);
+    if !(1..=MAX_K).contains(&k) {
+        return Err(invalid(
+            "k",
+            format!("`k` must be between 1 and {MAX_K}, not {k}"),
+        ));
+    }
+    let model = embedder(&state, body.model.as_deref())?.model().clone();
+    let document = DocumentId::from_uuid(body.document_id);
+    let reads = state.read().after(body.min_position);
+    let vectors = reads
+        .chunk_vectors(
+            caller.tenant(),
+            &model.name,
+            model.dimension,
+            document,
+            body.chunk_index,
+        )
+        .await?;
+    if vectors.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "document {} has no {} vectors{}",
+            body.document_id,
+            model.name,
+            body.chunk_index
+                .map(|c| format!(" for chunk {c}"))
+                .unwrap_or_default()
+        )));
+    }
+    let probe = mean_direction(&vectors);
+    let skip = if body.chunk_index.is_some() {
+        1
+    } else {
+        vectors.len()
+    };
+    let fetch = (k as usize + skip).min(1000) as u32;
+    let hits = reads
+        .nearest_chunks(
+            caller.tenant(),
+            &model.name,
+            &probe,
+            fetch,
+            &ChunkFilter::default(),
+        )
+        .await?
+        .unwrap_or_default();
+    let results: Vec<ChunkHit> = hits
+        .into_iter()
+        .filter(|hit| {
+            hit.document_id != body.document_id
+                || body
+                    .chunk_index
+                    .is_some_and(|chunk| hit.chunk_index != chunk)
+        })
+        .take(k as usize)
+        .collect();
+    Ok(JsonBody(SearchAnswer {
+        mode: SearchMode::Vector,
+        model: Some(model),
+        results,
+    }))
+}
+
+/// The unit vector along the mean of `vectors`.
+fn mean_direction(vectors: &[Vec<f32>]) -> Vec<f32> {
+    let dimension = vectors.first().map_or(0, Vec::len);
+    let mut mean = vec![0.0f32; dimension];
+    for vector in vectors {
+        for (acc, x) in mean.iter_mut().zip(vector) {
+            *acc += x;
+        }
+    }
+    let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        mean.iter_mut().for_each(|x| *x /= norm);
+    }
+    mean
 }

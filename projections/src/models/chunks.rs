@@ -555,6 +555,56 @@ impl ReadModels {
         rows.map_err(ProjectionError::db("decoding search results"))
     }
 
+    /// The stored vectors of a document's chunks (one chunk's, with `chunk`) by `model`, in
+    /// chunk order; empty when there are none (unknown document, not embedded yet).
+    pub async fn chunk_vectors(
+        &self,
+        tenant: &TenantId,
+        model: &str,
+        dimension: u32,
+        document: DocumentId,
+        chunk: Option<i64>,
+    ) -> Result<Vec<Vec<f32>>, ProjectionError> {
+        self.settle(&[NAME]).await?;
+        let Some(table) = vector_table(model, dimension) else {
+            return Ok(Vec::new());
+        };
+        let texts: Vec<String> = match &self.store {
+            crate::ReadStore::Postgres { pool } => {
+                sqlx::query_scalar(&format!(
+                "SELECT embedding::text FROM {table} WHERE tenant_id = $1 AND document_id = $2 \
+                 AND ($3::bigint IS NULL OR chunk_index = $3) ORDER BY chunk_index"
+            ))
+                .bind(tenant.as_str())
+                .bind(document.as_uuid())
+                .bind(chunk)
+                .fetch_all(pool)
+                .await
+            }
+            crate::ReadStore::Sqlite { reader, .. } => {
+                sqlx::query_scalar(&format!(
+                    "SELECT vec_to_json(embedding) FROM {table} WHERE tenant_id = $1 \
+                 AND document_id = $2 AND ($3 IS NULL OR chunk_index = $3) ORDER BY chunk_index"
+                ))
+                .bind(tenant.as_str())
+                .bind(document.as_uuid())
+                .bind(chunk)
+                .fetch_all(reader)
+                .await
+            }
+        }
+        .map_err(ProjectionError::db("reading chunk vectors"))?;
+        texts
+            .iter()
+            .map(|text| {
+                serde_json::from_str::<Vec<f32>>(text).map_err(|source| ProjectionError::BadValue {
+                    what: "chunk vector",
+                    source,
+                })
+            })
+            .collect()
+    }
+
     /// How many chunks of `tenant` have a vector of `model` (for readiness and tests).
     pub async fn indexed_chunks(
         &self,

@@ -164,6 +164,11 @@ impl ReadStore {
         Ok(store)
     }
 
+    /// Whether this is the PostgreSQL read store.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres { .. })
+    }
+
     /// Begins a write transaction (SQLite: IMMEDIATE, so it holds the write lock from the start).
     pub async fn begin(&self) -> Result<ReadTx, ProjectionError> {
         Ok(match self {

@@ -363,90 +363,20 @@ impl ReadModels {
         let Some(table) = vector_table(model, dimension) else {
             return Ok(None);
         };
-        let k = i64::from(k.clamp(1, 1000));
-        // Filters apply after the nearest-neighbour scan: look further when there are any.
-        let fetch = if filter.is_empty() {
-            k
+        let best = if self.store.is_postgres() {
+            format!(
+                "SELECT document_id, chunk_index, 1.0 - (embedding <=> $1::vector) AS rank \
+                 FROM {table} WHERE tenant_id = $2 ORDER BY embedding <=> $1::vector LIMIT $3"
+            )
         } else {
-            (k * 20).min(4000)
+            format!(
+                "SELECT document_id, chunk_index, 1.0 - distance AS rank FROM {table} \
+                 WHERE embedding MATCH $1 AND k = $3 AND tenant_id = $2"
+            )
         };
-        let query_text = vector_text(query);
-        let filters = " AND ($4::text IS NULL OR c.document_id::text = $4) \
-             AND ($5::text IS NULL OR d.source = $5) \
-             AND ($6::bigint IS NULL OR d.ingested_at >= $6) \
-             AND ($7::bigint IS NULL OR d.ingested_at < $7)";
-        let document = filter.document.map(|d| d.as_uuid());
-        let from = filter.ingested_from.map(|t| t.timestamp_micros());
-        let to = filter.ingested_to.map(|t| t.timestamp_micros());
-        let rows = match &self.store {
-            crate::ReadStore::Postgres { pool } => {
-                let sql = format!(
-                    "WITH nearest AS ( \
-                       SELECT document_id, chunk_index, embedding <=> $1::vector AS distance \
-                       FROM {table} WHERE tenant_id = $2 \
-                       ORDER BY embedding <=> $1::vector LIMIT $3) \
-                     SELECT 1.0 - n.distance AS score, c.document_id, d.title, d.source, \
-                       c.chunk_index, c.start_char, c.end_char, c.body, d.ingested_at \
-                     FROM nearest n \
-                     JOIN rm_chunks c ON c.tenant_id = $2 AND c.document_id = n.document_id \
-                       AND c.chunk_index = n.chunk_index \
-                     JOIN rm_chunk_documents d ON d.tenant_id = $2 AND d.document_id = n.document_id \
-                     WHERE TRUE {filters} ORDER BY n.distance LIMIT $8"
-                );
-                sqlx::query(&sql)
-                    .bind(&query_text)
-                    .bind(tenant.as_str())
-                    .bind(fetch)
-                    .bind(document.map(|d| d.to_string()))
-                    .bind(filter.source.as_deref())
-                    .bind(from)
-                    .bind(to)
-                    .bind(k)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(ProjectionError::db("searching chunk vectors"))?
-                    .iter()
-                    .map(hit)
-                    .collect::<Result<Vec<_>, sqlx::Error>>()
-            }
-            crate::ReadStore::Sqlite { reader, .. } => {
-                let filters = " AND ($4 IS NULL OR c.document_id = $4) \
-                     AND ($5 IS NULL OR d.source = $5) \
-                     AND ($6 IS NULL OR d.ingested_at >= $6) \
-                     AND ($7 IS NULL OR d.ingested_at < $7)";
-                // MATERIALIZED: the join's constraints on the auxiliary columns must not reach
-                // the vec0 scan, which refuses them.
-                let sql = format!(
-                    "WITH nearest AS MATERIALIZED ( \
-                       SELECT document_id, chunk_index, distance FROM {table} \
-                       WHERE embedding MATCH $1 AND k = $3 AND tenant_id = $2) \
-                     SELECT 1.0 - n.distance AS score, c.document_id, d.title, d.source, \
-                       c.chunk_index, c.start_char, c.end_char, c.body, d.ingested_at \
-                     FROM nearest n \
-                     JOIN rm_chunks c ON c.tenant_id = $2 AND c.document_id = n.document_id \
-                       AND c.chunk_index = n.chunk_index \
-                     JOIN rm_chunk_documents d ON d.tenant_id = $2 AND d.document_id = n.document_id \
-                     WHERE 1 {filters} ORDER BY n.distance LIMIT $8"
-                );
-                sqlx::query(&sql)
-                    .bind(&query_text)
-                    .bind(tenant.as_str())
-                    .bind(fetch)
-                    .bind(document)
-                    .bind(filter.source.as_deref())
-                    .bind(from)
-                    .bind(to)
-                    .bind(k)
-                    .fetch_all(reader)
-                    .await
-                    .map_err(ProjectionError::db("searching chunk vectors"))?
-                    .iter()
-                    .map(hit)
-                    .collect::<Result<Vec<_>, sqlx::Error>>()
-            }
-        };
-        rows.map(Some)
-            .map_err(ProjectionError::db("decoding search results"))
+        self.ranked_chunks(tenant, &best, vector_text(query), k, filter)
+            .await
+            .map(Some)
     }
 
     /// The `k` chunks of `tenant`'s documents whose words best match `query` (any of its
@@ -468,6 +398,40 @@ impl ReadModels {
         if words.is_empty() {
             return Ok(Vec::new());
         }
+        let (best, any) = if self.store.is_postgres() {
+            // Any of the words (to_tsquery's |); stop words drop out.
+            (
+                "SELECT t.document_id, t.chunk_index, \
+                   ts_rank_cd(t.search, to_tsquery('english', $1))::float8 AS rank \
+                 FROM rm_chunks_text t \
+                 WHERE t.tenant_id = $2 AND t.search @@ to_tsquery('english', $1) \
+                 ORDER BY rank DESC LIMIT $3",
+                words.join(" | "),
+            )
+        } else {
+            // Each word quoted (a phrase of one), any of them: FTS5's own syntax is inert.
+            let quoted: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
+            (
+                "SELECT document_id, chunk_index, -bm25(rm_chunks_text) AS rank \
+                 FROM rm_chunks_text WHERE rm_chunks_text MATCH $1 AND tenant_id = $2 \
+                 ORDER BY bm25(rm_chunks_text) LIMIT $3",
+                quoted.join(" OR "),
+            )
+        };
+        self.ranked_chunks(tenant, best, any, k, filter).await
+    }
+
+    /// The chunks `best` ranks (a query of `document_id, chunk_index, rank` over `$1` the
+    /// probe, `$2` the tenant and `$3` how many), with their text and document, filtered, best
+    /// first. Filters apply after ranking, so it ranks further when there are any.
+    async fn ranked_chunks(
+        &self,
+        tenant: &TenantId,
+        best: &str,
+        probe: String,
+        k: u32,
+        filter: &ChunkFilter,
+    ) -> Result<Vec<ChunkHit>, ProjectionError> {
         let k = i64::from(k.clamp(1, 1000));
         let fetch = if filter.is_empty() {
             k
@@ -477,81 +441,49 @@ impl ReadModels {
         let document = filter.document.map(|d| d.as_uuid());
         let from = filter.ingested_from.map(|t| t.timestamp_micros());
         let to = filter.ingested_to.map(|t| t.timestamp_micros());
-        let rows = match &self.store {
-            crate::ReadStore::Postgres { pool } => {
-                // to_tsquery of the words joined by | (any word); stop words drop out.
-                let any: String = words.join(" | ");
-                let sql = "WITH q AS (SELECT to_tsquery('english', $1) AS q), \
-                     best AS ( \
-                       SELECT t.document_id, t.chunk_index, ts_rank_cd(t.search, q.q) AS rank \
-                       FROM rm_chunks_text t, q WHERE t.tenant_id = $2 AND t.search @@ q.q \
-                       ORDER BY rank DESC LIMIT $3) \
-                     SELECT b.rank::float8 AS score, c.document_id, d.title, d.source, \
-                       c.chunk_index, c.start_char, c.end_char, c.body, d.ingested_at \
-                     FROM best b \
-                     JOIN rm_chunks c ON c.tenant_id = $2 AND c.document_id = b.document_id \
-                       AND c.chunk_index = b.chunk_index \
-                     JOIN rm_chunk_documents d ON d.tenant_id = $2 AND d.document_id = b.document_id \
-                     WHERE ($4::text IS NULL OR c.document_id::text = $4) \
-                       AND ($5::text IS NULL OR d.source = $5) \
-                       AND ($6::bigint IS NULL OR d.ingested_at >= $6) \
-                       AND ($7::bigint IS NULL OR d.ingested_at < $7) \
-                     ORDER BY b.rank DESC, c.document_id, c.chunk_index LIMIT $8";
-                sqlx::query(sql)
-                    .bind(&any)
-                    .bind(tenant.as_str())
-                    .bind(fetch)
-                    .bind(document.map(|d| d.to_string()))
-                    .bind(filter.source.as_deref())
-                    .bind(from)
-                    .bind(to)
-                    .bind(k)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(ProjectionError::db("searching chunk text"))?
-                    .iter()
-                    .map(hit)
-                    .collect::<Result<Vec<_>, sqlx::Error>>()
-            }
-            crate::ReadStore::Sqlite { reader, .. } => {
-                // Each word quoted (a phrase of one), any of them: FTS5's own syntax is inert.
-                let any: String = words
-                    .iter()
-                    .map(|w| format!("\"{w}\""))
-                    .collect::<Vec<_>>()
-                    .join(" OR ");
-                let sql = "WITH best AS MATERIALIZED ( \
-                       SELECT document_id, chunk_index, -bm25(rm_chunks_text) AS rank \
-                       FROM rm_chunks_text WHERE rm_chunks_text MATCH $1 AND tenant_id = $2 \
-                       ORDER BY bm25(rm_chunks_text) LIMIT $3) \
-                     SELECT b.rank AS score, c.document_id, d.title, d.source, \
-                       c.chunk_index, c.start_char, c.end_char, c.body, d.ingested_at \
-                     FROM best b \
-                     JOIN rm_chunks c ON c.tenant_id = $2 AND c.document_id = b.document_id \
-                       AND c.chunk_index = b.chunk_index \
-                     JOIN rm_chunk_documents d ON d.tenant_id = $2 AND d.document_id = b.document_id \
-                     WHERE ($4 IS NULL OR c.document_id = $4) \
-                       AND ($5 IS NULL OR d.source = $5) \
-                       AND ($6 IS NULL OR d.ingested_at >= $6) \
-                       AND ($7 IS NULL OR d.ingested_at < $7) \
-                     ORDER BY b.rank DESC, c.document_id, c.chunk_index LIMIT $8";
-                sqlx::query(sql)
-                    .bind(&any)
-                    .bind(tenant.as_str())
-                    .bind(fetch)
-                    .bind(document)
-                    .bind(filter.source.as_deref())
-                    .bind(from)
-                    .bind(to)
-                    .bind(k)
-                    .fetch_all(reader)
-                    .await
-                    .map_err(ProjectionError::db("searching chunk text"))?
-                    .iter()
-                    .map(hit)
-                    .collect::<Result<Vec<_>, sqlx::Error>>()
-            }
+        // MATERIALIZED (SQLite): the join's constraints must not reach a vec0 or FTS5 scan,
+        // which refuses them or cannot use them.
+        let (materialized, filters) = if self.store.is_postgres() {
+            (
+                "",
+                "($4::uuid IS NULL OR c.document_id = $4) \
+                 AND ($5::text IS NULL OR d.source = $5) \
+                 AND ($6::bigint IS NULL OR d.ingested_at >= $6) \
+                 AND ($7::bigint IS NULL OR d.ingested_at < $7)",
+            )
+        } else {
+            (
+                "MATERIALIZED",
+                "($4 IS NULL OR c.document_id = $4) AND ($5 IS NULL OR d.source = $5) \
+                 AND ($6 IS NULL OR d.ingested_at >= $6) AND ($7 IS NULL OR d.ingested_at < $7)",
+            )
         };
+        let sql = format!(
+            "WITH best AS {materialized} ({best}) \
+             SELECT b.rank AS score, c.document_id, d.title, d.source, c.chunk_index, \
+               c.start_char, c.end_char, c.body, d.ingested_at \
+             FROM best b \
+             JOIN rm_chunks c ON c.tenant_id = $2 AND c.document_id = b.document_id \
+               AND c.chunk_index = b.chunk_index \
+             JOIN rm_chunk_documents d ON d.tenant_id = $2 AND d.document_id = b.document_id \
+             WHERE {filters} \
+             ORDER BY b.rank DESC, c.document_id, c.chunk_index LIMIT $8"
+        );
+        let rows: Result<Vec<ChunkHit>, sqlx::Error> = on_pool!(&self.store, |p| sqlx::query(&sql)
+            .bind(&probe)
+            .bind(tenant.as_str())
+            .bind(fetch)
+            .bind(document)
+            .bind(filter.source.as_deref())
+            .bind(from)
+            .bind(to)
+            .bind(k)
+            .fetch_all(p)
+            .await
+            .map_err(ProjectionError::db("searching chunks"))?
+            .iter()
+            .map(hit)
+            .collect());
         rows.map_err(ProjectionError::db("decoding search results"))
     }
 

@@ -14,6 +14,11 @@ use plasma_cli::{log, Application, Profile, Settings};
 use plasma_domain::TenantId;
 use plasma_gateway::{Role, TokenIssuer};
 
+/// Large, short-lived buffers (a model's activations) are reused instead of being mapped and
+/// unmapped on every tensor, as glibc's allocator does above its mmap threshold.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How long the token `plasma dev` prints stays valid.
 const DEV_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 

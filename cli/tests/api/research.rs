@@ -27,6 +27,14 @@ const DOCUMENTS: [(&str, &str); 3] = [
     ),
 ];
 
+/// The gateway with the embedding model the tests search with.
+async fn spawn_app_with_model(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |layer| {
+        layer.research.embedders = Some(vec![MODEL.to_owned()]);
+    })
+    .await
+}
+
 async fn ingest(app: &TestApp, token: &str, title: &str, text: &str) -> Value {
     let body = json!({"title": title, "source": format!("https://example.org/{}", title.len()), "text": text});
     accepted(app.post_json("/v1/documents", token, &body).await, 201).await
@@ -57,10 +65,7 @@ async fn search_when_indexed(app: &TestApp, token: &str, body: Value, documents:
 }
 
 async fn a_question_finds_the_chunk_that_answers_it_with_its_citation(backend: Backend) {
-    let app = spawn_app_with(backend, |layer| {
-        layer.research.embedders = Some(vec![MODEL.to_owned()]);
-    })
-    .await;
+    let app = spawn_app_with_model(backend).await;
     let token = app.admin();
     let mut ids = Vec::new();
     let mut last = 0;
@@ -212,10 +217,7 @@ async fn a_question_finds_the_chunk_that_answers_it_with_its_citation(backend: B
 }
 
 async fn bad_searches_are_refused_with_the_field(backend: Backend) {
-    let app = spawn_app_with(backend, |layer| {
-        layer.research.embedders = Some(vec![MODEL.to_owned()]);
-    })
-    .await;
+    let app = spawn_app_with_model(backend).await;
     let token = app.admin();
     for (body, field) in [
         (json!({"query": "   "}), "query"),
@@ -238,10 +240,7 @@ async fn bad_searches_are_refused_with_the_field(backend: Backend) {
 }
 
 async fn more_like_a_document_finds_the_closest_other_document_and_not_itself(backend: Backend) {
-    let app = spawn_app_with(backend, |layer| {
-        layer.research.embedders = Some(vec![MODEL.to_owned()]);
-    })
-    .await;
+    let app = spawn_app_with_model(backend).await;
     let token = app.admin();
     let mut ids = Vec::new();
     for (title, text) in DOCUMENTS {

@@ -536,25 +536,6 @@ impl ReadModels {
             })
             .collect()
     }
-
-    /// How many chunks of `tenant` have a vector of `model` (for readiness and tests).
-    pub async fn indexed_chunks(
-        &self,
-        tenant: &TenantId,
-        model: &str,
-        dimension: u32,
-    ) -> Result<i64, ProjectionError> {
-        self.settle(&[NAME]).await?;
-        let Some(table) = vector_table(model, dimension) else {
-            return Ok(0);
-        };
-        let sql = format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = $1");
-        on_pool!(&self.store, |p| sqlx::query_scalar(&sql)
-            .bind(tenant.as_str())
-            .fetch_one(p)
-            .await
-            .map_err(ProjectionError::db("counting chunk vectors")))
-    }
 }
 
 fn hit<R>(row: &R) -> Result<ChunkHit, sqlx::Error>

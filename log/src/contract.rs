@@ -202,6 +202,11 @@ const SOURCES: &[(Context, &str, &str)] = &[
         "DocumentChunksEmbedded",
         include_str!("../../schemas/avro/research/DocumentChunksEmbedded.avsc"),
     ),
+    (
+        Context::Research,
+        "DocumentEmbeddingRequested",
+        include_str!("../../schemas/avro/research/DocumentEmbeddingRequested.avsc"),
+    ),
 ];
 
 /// Every event type's schema, by event type.

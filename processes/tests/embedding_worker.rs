@@ -198,6 +198,7 @@ plasma_testkit::on_both_backends!(
     fixture;
     every_chunked_document_gets_one_set_of_vectors_and_a_second_pass_records_nothing,
     a_worker_killed_mid_batch_and_started_again_loses_and_doubles_nothing,
+    a_request_re_embeds_vectors_of_an_older_version_and_the_index_holds_only_the_new,
 );
 
 async fn every_chunked_document_gets_one_set_of_vectors_and_a_second_pass_records_nothing(
@@ -338,4 +339,132 @@ async fn child_runs_the_embedding_worker_until_killed() {
     runner.catch_up().await.unwrap();
     // Finished before the kill: wait for it.
     tokio::time::sleep(Duration::from_secs(600)).await;
+}
+
+/// A worker that already passed the documents (they carry vectors of an older version of its
+/// model) re-embeds one when asked to, once, and the chunks index replaces the old vectors
+/// rather than adding to them. A request naming another model is not this worker's.
+async fn a_request_re_embeds_vectors_of_an_older_version_and_the_index_holds_only_the_new(
+    fixture: Fixture,
+) {
+    let (store, read) = open(&fixture.location).await;
+    let ids = seed(&store, 2).await;
+    let embedder = embedder(KnownModel::WordLlama);
+    let model = embedder.model().clone();
+    let old = plasma_domain::research::EmbeddingModel {
+        version: "0.0.1-old".into(),
+        ..model.clone()
+    };
+    let handler = CommandHandler::new(store.clone());
+    let at = Utc
+        .with_ymd_and_hms(2026, 11, 1, 10, 0, 0)
+        .single()
+        .unwrap();
+    for id in &ids {
+        let document = handler
+            .load::<Document>(&context(), id.as_uuid())
+            .await
+            .unwrap()
+            .0;
+        // Stand-ins for the old version's vectors: unit vectors along one axis.
+        let vectors = (0..document.chunks.len())
+            .map(|chunk| plasma_domain::research::ChunkVector {
+                chunk,
+                vector: {
+                    let mut v = vec![0.0; model.dimension as usize];
+                    v[0] = 1.0;
+                    v
+                },
+            })
+            .collect();
+        let record = DocumentCommand::RecordEmbeddings {
+            model: old.clone(),
+            vectors,
+            at,
+        };
+        handler
+            .execute::<Document>(&context(), id.as_uuid(), record, &())
+            .await
+            .unwrap();
+    }
+    let chunks = plasma_projections::ChunksProjection;
+    let mut index = plasma_projections::ProjectionRunner::start(
+        read.clone(),
+        Arc::new(chunks),
+        StoreSubscription::new(store.clone()),
+        plasma_projections::RunnerOptions::default(),
+    )
+    .await
+    .unwrap();
+    plasma_projections::catch_up(&mut index).await.unwrap();
+
+    // The worker has passed everything before the requests.
+    let name = EmbeddingWorker::new(handler.clone(), embedder.clone())
+        .name()
+        .to_owned();
+    let mut tx = read.begin().await.unwrap();
+    checkpoint::save(
+        &mut tx,
+        &name,
+        &Checkpoint {
+            position: store.head().await.unwrap(),
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let request = |model: &str| DocumentCommand::RequestEmbedding {
+        model: model.to_owned(),
+        at,
+    };
+    for (id, asked) in [(ids[0], model.name.as_str()), (ids[1], "all-MiniLM-L6-v2")] {
+        handler
+            .execute::<Document>(&context(), id.as_uuid(), request(asked), &())
+            .await
+            .unwrap();
+    }
+    let mut worker = runner(&store, &read, embedder.clone()).await;
+    worker.catch_up().await.unwrap();
+    assert_eq!(
+        embeddings_per_document(&store, &ids, &model.name).await,
+        vec![2, 1],
+        "the old set and the new one for the document asked for; nothing for the other"
+    );
+
+    // Asked again: its current version is recorded already, so nothing happens.
+    handler
+        .execute::<Document>(&context(), ids[0].as_uuid(), request(&model.name), &())
+        .await
+        .unwrap();
+    worker.catch_up().await.unwrap();
+    assert_eq!(
+        embeddings_per_document(&store, &ids, &model.name).await,
+        vec![2, 1]
+    );
+
+    plasma_projections::catch_up(&mut index).await.unwrap();
+    let reads = plasma_projections::ReadModels::new(read.clone());
+    let document = handler
+        .load::<Document>(&context(), ids[0].as_uuid())
+        .await
+        .unwrap()
+        .0;
+    let indexed = reads
+        .chunk_vectors(&tenant(), &model.name, model.dimension, ids[0], None)
+        .await
+        .unwrap();
+    assert_eq!(indexed.len(), document.chunks.len(), "one vector per chunk");
+    for (chunk, vector) in document.chunks.iter().zip(&indexed) {
+        let now = embedder.embed(&[chunk.slice(&document.text)]).unwrap();
+        let similarity = plasma_domain::research::cosine(vector, &now[0]);
+        assert!(similarity > 0.999, "the new version's vector: {similarity}");
+    }
+    let untouched = reads
+        .chunk_vectors(&tenant(), &model.name, model.dimension, ids[1], None)
+        .await
+        .unwrap();
+    assert!(
+        untouched.iter().all(|v| v[0] == 1.0),
+        "the old vectors stay"
+    );
 }

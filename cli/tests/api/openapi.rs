@@ -52,6 +52,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/documents/{id}/entities"),
     ("POST", "/v1/research/search"),
     ("POST", "/v1/research/similar"),
+    ("POST", "/v1/documents/{id}/embeddings"),
+    ("POST", "/v1/research/embeddings"),
     ("GET", "/v1/audit/events"),
     ("GET", "/v1/audit/{aggregate_type}/{id}/events"),
     ("GET", "/v1/audit/{aggregate_type}/{id}/state"),

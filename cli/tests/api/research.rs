@@ -308,4 +308,118 @@ plasma_testkit::on_both_backends!(
     more_like_a_document_finds_the_closest_other_document_and_not_itself,
     a_question_finds_the_chunk_that_answers_it_with_its_citation,
     bad_searches_are_refused_with_the_field,
+    re_embedding_is_asked_for_per_document_or_for_all_and_bad_requests_change_nothing,
+    a_narrow_filter_finds_its_chunk_when_other_chunks_fill_the_index_around_the_query,
 );
+
+/// `POST /documents/{id}/embeddings` and `POST /research/embeddings` record one
+/// `DocumentEmbeddingRequested` per chunked document (the worker, whose model version already
+/// embedded them, then records nothing); an unknown model or an unchunked document is refused
+/// and records nothing.
+async fn re_embedding_is_asked_for_per_document_or_for_all_and_bad_requests_change_nothing(
+    backend: Backend,
+) {
+    let app = spawn_app_with_model(backend).await;
+    let token = app.admin();
+    let mut ids = Vec::new();
+    for (title, text) in DOCUMENTS {
+        ids.push(
+            ingest(&app, &token, title, text).await["aggregate_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let unchunked =
+        json!({"title": "Draft", "source": "x", "text": "Not chunked yet.", "chunk": false});
+    let unchunked = accepted(
+        app.post_json("/v1/documents", &token, &unchunked).await,
+        201,
+    )
+    .await;
+    let unchunked_id = unchunked["aggregate_id"].as_str().unwrap();
+    let events_before = app.tenant_events(&token).await.len();
+
+    let bad = json!({"model": "gpt-embed"});
+    let response = app
+        .post_json(
+            &format!("/v1/documents/{}/embeddings", ids[0]),
+            &token,
+            &bad,
+        )
+        .await;
+    problem_with_field(response, 422, "validation_failed", "model").await;
+    let response = app.post_json("/v1/research/embeddings", &token, &bad).await;
+    problem_with_field(response, 422, "validation_failed", "model").await;
+    let model = json!({"model": MODEL});
+    let response = app
+        .post_json(
+            &format!("/v1/documents/{unchunked_id}/embeddings"),
+            &token,
+            &model,
+        )
+        .await;
+    crate::helpers::problem(response, 409, "illegal_transition").await;
+    assert_eq!(
+        app.tenant_events(&token).await.len(),
+        events_before,
+        "nothing recorded"
+    );
+
+    let one = app
+        .post_json(
+            &format!("/v1/documents/{}/embeddings", ids[0]),
+            &token,
+            &model,
+        )
+        .await;
+    let one = accepted(one, 200).await;
+    assert_eq!(one["events_appended"], 1);
+    // Every chunked document once; listed from the documents read model.
+    let position = one["position"].as_i64().unwrap();
+    app.read("/v1/documents", &token, position).await;
+    let all = app
+        .post_json("/v1/research/embeddings", &token, &model)
+        .await;
+    let all = accepted(all, 202).await;
+    assert_eq!(all["requested"], 3, "{all}");
+    assert_eq!(all["not_chunked"], 1, "{all}");
+    let requested = app
+        .tenant_events(&token)
+        .await
+        .iter()
+        .filter(|e| e["event_type"] == "DocumentEmbeddingRequested")
+        .count();
+    assert_eq!(requested, 4);
+}
+
+/// The HNSW graph (PostgreSQL) is filtered after the scan: a search restricted to a
+/// one-chunk document, for what another document of the tenant has ~2,000 chunks about, would
+/// get nothing from the index alone. The search then compares with the vectors that pass the
+/// filter. (Another tenant's chunks are filtered the same way.)
+async fn a_narrow_filter_finds_its_chunk_when_other_chunks_fill_the_index_around_the_query(
+    backend: Backend,
+) {
+    let app = spawn_app_with_model(backend).await;
+    let token = app.admin();
+    // Enough chunks that PostgreSQL's planner takes the index over a sort of every row.
+    let text: String = (0..4000)
+        .map(|i| format!("Fresh sourdough bread batch {i}, croissants and cinnamon buns. "))
+        .collect();
+    let body = json!({
+        "title": "Bakery notes", "source": "https://example.org/bakery",
+        "text": text, "max_chars": 200, "overlap": 0,
+    });
+    let bakery = accepted(app.post_json("/v1/documents", &token, &body).await, 201).await;
+    let (title, text) = DOCUMENTS[0];
+    let own = ingest(&app, &token, title, text).await;
+    let own = own["aggregate_id"].as_str().unwrap();
+    // Both indexed: each found by its own words.
+    let bakery = json!({"query": "sourdough", "k": 1, "document_id": bakery["aggregate_id"]});
+    search_when_indexed(&app, &token, bakery, 1).await;
+    let harbour = json!({"query": "harbour authority dredged the shipping channel", "k": 1});
+    search_when_indexed(&app, &token, harbour, 1).await;
+    let narrow = json!({"query": "sourdough bread and croissants", "k": 1, "document_id": own});
+    let answer = search_when_indexed(&app, &token, narrow, 1).await;
+    assert_eq!(answer["results"][0]["document_id"], own, "{answer}");
+}

@@ -142,6 +142,9 @@ pub enum DocumentCommand {
         vectors: Vec<ChunkVector>,
         at: DateTime<Utc>,
     },
+    /// Ask the embedding worker of the model named `model` to embed the chunks (again): after
+    /// a new version of its weights, or with a model enabled after the document was embedded.
+    RequestEmbedding { model: String, at: DateTime<Utc> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,6 +175,9 @@ pub enum DocumentEvent {
         vectors: Vec<ChunkVector>,
         at: DateTime<Utc>,
     },
+    /// Someone asked for the chunks to be embedded with the model named `model`; its worker
+    /// records `DocumentChunksEmbedded` unless that model's current version already did.
+    DocumentEmbeddingRequested { model: String, at: DateTime<Utc> },
 }
 
 impl DomainEvent for DocumentEvent {
@@ -181,6 +187,7 @@ impl DomainEvent for DocumentEvent {
             Self::DocumentChunked { .. } => "DocumentChunked",
             Self::DocumentEntitiesExtracted { .. } => "DocumentEntitiesExtracted",
             Self::DocumentChunksEmbedded { .. } => "DocumentChunksEmbedded",
+            Self::DocumentEmbeddingRequested { .. } => "DocumentEmbeddingRequested",
         }
         .to_owned()
     }
@@ -196,6 +203,7 @@ impl EventName for DocumentEvent {
         ("DocumentChunked", 1),
         ("DocumentEntitiesExtracted", 1),
         ("DocumentChunksEmbedded", 1),
+        ("DocumentEmbeddingRequested", 1),
     ];
 }
 
@@ -362,6 +370,19 @@ impl Document {
                 Ok(vec![DocumentEvent::DocumentChunksEmbedded {
                     model,
                     vectors,
+                    at,
+                }])
+            }
+            DocumentCommand::RequestEmbedding { model, at } => {
+                if self.status.is_none() {
+                    return Err(DocumentError::NotFound);
+                }
+                if self.chunking.is_none() {
+                    return Err(DocumentError::NotChunked);
+                }
+                let model = text::required("model", &model, MAX_INFO)?;
+                Ok(vec![DocumentEvent::DocumentEmbeddingRequested {
+                    model,
                     at,
                 }])
             }
@@ -543,6 +564,7 @@ impl Aggregate for Document {
             DocumentEvent::DocumentChunksEmbedded { model, .. } => {
                 self.embedded_with.push(model.key());
             }
+            DocumentEvent::DocumentEmbeddingRequested { .. } => {}
         }
     }
 }
@@ -936,6 +958,42 @@ mod tests {
                 vectors: vectors(chunk_count(), 4),
                 at: at(),
             }]);
+    }
+
+    #[test]
+    fn asking_for_a_chunked_document_to_be_embedded_records_the_request() {
+        test()
+            .given(vec![ingested(), chunked(), embedded()])
+            .when(DocumentCommand::RequestEmbedding {
+                model: "test-model".into(),
+                at: at(),
+            })
+            .then_expect_events(vec![DocumentEvent::DocumentEmbeddingRequested {
+                model: "test-model".into(),
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn asking_to_embed_a_document_not_chunked_is_refused() {
+        test()
+            .given(vec![ingested()])
+            .when(DocumentCommand::RequestEmbedding {
+                model: "test-model".into(),
+                at: at(),
+            })
+            .then_expect_error(DocumentError::NotChunked);
+    }
+
+    #[test]
+    fn asking_to_embed_with_an_unnamed_model_is_refused() {
+        test()
+            .given(vec![ingested(), chunked()])
+            .when(DocumentCommand::RequestEmbedding {
+                model: " ".into(),
+                at: at(),
+            })
+            .then_expect_error(DocumentError::Invalid(TextError::Empty { field: "model" }));
     }
 
     #[test]

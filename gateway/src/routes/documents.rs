@@ -27,6 +27,63 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(show))
         .routes(routes!(chunk))
         .routes(routes!(record_entities))
+        .routes(routes!(request_embedding))
+}
+
+/// `model` when the platform indexes a model of that name, else a validation error listing
+/// the ones it does.
+pub(crate) fn indexed_model(model: &str) -> Result<String, ApiError> {
+    let known = plasma_projections::models::chunks::INDEXED_MODELS;
+    if known.iter().any(|(name, _, _)| *name == model) {
+        return Ok(model.to_owned());
+    }
+    let names: Vec<&str> = known.iter().map(|(name, _, _)| *name).collect();
+    Err(ApiError::Validation {
+        field: Some("model".to_owned()),
+        message: format!(
+            "`{model}` is not a model the platform indexes; one of: {}",
+            names.join(", ")
+        ),
+    })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EmbeddingRequest {
+    /// The model to embed with: `all-MiniLM-L6-v2` or `wordllama-l2-supercat-256`.
+    pub(crate) model: String,
+}
+
+/// Asks the model's embedding worker to embed the document's chunks (again): after a new
+/// version of the model's weights, or with a model enabled after the document was embedded.
+/// The worker records `DocumentChunksEmbedded` unless the model's current version already did;
+/// the new vectors replace the old in the index.
+#[utoipa::path(
+    post,
+    path = "/documents/{id}/embeddings",
+    tag = "documents",
+    params(("id" = Uuid, Path, description = "The document's id")),
+    request_body = EmbeddingRequest,
+    responses(
+        (status = 200, description = "Requested (`DocumentEmbeddingRequested`)", body = CommandOutcome),
+        (status = 404, description = "`not_found`: no such document"),
+        (status = 409, description = "`illegal_transition`: the document is not chunked yet"),
+        (status = 422, description = "`validation_failed`: `model` is not a model the platform indexes"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.document.id = %id))]
+async fn request_embedding(
+    State(state): State<AppState>,
+    caller: Authorized<Commands>,
+    PathId(id): PathId<DocumentId>,
+    meta: CommandMeta,
+    Json(body): Json<EmbeddingRequest>,
+) -> Result<Accepted<CommandOutcome>, ApiError> {
+    let command = DocumentCommand::RequestEmbedding {
+        model: indexed_model(body.model.trim())?,
+        at: state.now(),
+    };
+    run(&state, &caller, &meta, id, command).await
 }
 
 fn document_url(id: Uuid) -> String {

@@ -4,20 +4,24 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json as JsonBody;
 use chrono::{DateTime, Utc};
-use plasma_domain::ids::DocumentId;
-use plasma_domain::research::{Embedder, EmbeddingModel};
-use plasma_projections::{fuse_by_rank, ChunkFilter, ChunkHit};
+use plasma_domain::ids::{CommandId, DocumentId};
+use plasma_domain::research::{
+    Document, DocumentCommand, DocumentStatus, Embedder, EmbeddingModel,
+};
+use plasma_domain::AggregateId;
+use plasma_projections::{fuse_by_rank, ChunkFilter, ChunkHit, Cursor, PageRequest};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::{Authorized, Queries};
+use crate::auth::{Authorized, Commands, Queries};
 use crate::error::ApiError;
-use crate::extract::Json;
+use crate::extract::{CommandMeta, Json};
 use crate::state::AppState;
 
 /// Results a search answers with unless asked otherwise, and at most.
@@ -30,6 +34,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(search))
         .routes(routes!(similar))
+        .routes(routes!(request_embeddings))
 }
 
 /// How a search compares chunks with the question.
@@ -318,4 +323,91 @@ fn mean_direction(vectors: &[Vec<f32>]) -> Vec<f32> {
         mean.iter_mut().for_each(|x| *x /= norm);
     }
     mean
+}
+
+/// What a re-embedding of every document asked for.
+#[derive(Debug, Serialize, ToSchema)]
+struct EmbeddingsRequested {
+    /// The model asked for.
+    model: String,
+    /// Chunked documents whose worker was asked to embed them.
+    requested: u64,
+    /// Documents not chunked yet (they are embedded when they are).
+    not_chunked: u64,
+    /// The position of the last request recorded; 0 when none was.
+    position: i64,
+}
+
+/// Asks the model's embedding worker to embed every chunked document of the caller's (again):
+/// after a new version of the model's weights, or with a model enabled after the documents
+/// were embedded. One `DocumentEmbeddingRequested` per document, each with a command id
+/// derived from this request's and the document's, so a retry with the same
+/// `Idempotency-Key` asks nothing twice. Documents are listed from the documents read model.
+#[utoipa::path(
+    post,
+    path = "/research/embeddings",
+    tag = "research",
+    request_body = crate::routes::documents::EmbeddingRequest,
+    responses(
+        (status = 202, description = "Requested; the worker embeds in the background", body = EmbeddingsRequested),
+        (status = 422, description = "`validation_failed`: `model` is not a model the platform indexes"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant()))]
+async fn request_embeddings(
+    State(state): State<AppState>,
+    caller: Authorized<Commands>,
+    meta: CommandMeta,
+    Json(body): Json<crate::routes::documents::EmbeddingRequest>,
+) -> Result<(StatusCode, JsonBody<EmbeddingsRequested>), ApiError> {
+    const NAMESPACE: Uuid = Uuid::from_u128(0x2f6e_91a4_0c3b_4d7e_b58a_6d12_e4f9_73c0);
+    let model = crate::routes::documents::indexed_model(body.model.trim())?;
+    let reads = state.read().clone();
+    let mut answer = EmbeddingsRequested {
+        model: model.clone(),
+        requested: 0,
+        not_chunked: 0,
+        position: 0,
+    };
+    let mut page = PageRequest {
+        limit: PageRequest::MAX_LIMIT,
+        after: None,
+    };
+    loop {
+        let documents = reads.documents(caller.tenant(), &page).await?;
+        for document in &documents.items {
+            if document.status == DocumentStatus::Ingested {
+                answer.not_chunked += 1;
+                continue;
+            }
+            let key = [
+                meta.command_id.as_uuid().as_bytes().as_slice(),
+                document.document_id.as_bytes().as_slice(),
+            ]
+            .concat();
+            let per_document = CommandMeta {
+                command_id: CommandId::from_uuid(Uuid::new_v5(&NAMESPACE, &key)),
+                ..meta
+            };
+            let command = DocumentCommand::RequestEmbedding {
+                model: model.clone(),
+                at: state.now(),
+            };
+            let outcome = state
+                .execute::<Document>(
+                    caller.tenant(),
+                    &per_document,
+                    DocumentId::from_uuid(document.document_id),
+                    command,
+                )
+                .await?;
+            answer.requested += 1;
+            answer.position = answer.position.max(outcome.position.unwrap_or(0));
+        }
+        match documents.next_cursor {
+            Some(cursor) => page.after = Some(Cursor::parse(&cursor)?),
+            None => break,
+        }
+    }
+    Ok((StatusCode::ACCEPTED, JsonBody(answer)))
 }

@@ -27,6 +27,13 @@ pub const NAME: &str = "chunks";
 /// Characters of a chunk's text a search answer quotes.
 const SNIPPET_CHARS: usize = 240;
 
+/// Candidates an HNSW search considers (pgvector's `hnsw.ef_search`; its default is 40): more
+/// is slower and closer to exact. `plasma bench search` measures recall@10 against exact
+/// search for a range of values; this one keeps it at or above 0.95.
+const HNSW_EF_SEARCH: i64 = 100;
+/// pgvector's upper bound for `hnsw.ef_search`.
+const HNSW_EF_SEARCH_MAX: i64 = 1000;
+
 /// The models whose vectors are indexed: name, dimension, and the table their vectors live in.
 pub const INDEXED_MODELS: [(&str, u32, &str); 2] = [
     ("all-MiniLM-L6-v2", 384, "rm_chunk_vectors_minilm"),
@@ -65,12 +72,13 @@ pub struct ChunksProjection;
 const TABLES: &[&str] = &[
     "rm_chunk_documents",
     "rm_chunks",
+    "rm_chunk_embeddings",
     "rm_chunks_text",
     "rm_chunk_vectors_minilm",
     "rm_chunk_vectors_wordllama",
 ];
 
-const COMMON_DDL: [&str; 2] = [
+const COMMON_DDL: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS rm_chunk_documents{t} (
         tenant_id   TEXT   NOT NULL,
         document_id {uuid} NOT NULL,
@@ -89,6 +97,15 @@ const COMMON_DDL: [&str; 2] = [
         body        TEXT   NOT NULL,
         PRIMARY KEY (tenant_id, document_id, chunk_index)
     )",
+    // Which version of each model a document's indexed vectors are from: a re-embedding with
+    // a new version replaces the old vectors instead of adding to them.
+    "CREATE TABLE IF NOT EXISTS rm_chunk_embeddings{t} (
+        tenant_id     TEXT   NOT NULL,
+        document_id   {uuid} NOT NULL,
+        vector_table  TEXT   NOT NULL,
+        model_version TEXT   NOT NULL,
+        PRIMARY KEY (tenant_id, document_id, vector_table)
+    )",
 ];
 
 const POSTGRES_DDL: &[&str] = &[
@@ -96,6 +113,7 @@ const POSTGRES_DDL: &[&str] = &[
     "CREATE EXTENSION IF NOT EXISTS vector",
     COMMON_DDL[0],
     COMMON_DDL[1],
+    COMMON_DDL[2],
     // The lexical index: English stemming, ranked by ts_rank_cd.
     "CREATE TABLE IF NOT EXISTS rm_chunks_text{t} (
         tenant_id   TEXT     NOT NULL,
@@ -130,6 +148,7 @@ const POSTGRES_DDL: &[&str] = &[
 const SQLITE_DDL: &[&str] = &[
     COMMON_DDL[0],
     COMMON_DDL[1],
+    COMMON_DDL[2],
     // The lexical index: FTS5 with Porter stemming, ranked by BM25.
     "CREATE VIRTUAL TABLE IF NOT EXISTS rm_chunks_text{t} USING fts5(
         body,
@@ -274,10 +293,13 @@ impl Projection for ChunksProjection {
                     let Some(table) = vector_table(&model.name, model.dimension) else {
                         continue;
                     };
+                    replace_vectors(tx, tables, event, table, &model.version).await?;
                     let sql = if postgres {
                         format!(
                             "INSERT INTO {} (tenant_id, document_id, chunk_index, model_version, \
-                             embedding) VALUES ($1, $2, $3, $4, $5::vector) ON CONFLICT DO NOTHING",
+                             embedding) VALUES ($1, $2, $3, $4, $5::vector) ON CONFLICT (tenant_id, document_id, \
+                             chunk_index) DO UPDATE SET model_version = excluded.model_version, \
+                             embedding = excluded.embedding",
                             tables.name(table)
                         )
                     } else {
@@ -301,11 +323,73 @@ impl Projection for ChunksProjection {
                             .map_err(ProjectionError::db("projecting a chunk vector"))?);
                     }
                 }
-                DocumentEvent::DocumentEntitiesExtracted { .. } => {}
+                DocumentEvent::DocumentEntitiesExtracted { .. }
+                | DocumentEvent::DocumentEmbeddingRequested { .. } => {}
             }
         }
         Ok(())
     }
+}
+
+/// Records that `event`'s document now has `table`'s vectors from `version`, deleting the
+/// vectors of an earlier version first (a re-embedding replaces, never adds).
+async fn replace_vectors(
+    tx: &mut ReadTx,
+    tables: &Tables,
+    event: &RecordedEvent,
+    table: &str,
+    version: &str,
+) -> Result<(), ProjectionError> {
+    let embeddings = tables.name("rm_chunk_embeddings");
+    let vectors = tables.name(table);
+    let previous_sql = format!(
+        "SELECT model_version FROM {embeddings} \
+         WHERE tenant_id = $1 AND document_id = $2 AND vector_table = $3"
+    );
+    let previous: Option<String> = on_tx!(tx, |c| sqlx::query_scalar(&previous_sql)
+        .bind(event.tenant.as_str())
+        .bind(event.aggregate_id)
+        .bind(table)
+        .fetch_optional(c)
+        .await
+        .map_err(ProjectionError::db("reading a document's vector version"))?);
+    if previous.is_some() {
+        // By rowid on SQLite: a vec0 table deletes only that way.
+        let delete = if tx.is_postgres() {
+            format!("DELETE FROM {vectors} WHERE tenant_id = $1 AND document_id = $2")
+        } else {
+            format!(
+                "DELETE FROM {vectors} WHERE rowid IN \
+                 (SELECT rowid FROM {vectors} WHERE tenant_id = $1 AND document_id = $2)"
+            )
+        };
+        on_tx!(tx, |c| sqlx::query(&delete)
+            .bind(event.tenant.as_str())
+            .bind(event.aggregate_id)
+            .execute(c)
+            .await
+            .map(|_| ())
+            .map_err(ProjectionError::db(
+                "deleting a document's earlier vectors"
+            ))?);
+    }
+    let record = format!(
+        "INSERT INTO {embeddings} (tenant_id, document_id, vector_table, model_version) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, document_id, vector_table) \
+         DO UPDATE SET model_version = excluded.model_version"
+    );
+    on_tx!(tx, |c| sqlx::query(&record)
+        .bind(event.tenant.as_str())
+        .bind(event.aggregate_id)
+        .bind(table)
+        .bind(version)
+        .execute(c)
+        .await
+        .map(|_| ())
+        .map_err(ProjectionError::db(
+            "recording a document's vector version"
+        ))?);
+    Ok(())
 }
 
 // Queries.
@@ -363,18 +447,57 @@ impl ReadModels {
         let Some(table) = vector_table(model, dimension) else {
             return Ok(None);
         };
-        let best = if self.store.is_postgres() {
-            format!(
+        let postgres = self.store.is_postgres();
+        let (nearest, ef_search) = if postgres {
+            let hnsw = format!(
                 "SELECT document_id, chunk_index, 1.0 - (embedding <=> $1::vector) AS rank \
                  FROM {table} WHERE tenant_id = $2 ORDER BY embedding <=> $1::vector LIMIT $3"
-            )
+            );
+            (hnsw, Some(HNSW_EF_SEARCH))
         } else {
-            format!(
+            // vec0 compares with every vector of the tenant's partition: exact.
+            let partition = format!(
                 "SELECT document_id, chunk_index, 1.0 - distance AS rank FROM {table} \
                  WHERE embedding MATCH $1 AND k = $3 AND tenant_id = $2"
+            );
+            (partition, None)
+        };
+        let hits = self
+            .ranked_chunks(tenant, &nearest, vector_text(query), k, filter, ef_search)
+            .await?;
+        if hits.len() >= k as usize || (!postgres && filter.is_empty()) {
+            return Ok(Some(hits));
+        }
+        // Both indexes filter after finding the nearest: the HNSW graph holds every tenant's
+        // vectors, and neither can restrict its scan to a document, source or time. A small
+        // tenant among large ones, or a narrow filter, can leave fewer than k. Then compare
+        // with each of the tenant's vectors that pass the filters (on PostgreSQL, `+ 0` keeps
+        // the index out).
+        let (distance, order, types) = if postgres {
+            (
+                "v.embedding <=> $1::vector",
+                "(v.embedding <=> $1::vector) + 0",
+                ["::uuid", "::text", "::bigint"],
+            )
+        } else {
+            (
+                "vec_distance_cosine(v.embedding, $1)",
+                "vec_distance_cosine(v.embedding, $1)",
+                ["", "", ""],
             )
         };
-        self.ranked_chunks(tenant, &best, vector_text(query), k, filter)
+        let [uuid, text, bigint] = types;
+        let exact = format!(
+            "SELECT v.document_id, v.chunk_index, 1.0 - ({distance}) AS rank \
+             FROM {table} v \
+             JOIN rm_chunk_documents d ON d.tenant_id = $2 AND d.document_id = v.document_id \
+             WHERE v.tenant_id = $2 AND ($4{uuid} IS NULL OR v.document_id = $4) \
+               AND ($5{text} IS NULL OR d.source = $5) \
+               AND ($6{bigint} IS NULL OR d.ingested_at >= $6) \
+               AND ($7{bigint} IS NULL OR d.ingested_at < $7) \
+             ORDER BY {order} LIMIT $3"
+        );
+        self.ranked_chunks(tenant, &exact, vector_text(query), k, filter, None)
             .await
             .map(Some)
     }
@@ -399,12 +522,35 @@ impl ReadModels {
             return Ok(Vec::new());
         }
         let (best, any) = if self.store.is_postgres() {
-            // Any of the words (to_tsquery's |); stop words drop out.
+            // Ranked by all of the words (to_tsquery's |; stop words drop out), but first
+            // only the chunks holding one of the uncommon ones: PostgreSQL ranks every match,
+            // and a word in most chunks ("python" in Python's docs) would make that the whole
+            // table. Common means in more than 1% of the chunks by the table's statistics
+            // (ANALYZE's most common elements; a word the statistics do not list counts as
+            // uncommon); when every word is common, the two least common stand in. A ranking
+            // by BM25 would weigh such words little anyway. When that finds fewer than k
+            // chunks, every word's matches are ranked.
             (
-                "SELECT t.document_id, t.chunk_index, \
+                "WITH lexemes AS ( \
+                   SELECT l.lexeme, COALESCE(f.freq, 0) AS freq \
+                   FROM unnest(tsvector_to_array(to_tsvector('english', $1))) AS l(lexeme) \
+                   LEFT JOIN ( \
+                     SELECT e.elem, e.freq FROM pg_stats s, \
+                       unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) \
+                         AS e(elem, freq) \
+                     WHERE s.schemaname = current_schema() AND s.tablename = 'rm_chunks_text' \
+                       AND s.attname = 'search' \
+                   ) f ON f.elem = l.lexeme \
+                   WHERE strpos(l.lexeme, '''') = 0 AND strpos(l.lexeme, E'\\\\') = 0 \
+                 ), uncommon AS ( \
+                   SELECT lexeme FROM lexemes ORDER BY freq >= 0.01, freq \
+                   LIMIT GREATEST(2, (SELECT count(*) FROM lexemes WHERE freq < 0.01)) \
+                 ) \
+                 SELECT t.document_id, t.chunk_index, \
                    ts_rank_cd(t.search, to_tsquery('english', $1))::float8 AS rank \
                  FROM rm_chunks_text t \
-                 WHERE t.tenant_id = $2 AND t.search @@ to_tsquery('english', $1) \
+                 WHERE t.tenant_id = $2 AND t.search @@ \
+                   (SELECT string_agg(quote_literal(lexeme), ' | ') FROM uncommon)::tsquery \
                  ORDER BY rank DESC LIMIT $3",
                 words.join(" | "),
             )
@@ -418,12 +564,25 @@ impl ReadModels {
                 quoted.join(" OR "),
             )
         };
-        self.ranked_chunks(tenant, best, any, k, filter).await
+        let hits = self
+            .ranked_chunks(tenant, best, any.clone(), k, filter, None)
+            .await?;
+        if hits.len() >= k as usize || !self.store.is_postgres() {
+            return Ok(hits);
+        }
+        let every_word = "SELECT t.document_id, t.chunk_index, \
+               ts_rank_cd(t.search, to_tsquery('english', $1))::float8 AS rank \
+             FROM rm_chunks_text t \
+             WHERE t.tenant_id = $2 AND t.search @@ to_tsquery('english', $1) \
+             ORDER BY rank DESC LIMIT $3";
+        self.ranked_chunks(tenant, every_word, any, k, filter, None)
+            .await
     }
 
     /// The chunks `best` ranks (a query of `document_id, chunk_index, rank` over `$1` the
     /// probe, `$2` the tenant and `$3` how many), with their text and document, filtered, best
-    /// first. Filters apply after ranking, so it ranks further when there are any.
+    /// first. Filters apply after ranking, so it ranks further when there are any. With
+    /// `ef_search` (PostgreSQL), the HNSW scan considers that many candidates.
     async fn ranked_chunks(
         &self,
         tenant: &TenantId,
@@ -431,6 +590,7 @@ impl ReadModels {
         probe: String,
         k: u32,
         filter: &ChunkFilter,
+        ef_search: Option<i64>,
     ) -> Result<Vec<ChunkHit>, ProjectionError> {
         let k = i64::from(k.clamp(1, 1000));
         let fetch = if filter.is_empty() {
@@ -469,6 +629,33 @@ impl ReadModels {
              WHERE {filters} \
              ORDER BY b.rank DESC, c.document_id, c.chunk_index LIMIT $8"
         );
+        if let (crate::ReadStore::Postgres { pool }, Some(ef_search)) = (&self.store, ef_search) {
+            let candidates = ef_search.max(fetch).min(HNSW_EF_SEARCH_MAX);
+            let mut tx = pool
+                .begin()
+                .await
+                .map_err(ProjectionError::db("searching chunks"))?;
+            sqlx::query(&format!("SET LOCAL hnsw.ef_search = {candidates}"))
+                .execute(&mut *tx)
+                .await
+                .map_err(ProjectionError::db("searching chunks"))?;
+            let rows: Result<Vec<ChunkHit>, sqlx::Error> = sqlx::query(&sql)
+                .bind(&probe)
+                .bind(tenant.as_str())
+                .bind(fetch)
+                .bind(document)
+                .bind(filter.source.as_deref())
+                .bind(from)
+                .bind(to)
+                .bind(k)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(ProjectionError::db("searching chunks"))?
+                .iter()
+                .map(hit)
+                .collect();
+            return rows.map_err(ProjectionError::db("decoding search results"));
+        }
         let rows: Result<Vec<ChunkHit>, sqlx::Error> = on_pool!(&self.store, |p| sqlx::query(&sql)
             .bind(&probe)
             .bind(tenant.as_str())

@@ -119,7 +119,8 @@ impl Projection for DocumentsProjection {
                 }
                 // The vectors belong to the vector read model; here only the row's version and
                 // position move on.
-                DocumentEvent::DocumentChunksEmbedded { at, .. } => (None, at, Vec::new()),
+                DocumentEvent::DocumentChunksEmbedded { at, .. }
+                | DocumentEvent::DocumentEmbeddingRequested { at, .. } => (None, at, Vec::new()),
                 DocumentEvent::DocumentChunked { chunks, at, .. } => (
                     Some(DocumentStatus::Chunked),
                     at,

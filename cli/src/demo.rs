@@ -20,7 +20,7 @@ use plasma_domain::brand::{Brand, BrandCommand, MentionServices, VoiceGuidelines
 use plasma_domain::content::{Channel, Draft, DraftCommand, DraftServices, GeneratorInfo};
 use plasma_domain::ids::{BrandId, CommandId};
 use plasma_domain::research::{
-    chunk_text, Document, DocumentCommand, Entity, ExtractorInfo, Relation,
+    chunk_text, Chunking, Document, DocumentCommand, Entity, ExtractorInfo, Relation,
 };
 use plasma_domain::{AggregateId, TenantId};
 use serde_json::json;
@@ -73,6 +73,9 @@ pub enum DemoError {
     /// A demo command was refused: a bug in the generator.
     #[error("demo step `{step}` was refused: {reason}")]
     Refused { step: String, reason: String },
+    /// The FAQ compiled into the binary does not parse: a bug in data/python-faq.
+    #[error("the demo's Python FAQ does not parse: {0}")]
+    Faq(#[from] serde_json::Error),
 }
 
 struct BrandSpec {
@@ -272,7 +275,7 @@ pub async fn load(
 
     let drafts = load_drafts(&mut loader, &brands).await?;
     let agent_runs = load_agent_runs(&mut loader).await?;
-    let documents = load_documents(&mut loader).await?;
+    let documents = load_documents(&mut loader).await? + load_python_faq(&mut loader).await?;
 
     Ok(DemoOutcome::Loaded(DemoSummary {
         brands: brands.clone(),
@@ -695,4 +698,45 @@ async fn load_documents(loader: &mut Loader<'_>) -> Result<u32, DemoError> {
         }
     }
     Ok(docs.len() as u32)
+}
+
+/// The Python FAQ (data/python-faq/, PSF License): real public text for research search.
+const PYTHON_FAQ: &str = include_str!("../../data/python-faq/faq.json");
+
+#[derive(serde::Deserialize)]
+struct Faq {
+    entries: Vec<FaqEntry>,
+}
+
+#[derive(serde::Deserialize)]
+struct FaqEntry {
+    page: String,
+    question: String,
+    answer: String,
+}
+
+/// Every answer of the Python FAQ as a document titled by its question, chunked on ingest, so
+/// the embedding worker indexes them and a new user's first search finds real answers.
+async fn load_python_faq(loader: &mut Loader<'_>) -> Result<u32, DemoError> {
+    let faq: Faq = serde_json::from_str(PYTHON_FAQ)?;
+    let base = 60 * 24;
+    for (index, entry) in faq.entries.iter().enumerate() {
+        let name = format!("python-faq/{index}");
+        let ingest = DocumentCommand::Ingest {
+            title: entry.question.clone(),
+            source: format!("https://docs.python.org/3.11/faq/{}.html", entry.page),
+            text: entry.answer.clone(),
+            chunking: Some(Chunking::DEFAULT),
+            at: loader.ago(base - index as i64),
+        };
+        loader
+            .run::<Document>(
+                &format!("document/{name}/ingest"),
+                demo_id("document", &name),
+                ingest,
+                &(),
+            )
+            .await?;
+    }
+    Ok(faq.entries.len() as u32)
 }

@@ -6,7 +6,7 @@ use plasma_cli::demo::{DemoOutcome, DEMO_TENANT};
 use plasma_gateway::Role;
 use serde_json::Value;
 
-use crate::helpers::{spawn_app_with_demo, Backend};
+use crate::helpers::{spawn_app_with_demo, spawn_app_with_demo_and, Backend};
 
 async fn the_demo_loads_once_and_its_stats_show_the_spike(backend: Backend) {
     let (app, first, second) = spawn_app_with_demo(backend).await;
@@ -90,4 +90,50 @@ async fn the_demo_loads_once_and_its_stats_show_the_spike(backend: Backend) {
     }
 }
 
-plasma_testkit::on_both_backends!(the_demo_loads_once_and_its_stats_show_the_spike);
+/// A new user's first research search: the demo's Python FAQ answers are embedded by the
+/// worker in the background, and a question in other words finds the answer to it.
+async fn the_demos_first_search_finds_the_faq_answer_to_a_question(backend: Backend) {
+    let (app, first, _) = spawn_app_with_demo_and(backend, |layer| {
+        layer.research.embedders = Some(vec!["wordllama-l2-supercat-256".to_owned()]);
+    })
+    .await;
+    let DemoOutcome::Loaded(summary) = first else {
+        panic!("the demo did not load");
+    };
+    assert!(summary.documents >= 174, "{summary:?}");
+    let token = app.token(DEMO_TENANT, &[plasma_gateway::Role::Viewer]);
+    let body = serde_json::json!({
+        "query": "How do I turn my script into a program that runs without Python installed?",
+        "mode": "hybrid",
+        "k": 3,
+    });
+    let expected = "How can I create a stand-alone binary from a Python script?";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let response = app.post_json("/v1/research/search", &token, &body).await;
+        let answer = crate::helpers::accepted(response, 200).await;
+        let titles: Vec<&str> = answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["title"].as_str().unwrap())
+            .collect();
+        if titles.contains(&expected) {
+            assert!(answer["results"][0]["source"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://docs.python.org/3.11/faq/"));
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not found in time: {titles:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+plasma_testkit::on_both_backends!(
+    the_demo_loads_once_and_its_stats_show_the_spike,
+    the_demos_first_search_finds_the_faq_answer_to_a_question,
+);

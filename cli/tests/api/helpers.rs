@@ -109,9 +109,18 @@ pub async fn spawn_app_with(
 /// The gateway after loading the demo into tenant `demo` twice (as `plasma dev --demo` run
 /// twice would): the two outcomes and the running app.
 pub async fn spawn_app_with_demo(backend: Backend) -> (TestApp, DemoOutcome, DemoOutcome) {
+    spawn_app_with_demo_and(backend, |_| {}).await
+}
+
+/// [`spawn_app_with_demo`] with test settings adjusted by `configure`.
+pub async fn spawn_app_with_demo_and(
+    backend: Backend,
+    configure: impl FnOnce(&mut SettingsLayer),
+) -> (TestApp, DemoOutcome, DemoOutcome) {
     let (app, issuer, guards) = build(backend, |layer| {
         // The projections have ~6,000 events to apply before the first query can see them.
         layer.consistency.min_position_wait = Some(Duration::from_secs(20));
+        configure(layer);
     })
     .await;
     let tenant = TenantId::parse(DEMO_TENANT).unwrap();

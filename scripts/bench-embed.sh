@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the embedding figures in docs/benchmarks.md:
-#   scripts/bench-embed.sh [plasma bench embed flags, e.g. --texts 512 --batch 32]
+#   scripts/bench-embed.sh [plasma bench embed flags, e.g. --texts 512 --batch 16]
 # Installs the models if missing, builds the release binary, measures this machine's
 # single-precision matrix-multiply rate with numpy (OpenBLAS sgemm) and then each model's
 # throughput, one after the other in one run.

@@ -12,9 +12,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::bert::{Config as BertConfig, Encoder};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig, DTYPE};
 use plasma_domain::research::{EmbedError, Embedder, EmbeddingModel};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
@@ -133,7 +133,7 @@ fn normalise(rows: &mut [Vec<f32>]) {
 /// all-MiniLM-L6-v2 on the CPU.
 pub struct MiniLm {
     model: EmbeddingModel,
-    bert: BertModel,
+    bert: Encoder,
     tokenizer: Tokenizer,
     device: Device,
 }
@@ -181,10 +181,10 @@ impl MiniLm {
         let device = Device::Cpu;
         let weights = std::fs::read(dir.join("model.safetensors"))
             .map_err(|e| invalid(format!("model.safetensors: {e}")))?;
-        let vb = VarBuilder::from_buffered_safetensors(weights, DTYPE, &device)
+        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
             .map_err(|e| invalid(format!("model.safetensors: {e}")))?;
         let bert =
-            BertModel::load(vb, &config).map_err(|e| invalid(format!("model.safetensors: {e}")))?;
+            Encoder::load(vb, &config).map_err(|e| invalid(format!("model.safetensors: {e}")))?;
         Ok(Self {
             model: EmbeddingModel {
                 name: Self::NAME.to_owned(),
@@ -217,11 +217,8 @@ impl MiniLm {
         };
         let input_ids = tensor(ids)?;
         let attention = tensor(mask)?;
-        let token_types = input_ids.zeros_like().map_err(|e| failed(e.to_string()))?;
         let pooled = (|| {
-            let hidden = self
-                .bert
-                .forward(&input_ids, &token_types, Some(&attention))?;
+            let hidden = self.bert.forward(&input_ids, &attention)?;
             // Mean over the real tokens only.
             let mask = attention.to_dtype(DType::F32)?.unsqueeze(2)?;
             let summed = hidden.broadcast_mul(&mask)?.sum(1)?;

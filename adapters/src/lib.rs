@@ -10,6 +10,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod bert;
 pub mod embedding;
 pub mod sentiment;
 

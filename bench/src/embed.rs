@@ -18,8 +18,8 @@ pub struct EmbedBenchArgs {
     /// Texts to embed with each model.
     #[arg(long, default_value_t = 512)]
     texts: usize,
-    /// Texts per model call.
-    #[arg(long, default_value_t = 32)]
+    /// Texts per model call (the embedding worker's batch).
+    #[arg(long, default_value_t = 16)]
     batch: usize,
     /// Sentences per text: 14 make about 1,000 characters, the default chunk.
     #[arg(long, default_value_t = 14)]

@@ -206,14 +206,20 @@ impl CustomOp1 for GeluErf {
         };
         let src = &data[start..end];
         let mut out = vec![0f32; src.len()];
+        let gelu = |out: &mut [f32], src: &[f32]| {
+            for (y, &x) in out.iter_mut().zip(src) {
+                *y = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+            }
+        };
+        // A question's few tokens are done before threads would start.
         const PIECE: usize = 16 * 1024;
-        out.par_chunks_mut(PIECE)
-            .zip(src.par_chunks(PIECE))
-            .for_each(|(out, src)| {
-                for (y, &x) in out.iter_mut().zip(src) {
-                    *y = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-                }
-            });
+        if src.len() <= PIECE {
+            gelu(&mut out, src);
+        } else {
+            out.par_chunks_mut(PIECE)
+                .zip(src.par_chunks(PIECE))
+                .for_each(|(out, src)| gelu(out, src));
+        }
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 }

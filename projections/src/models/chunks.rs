@@ -629,48 +629,48 @@ impl ReadModels {
              WHERE {filters} \
              ORDER BY b.rank DESC, c.document_id, c.chunk_index LIMIT $8"
         );
-        if let (crate::ReadStore::Postgres { pool }, Some(ef_search)) = (&self.store, ef_search) {
+        // The one statement, bound the same way on either store.
+        macro_rules! search {
+            () => {
+                sqlx::query(&sql)
+                    .bind(&probe)
+                    .bind(tenant.as_str())
+                    .bind(fetch)
+                    .bind(document)
+                    .bind(filter.source.as_deref())
+                    .bind(from)
+                    .bind(to)
+                    .bind(k)
+            };
+        }
+        let failed = ProjectionError::db("searching chunks");
+        let rows: Result<Vec<ChunkHit>, sqlx::Error> = if let (
+            crate::ReadStore::Postgres { pool },
+            Some(ef_search),
+        ) = (&self.store, ef_search)
+        {
             let candidates = ef_search.max(fetch).min(HNSW_EF_SEARCH_MAX);
-            let mut tx = pool
-                .begin()
-                .await
-                .map_err(ProjectionError::db("searching chunks"))?;
+            let mut tx = pool.begin().await.map_err(failed)?;
             sqlx::query(&format!("SET LOCAL hnsw.ef_search = {candidates}"))
                 .execute(&mut *tx)
                 .await
                 .map_err(ProjectionError::db("searching chunks"))?;
-            let rows: Result<Vec<ChunkHit>, sqlx::Error> = sqlx::query(&sql)
-                .bind(&probe)
-                .bind(tenant.as_str())
-                .bind(fetch)
-                .bind(document)
-                .bind(filter.source.as_deref())
-                .bind(from)
-                .bind(to)
-                .bind(k)
+            search!()
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(ProjectionError::db("searching chunks"))?
                 .iter()
                 .map(hit)
-                .collect();
-            return rows.map_err(ProjectionError::db("decoding search results"));
-        }
-        let rows: Result<Vec<ChunkHit>, sqlx::Error> = on_pool!(&self.store, |p| sqlx::query(&sql)
-            .bind(&probe)
-            .bind(tenant.as_str())
-            .bind(fetch)
-            .bind(document)
-            .bind(filter.source.as_deref())
-            .bind(from)
-            .bind(to)
-            .bind(k)
-            .fetch_all(p)
-            .await
-            .map_err(ProjectionError::db("searching chunks"))?
-            .iter()
-            .map(hit)
-            .collect());
+                .collect()
+        } else {
+            on_pool!(&self.store, |p| search!()
+                .fetch_all(p)
+                .await
+                .map_err(failed)?
+                .iter()
+                .map(hit)
+                .collect())
+        };
         rows.map_err(ProjectionError::db("decoding search results"))
     }
 

@@ -6,11 +6,14 @@
 //! - [`log`]: the relay and a log-fed projection next to the broker's own produce and consume
 //!   ceilings, and the end-to-end lag at a steady rate.
 //! - [`embed`]: embedding throughput per model, and all-MiniLM-L6-v2's achieved FLOP rate.
+//! - [`search`]: research search quality on a labelled set, and HNSW recall and HTTP latency
+//!   over ≥ 100,000 chunks.
 
 pub mod embed;
 pub mod ingest;
 pub mod log;
 pub mod mentions;
+pub mod search;
 
 use std::process::ExitCode;
 
@@ -26,6 +29,9 @@ pub enum Bench {
     Log(log::LogBenchArgs),
     /// Embedding throughput of each model, and MiniLM's achieved floating-point rate.
     Embed(embed::EmbedBenchArgs),
+    /// Research search: quality on a labelled set; recall and latency at scale (needs a
+    /// running plasma; see scripts/bench-search.sh).
+    Search(search::SearchBenchArgs),
 }
 
 pub async fn run(bench: Bench) -> Result<ExitCode> {
@@ -33,6 +39,7 @@ pub async fn run(bench: Bench) -> Result<ExitCode> {
         Bench::Ingest(args) => ingest::ingest(args).await?,
         Bench::Log(args) => log::log(args).await?,
         Bench::Embed(args) => embed::embed(args).await?,
+        Bench::Search(args) => search::search(args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -473,29 +473,23 @@ impl ReadModels {
         // tenant among large ones, or a narrow filter, can leave fewer than k. Then compare
         // with each of the tenant's vectors that pass the filters (on PostgreSQL, `+ 0` keeps
         // the index out).
-        let (distance, order, types) = if postgres {
+        let (distance, order) = if postgres {
             (
                 "v.embedding <=> $1::vector",
                 "(v.embedding <=> $1::vector) + 0",
-                ["::uuid", "::text", "::bigint"],
             )
         } else {
             (
                 "vec_distance_cosine(v.embedding, $1)",
                 "vec_distance_cosine(v.embedding, $1)",
-                ["", "", ""],
             )
         };
-        let [uuid, text, bigint] = types;
+        let filters = filter_clause(postgres, "v.document_id");
         let exact = format!(
             "SELECT v.document_id, v.chunk_index, 1.0 - ({distance}) AS rank \
              FROM {table} v \
              JOIN rm_chunk_documents d ON d.tenant_id = $2 AND d.document_id = v.document_id \
-             WHERE v.tenant_id = $2 AND ($4{uuid} IS NULL OR v.document_id = $4) \
-               AND ($5{text} IS NULL OR d.source = $5) \
-               AND ($6{bigint} IS NULL OR d.ingested_at >= $6) \
-               AND ($7{bigint} IS NULL OR d.ingested_at < $7) \
-             ORDER BY {order} LIMIT $3"
+             WHERE v.tenant_id = $2 AND {filters} ORDER BY {order} LIMIT $3"
         );
         self.ranked_chunks(tenant, &exact, vector_text(query), k, filter, None)
             .await
@@ -567,15 +561,28 @@ impl ReadModels {
         let hits = self
             .ranked_chunks(tenant, best, any.clone(), k, filter, None)
             .await?;
-        if hits.len() >= k as usize || !self.store.is_postgres() {
+        let postgres = self.store.is_postgres();
+        if hits.len() >= k as usize || (!postgres && filter.is_empty()) {
             return Ok(hits);
         }
-        let every_word = "SELECT t.document_id, t.chunk_index, \
+        // Fewer than k: the uncommon words' chunks were too few (PostgreSQL), or the filters,
+        // applied after ranking, left too few. Rank every word's matches that pass them.
+        let filters = filter_clause(postgres, "m.document_id");
+        let matches = if postgres {
+            "SELECT t.document_id, t.chunk_index, \
                ts_rank_cd(t.search, to_tsquery('english', $1))::float8 AS rank \
              FROM rm_chunks_text t \
-             WHERE t.tenant_id = $2 AND t.search @@ to_tsquery('english', $1) \
-             ORDER BY rank DESC LIMIT $3";
-        self.ranked_chunks(tenant, every_word, any, k, filter, None)
+             WHERE t.tenant_id = $2 AND t.search @@ to_tsquery('english', $1)"
+        } else {
+            "SELECT document_id, chunk_index, -bm25(rm_chunks_text) AS rank \
+             FROM rm_chunks_text WHERE rm_chunks_text MATCH $1 AND tenant_id = $2"
+        };
+        let every_word = format!(
+            "SELECT m.document_id, m.chunk_index, m.rank FROM ({matches}) m \
+             JOIN rm_chunk_documents d ON d.tenant_id = $2 AND d.document_id = m.document_id \
+             WHERE {filters} ORDER BY m.rank DESC LIMIT $3"
+        );
+        self.ranked_chunks(tenant, &every_word, any, k, filter, None)
             .await
     }
 
@@ -603,21 +610,9 @@ impl ReadModels {
         let to = filter.ingested_to.map(|t| t.timestamp_micros());
         // MATERIALIZED (SQLite): the join's constraints must not reach a vec0 or FTS5 scan,
         // which refuses them or cannot use them.
-        let (materialized, filters) = if self.store.is_postgres() {
-            (
-                "",
-                "($4::uuid IS NULL OR c.document_id = $4) \
-                 AND ($5::text IS NULL OR d.source = $5) \
-                 AND ($6::bigint IS NULL OR d.ingested_at >= $6) \
-                 AND ($7::bigint IS NULL OR d.ingested_at < $7)",
-            )
-        } else {
-            (
-                "MATERIALIZED",
-                "($4 IS NULL OR c.document_id = $4) AND ($5 IS NULL OR d.source = $5) \
-                 AND ($6 IS NULL OR d.ingested_at >= $6) AND ($7 IS NULL OR d.ingested_at < $7)",
-            )
-        };
+        let postgres = self.store.is_postgres();
+        let materialized = if postgres { "" } else { "MATERIALIZED" };
+        let filters = filter_clause(postgres, "c.document_id");
         let sql = format!(
             "WITH best AS {materialized} ({best}) \
              SELECT b.rank AS score, c.document_id, d.title, d.source, c.chunk_index, \
@@ -723,6 +718,21 @@ impl ReadModels {
             })
             .collect()
     }
+}
+
+/// The search filters over `$4` (document), `$5` (source), `$6`/`$7` (ingested from/to), for a
+/// query where `document` names the chunk's document id and `d` is its rm_chunk_documents row.
+fn filter_clause(postgres: bool, document: &str) -> String {
+    let [uuid, text, bigint] = if postgres {
+        ["::uuid", "::text", "::bigint"]
+    } else {
+        ["", "", ""]
+    };
+    format!(
+        "($4{uuid} IS NULL OR {document} = $4) AND ($5{text} IS NULL OR d.source = $5) \
+         AND ($6{bigint} IS NULL OR d.ingested_at >= $6) \
+         AND ($7{bigint} IS NULL OR d.ingested_at < $7)"
+    )
 }
 
 fn hit<R>(row: &R) -> Result<ChunkHit, sqlx::Error>

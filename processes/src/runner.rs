@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plasma_projections::checkpoint::{self, Checkpoint, Saved};
-use plasma_projections::{ReadStore, Subscription};
+use plasma_projections::{run_steps, ReadStore, Steps, Subscription};
 use tokio::sync::watch;
 
 use crate::{Process, ProcessError};
@@ -114,22 +114,8 @@ impl<S: Subscription> ProcessRunner<S> {
     }
 
     /// Runs until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), ProcessError> {
-        loop {
-            if *shutdown.borrow() {
-                return Ok(());
-            }
-            let step = tokio::select! {
-                step = self.step() => step?,
-                _ = shutdown.changed() => continue,
-            };
-            if step == ProcessStep::CaughtUp && !self.subscription.waits_when_idle() {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.options.idle_wait) => {}
-                    _ = shutdown.changed() => {}
-                }
-            }
-        }
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), ProcessError> {
+        run_steps(self, shutdown).await
     }
 
     /// Handles everything available now; returns how many events it saw.
@@ -142,5 +128,17 @@ impl<S: Subscription> ProcessRunner<S> {
                 ProcessStep::CaughtUp => return Ok(seen),
             }
         }
+    }
+}
+
+impl<S: Subscription> Steps for ProcessRunner<S> {
+    type Error = ProcessError;
+
+    async fn step_once(&mut self) -> Result<bool, ProcessError> {
+        Ok(self.step().await? == ProcessStep::CaughtUp)
+    }
+
+    fn idle_wait(&self) -> Option<Duration> {
+        (!self.subscription.waits_when_idle()).then_some(self.options.idle_wait)
     }
 }

@@ -37,5 +37,5 @@ pub use rebuild::{
     drop_shadow, rebuild, swap_in_shadow, LogReplay, OnProgress, RebuildProgress, RebuildSource,
     Rebuilder,
 };
-pub use runner::{catch_up, ProjectionRunner, RunnerOptions, Step};
+pub use runner::{catch_up, run_steps, ProjectionRunner, RunnerOptions, Step, Steps};
 pub use subscription::{Batch, StoreSubscription, Subscription};

@@ -3,6 +3,7 @@
 //! a log, decoded); if the commit finds the stored state moved, both are dropped and the
 //! subscription resyncs.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -180,20 +181,52 @@ impl<S: Subscription> ProjectionRunner<S> {
     }
 
     /// Runs until `shutdown` turns true, pausing briefly whenever caught up.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), ProjectionError> {
-        loop {
-            if *shutdown.borrow() {
-                return Ok(());
-            }
-            let step = tokio::select! {
-                step = self.step() => step?,
-                _ = shutdown.changed() => continue,
-            };
-            if step == Step::CaughtUp && !self.subscription.waits_when_idle() {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.options.idle_wait) => {}
-                    _ = shutdown.changed() => {}
-                }
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), ProjectionError> {
+        run_steps(self, shutdown).await
+    }
+}
+
+impl<S: Subscription> Steps for ProjectionRunner<S> {
+    type Error = ProjectionError;
+
+    async fn step_once(&mut self) -> Result<bool, ProjectionError> {
+        Ok(self.step().await? == Step::CaughtUp)
+    }
+
+    fn idle_wait(&self) -> Option<Duration> {
+        (!self.subscription.waits_when_idle()).then_some(self.options.idle_wait)
+    }
+}
+
+/// Something that runs in steps: a projection runner, a process runner.
+pub trait Steps {
+    type Error;
+    /// One step; `Ok(true)` when it found nothing to do.
+    fn step_once(&mut self) -> impl Future<Output = Result<bool, Self::Error>>;
+    /// How long to wait after a step that found nothing, unless the source waits by itself.
+    fn idle_wait(&self) -> Option<Duration>;
+}
+
+/// Takes step after step until `shutdown` turns true, waiting `idle_wait` after a step that
+/// found nothing to do. A step in progress is dropped at shutdown: projection and process
+/// runners both commit a step's effect and its checkpoint together or not at all.
+pub async fn run_steps<R: Steps>(
+    mut runner: R,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), R::Error> {
+    let idle = runner.idle_wait();
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let caught_up = tokio::select! {
+            caught_up = runner.step_once() => caught_up?,
+            _ = shutdown.changed() => continue,
+        };
+        if let (true, Some(idle)) = (caught_up, idle) {
+            tokio::select! {
+                _ = tokio::time::sleep(idle) => {}
+                _ = shutdown.changed() => {}
             }
         }
     }

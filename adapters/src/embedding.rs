@@ -48,6 +48,14 @@ pub enum LoadError {
     },
 }
 
+/// `~/.cache/plasma/models`, where `scripts/install-models.sh` puts the models by default.
+pub fn default_models_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join(".cache/plasma/models")
+}
+
 /// Which of the known models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KnownModel {

@@ -6,12 +6,13 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use chrono::{TimeZone, Utc};
 use clap::Args;
+use plasma_adapters::embedding::default_models_dir;
 use plasma_adapters::KnownModel;
 
-use crate::mentions::{self, BrandProfile, MentionGenerator, Tone, Window};
+use crate::mentions::{self, MentionGenerator, Tone, Window};
 
 #[derive(Debug, Args)]
 pub struct EmbedBenchArgs {
@@ -48,27 +49,14 @@ pub async fn embed(args: EmbedBenchArgs) -> Result<()> {
     if args.texts == 0 || args.batch == 0 || args.sentences == 0 {
         bail!("--texts, --batch and --sentences must be positive");
     }
-    let models_dir = match args.models_dir {
-        Some(dir) => dir,
-        None => PathBuf::from(std::env::var("HOME").context("HOME is not set")?)
-            .join(".cache/plasma/models"),
-    };
+    let models_dir = args.models_dir.unwrap_or_else(default_models_dir);
     let end = Utc
         .with_ymd_and_hms(2026, 10, 31, 0, 0, 0)
         .single()
         .unwrap_or_default();
     let texts: Vec<String> = MentionGenerator::new(0x5EED)
         .generate(&mentions::Batch {
-            brand: BrandProfile {
-                name: "Acme",
-                products: &[
-                    "rocket skates",
-                    "anvil subscription",
-                    "jet pack",
-                    "Acme app",
-                ],
-                competitors: &["Globex", "Initech"],
-            },
+            brand: mentions::ACME,
             tone: Tone::Mixed,
             window: Window::Before { end, days: 30 },
             count: args.texts,

@@ -24,7 +24,7 @@ use postgres_es::PostgresEventRepository;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use crate::mentions::{self, BrandProfile, MentionGenerator, Tone, Window};
+use crate::mentions::{self, MentionGenerator, Tone, Window};
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
@@ -172,16 +172,7 @@ pub(crate) fn generate_mentions(n: usize) -> Vec<MentionInput> {
         .single()
         .unwrap_or_default();
     MentionGenerator::new(0x9E37_79B9_7F4A_7C15).generate(&mentions::Batch {
-        brand: BrandProfile {
-            name: "Acme",
-            products: &[
-                "rocket skates",
-                "anvil subscription",
-                "jet pack",
-                "Acme app",
-            ],
-            competitors: &["Globex", "Initech"],
-        },
+        brand: mentions::ACME,
         tone: Tone::Mixed,
         window: Window::Before { end, days: 30 },
         count: n,

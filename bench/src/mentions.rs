@@ -14,6 +14,18 @@ pub struct BrandProfile<'a> {
     pub competitors: &'a [&'a str],
 }
 
+/// The brand the benchmarks generate mentions of.
+pub const ACME: BrandProfile<'static> = BrandProfile {
+    name: "Acme",
+    products: &[
+        "rocket skates",
+        "anvil subscription",
+        "jet pack",
+        "Acme app",
+    ],
+    competitors: &["Globex", "Initech"],
+};
+
 /// The sentiment of what is generated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tone {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use futures::{stream, StreamExt, TryStreamExt};
+use plasma_adapters::embedding::default_models_dir;
 use plasma_adapters::KnownModel;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -456,11 +457,7 @@ fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
 
 async fn scale(args: ScaleArgs) -> Result<()> {
     let api = Api::new(&args.server)?;
-    let models_dir = match &args.models_dir {
-        Some(dir) => dir.clone(),
-        None => PathBuf::from(std::env::var("HOME").context("HOME is not set")?)
-            .join(".cache/plasma/models"),
-    };
+    let models_dir = args.models_dir.clone().unwrap_or_else(default_models_dir);
     let model =
         KnownModel::parse(&args.model).ok_or_else(|| anyhow!("unknown model {}", args.model))?;
     let table = match model {

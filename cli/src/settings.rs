@@ -42,6 +42,7 @@ use std::time::Duration;
 use rand::RngCore as _;
 use serde::{Deserialize, Deserializer};
 
+use plasma_adapters::embedding::default_models_dir;
 use plasma_adapters::KnownModel;
 use plasma_log::LogConfig;
 
@@ -641,14 +642,6 @@ impl ResearchLayer {
             embedders,
         })
     }
-}
-
-/// `~/.cache/plasma/models`, where `scripts/install-models.sh` puts the models by default.
-pub fn default_models_dir() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default()
-        .join(".cache/plasma/models")
 }
 
 impl LogLayer {

@@ -4,6 +4,7 @@
 //!   compiled in.
 //! - [`embedding`]: the domain's `Embedder`: all-MiniLM-L6-v2 (candle) and WordLlama static
 //!   vectors, loaded from local model files.
+//! - [`webhook`]: the domain's `ChannelSecrets` and `WebhookSender`: HMAC-signed POSTs.
 //!
 //! Entity extractors and text generators arrive here as the research and agent work lands; the
 //! domain only ever sees the port.
@@ -13,6 +14,7 @@
 mod bert;
 pub mod embedding;
 pub mod sentiment;
+pub mod webhook;
 
 pub use embedding::{KnownModel, LoadError, MiniLm, WordLlama};
 pub use sentiment::VaderScorer;

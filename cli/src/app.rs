@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use plasma_adapters::webhook::{HttpWebhookSender, WebhookKey};
 use plasma_adapters::VaderScorer;
 use plasma_commands::{CommandHandler, EventStore, Services, StoreConfig, StoreError};
 use plasma_domain::brand::MentionServices;
@@ -19,6 +20,8 @@ use plasma_gateway::rate_limit::RateLimiter;
 use plasma_gateway::state::{AppState, StateParts};
 use plasma_gateway::{metrics, routes, Clock, SystemClock};
 use plasma_log::KafkaReplay;
+use plasma_processes::alerts;
+use plasma_processes::delivery::{DeliveryOptions, DeliveryWorker};
 use plasma_processes::embedding::EmbeddingWorker;
 use plasma_processes::Process;
 use plasma_projections::{
@@ -29,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::demo::{self, DemoError, DemoOutcome};
-use crate::settings::{ProjectionsMode, Settings, StoreSettings};
+use crate::settings::{AlertSettings, ProjectionsMode, Settings, StoreSettings};
 use crate::workers::ProjectionWorkers;
 
 /// The embedded event store's file in the data dir.
@@ -57,6 +60,25 @@ fn load_embedders(settings: &Settings) -> Vec<Arc<dyn Embedder>> {
     embedders
 }
 
+/// The alert delivery worker these settings describe: webhooks signed with the configured key.
+pub fn delivery_worker(
+    settings: &AlertSettings,
+    handler: &CommandHandler,
+) -> Result<Arc<DeliveryWorker>, StartupError> {
+    let key = WebhookKey::new(settings.webhook_key.expose().as_bytes().to_vec());
+    let sender = HttpWebhookSender::new(key, settings.timeout)
+        .map_err(|e| StartupError::Webhooks(e.to_string()))?;
+    Ok(Arc::new(DeliveryWorker::new(
+        handler.clone(),
+        Arc::new(sender),
+        DeliveryOptions {
+            max_attempts: settings.max_attempts,
+            base_backoff: settings.retry_base,
+            ..DeliveryOptions::default()
+        },
+    )))
+}
+
 /// Records per transaction of a replay from the log.
 pub const REPLAY_BATCH: usize = 2000;
 /// How long the projection workers get to finish their batch after the server stopped.
@@ -71,6 +93,8 @@ pub enum StartupError {
     ReadStore(#[source] ProjectionError),
     #[error("preparing the projections")]
     Projections(#[source] ProjectionError),
+    #[error("building the webhook client: {0}")]
+    Webhooks(String),
     #[error("listening on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -166,17 +190,19 @@ impl Application {
         let embedders = load_embedders(&settings);
         let (workers, projections) = match settings.projections {
             ProjectionsMode::InProcess => {
-                let processes: Vec<Arc<dyn Process>> = embedders
+                let mut processes: Vec<Arc<dyn Process>> = embedders
                     .iter()
                     .map(|embedder| {
                         Arc::new(EmbeddingWorker::new(handler.clone(), embedder.clone()))
                             as Arc<dyn Process>
                     })
                     .collect();
+                processes.push(alerts::detector(handler.clone()));
                 let workers = ProjectionWorkers::prepare(&read, &store, RunnerOptions::default())
                     .await
                     .map_err(StartupError::Projections)?
-                    .with_processes(processes);
+                    .with_processes(processes)
+                    .with_delivery(delivery_worker(&settings.alerts, &handler)?);
                 let names = workers.projection_names();
                 (workers, names)
             }
@@ -212,10 +238,15 @@ impl Application {
             metrics: {
                 let recorder = metrics::recorder();
                 plasma_processes::embedding::describe_metrics();
+                plasma_processes::alerts::describe_metrics();
+                plasma_processes::delivery::describe_metrics();
                 recorder
             },
             rebuilder,
             embedders,
+            channel_secrets: Arc::new(WebhookKey::new(
+                settings.alerts.webhook_key.expose().as_bytes().to_vec(),
+            )),
         });
         let router = routes::router(state, settings.http.request_timeout);
 

@@ -31,6 +31,8 @@ pub const DEMO_TENANT: &str = "demo";
 /// How many days before "now" the spike happens.
 pub const SPIKE_DAYS_AGO: i64 = 6;
 const SPIKE_MENTIONS: usize = 600;
+/// Mentions of the wave breaking as the demo loads (its alert is still open).
+const SURGE_MENTIONS: usize = 40;
 /// Mentions per bulk command (well under the API's 10,000).
 const INGEST_CHUNK: usize = 2_000;
 /// Fixed forever: demo ids derive from it.
@@ -260,7 +262,22 @@ pub async fn load(
                 prefix: "spike",
                 sentences: 1,
             }));
+            // A complaint wave breaking right now: an alert still open to acknowledge.
+            batch.extend(generator.generate(&mentions::Batch {
+                brand: profile,
+                tone: Tone::Spike,
+                window: Window::Day {
+                    start: now - Duration::minutes(30),
+                    end: now,
+                },
+                count: SURGE_MENTIONS,
+                prefix: "surge",
+                sentences: 1,
+            }));
         }
+        // In publication order, as a live feed would have delivered them: the alert detector
+        // judges each hour as the stream reaches it.
+        batch.sort_by_key(|m| m.published_at);
         for (chunk_index, chunk) in batch.chunks(INGEST_CHUNK).enumerate() {
             let step = format!("mentions/{}/{chunk_index}", spec.name);
             let context = loader.context(&step);

@@ -120,6 +120,9 @@ async fn dev(args: args::DevArgs) -> Result<ExitCode> {
     println!();
     println!("export PLASMA_TOKEN={token}");
     println!("curl -H \"Authorization: Bearer $PLASMA_TOKEN\" {url}/v1/brands");
+    if args.demo {
+        println!("curl -H \"Authorization: Bearer $PLASMA_TOKEN\" {url}/v1/alerts   # the demo's spike, with its evidence");
+    }
     println!();
     run(app).await
 }

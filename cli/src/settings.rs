@@ -30,6 +30,12 @@
 //! [research]
 //! models_dir = "~/.cache/plasma/models"   # PLASMA_MODELS_DIR; filled by scripts/install-models.sh
 //! embedders = ["all-MiniLM-L6-v2"]       # PLASMA_EMBEDDERS (comma-separated, or none)
+//!
+//! [alerts]
+//! webhook_key = "…at least 32 bytes…"   # PLASMA_WEBHOOK_KEY; channel secrets derive from it
+//! max_attempts = 8                       # PLASMA_WEBHOOK_MAX_ATTEMPTS, then dead-lettered
+//! retry_base = "2s"                      # PLASMA_WEBHOOK_RETRY_BASE, doubled per failure
+//! timeout = "10s"                        # PLASMA_WEBHOOK_TIMEOUT, per attempt
 //! ```
 
 use std::fs::OpenOptions;
@@ -81,6 +87,19 @@ pub struct Settings {
     pub projections: ProjectionsMode,
     /// The research pipeline's models.
     pub research: ResearchSettings,
+    /// Alert notifications.
+    pub alerts: AlertSettings,
+}
+
+/// How alert webhooks are signed and retried.
+#[derive(Debug, Clone)]
+pub struct AlertSettings {
+    /// Every channel's signing secret derives from it. Without one configured, it derives from
+    /// the JWT secret (so `plasma dev` keeps its channel secrets across restarts).
+    pub webhook_key: Secret,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub timeout: Duration,
 }
 
 /// Where the embedding models' files are, and which models embed what is ingested.
@@ -217,6 +236,60 @@ pub struct SettingsLayer {
     pub projections: ProjectionsLayer,
     #[serde(default)]
     pub research: ResearchLayer,
+    #[serde(default)]
+    pub alerts: AlertsLayer,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsLayer {
+    pub webhook_key: Option<Secret>,
+    pub max_attempts: Option<u32>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub retry_base: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+}
+
+impl AlertsLayer {
+    fn validate(self, auth: &AuthSettings) -> Result<AlertSettings, SettingsError> {
+        let webhook_key = match self.webhook_key {
+            Some(key) if key.expose().len() < MIN_SECRET_BYTES => {
+                return Err(invalid(
+                    "alerts.webhook_key (PLASMA_WEBHOOK_KEY)",
+                    format!("must be at least {MIN_SECRET_BYTES} bytes"),
+                ))
+            }
+            Some(key) => key,
+            None => {
+                let JwtKey::Hs256(secret) = &auth.jwt;
+                Secret::new(format!("plasma-webhooks|{}", secret.expose()))
+            }
+        };
+        let max_attempts = self.max_attempts.unwrap_or(8);
+        if !(1..=50).contains(&max_attempts) {
+            return Err(invalid(
+                "alerts.max_attempts (PLASMA_WEBHOOK_MAX_ATTEMPTS)",
+                "must be between 1 and 50",
+            ));
+        }
+        let retry_base = self.retry_base.unwrap_or(Duration::from_secs(2));
+        let timeout = self.timeout.unwrap_or(Duration::from_secs(10));
+        for (key, value) in [
+            ("alerts.retry_base (PLASMA_WEBHOOK_RETRY_BASE)", retry_base),
+            ("alerts.timeout (PLASMA_WEBHOOK_TIMEOUT)", timeout),
+        ] {
+            if value < Duration::from_millis(10) || value > Duration::from_secs(3600) {
+                return Err(invalid(key, "must be between 10ms and 1h"));
+            }
+        }
+        Ok(AlertSettings {
+            webhook_key,
+            max_attempts,
+            retry_base,
+            timeout,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -363,6 +436,18 @@ impl SettingsLayer {
                 list => list.split(',').map(|m| m.trim().to_owned()).collect(),
             });
         }
+        if let Some(v) = var("PLASMA_WEBHOOK_KEY") {
+            layer.alerts.webhook_key = Some(Secret::new(v));
+        }
+        if let Some(v) = var("PLASMA_WEBHOOK_MAX_ATTEMPTS") {
+            layer.alerts.max_attempts = Some(parse_number("PLASMA_WEBHOOK_MAX_ATTEMPTS", &v)?);
+        }
+        if let Some(v) = var("PLASMA_WEBHOOK_RETRY_BASE") {
+            layer.alerts.retry_base = Some(parse_duration("PLASMA_WEBHOOK_RETRY_BASE", &v)?);
+        }
+        if let Some(v) = var("PLASMA_WEBHOOK_TIMEOUT") {
+            layer.alerts.timeout = Some(parse_duration("PLASMA_WEBHOOK_TIMEOUT", &v)?);
+        }
         if let Some(v) = var("PLASMA_PROJECTIONS") {
             layer.projections.mode = Some(
                 v.trim()
@@ -416,6 +501,12 @@ impl SettingsLayer {
                 models_dir: over.research.models_dir.or(self.research.models_dir),
                 embedders: over.research.embedders.or(self.research.embedders),
             },
+            alerts: AlertsLayer {
+                webhook_key: over.alerts.webhook_key.or(self.alerts.webhook_key),
+                max_attempts: over.alerts.max_attempts.or(self.alerts.max_attempts),
+                retry_base: over.alerts.retry_base.or(self.alerts.retry_base),
+                timeout: over.alerts.timeout.or(self.alerts.timeout),
+            },
         }
     }
 }
@@ -447,6 +538,7 @@ impl Settings {
         let log = layer.log.validate()?;
         let projections = layer.projections.mode.unwrap_or(ProjectionsMode::InProcess);
         let research = layer.research.validate()?;
+        let alerts = layer.alerts.validate(&auth)?;
         Ok(Self {
             store,
             http,
@@ -456,6 +548,7 @@ impl Settings {
             log,
             projections,
             research,
+            alerts,
         })
     }
 }

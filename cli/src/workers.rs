@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use plasma_commands::EventStore;
+use plasma_processes::delivery::DeliveryWorker;
 use plasma_processes::{Process, ProcessOptions, ProcessRunner};
 use plasma_projections::{
-    all_projections, Projection, ProjectionError, ProjectionRunner, ReadStore, RunnerOptions,
-    StoreSubscription,
+    all_projections, Projection, ProjectionError, ProjectionRunner, ReadModels, ReadStore,
+    RunnerOptions, StoreSubscription,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -23,6 +24,8 @@ pub struct ProjectionWorkers {
     options: RunnerOptions,
     runners: Vec<(Arc<dyn Projection>, ProjectionRunner<StoreSubscription>)>,
     processes: Vec<Arc<dyn Process>>,
+    /// Delivery workers whose dispatchers send what their processes schedule.
+    dispatchers: Vec<Arc<DeliveryWorker>>,
 }
 
 impl ProjectionWorkers {
@@ -49,12 +52,20 @@ impl ProjectionWorkers {
             options,
             runners,
             processes: Vec::new(),
+            dispatchers: Vec::new(),
         })
     }
 
     /// Runs `processes` too, from the event store.
     pub fn with_processes(mut self, processes: Vec<Arc<dyn Process>>) -> Self {
         self.processes = processes;
+        self
+    }
+
+    /// Runs a delivery worker: its process and its dispatcher.
+    pub fn with_delivery(mut self, worker: Arc<DeliveryWorker>) -> Self {
+        self.processes.push(worker.clone());
+        self.dispatchers.push(worker);
         self
     }
 
@@ -66,6 +77,7 @@ impl ProjectionWorkers {
             options: RunnerOptions::default(),
             runners: Vec::new(),
             processes: Vec::new(),
+            dispatchers: Vec::new(),
         }
     }
 
@@ -78,6 +90,11 @@ impl ProjectionWorkers {
                 self.processes
                     .iter()
                     .map(|p| format!("process {}", p.name())),
+            )
+            .chain(
+                self.dispatchers
+                    .iter()
+                    .map(|d| format!("dispatcher {}", d.name())),
             )
             .collect()
     }
@@ -140,6 +157,15 @@ impl ProjectionWorkers {
             })
             .collect();
         handles.extend(processes);
+        for worker in self.dispatchers {
+            let read = ReadModels::new(self.read.clone());
+            let component = format!("dispatcher {}", worker.name());
+            handles.push(tokio::spawn(supervise(
+                component,
+                shutdown.clone(),
+                move |_, stop| worker.clone().dispatch(read.clone(), stop),
+            )));
+        }
         handles
     }
 }

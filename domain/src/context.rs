@@ -4,7 +4,7 @@
 use cqrs_es::Aggregate;
 
 use crate::agent::AgentRun;
-use crate::brand::{Brand, Mention};
+use crate::brand::{Alert, Brand, Delivery, Mention};
 use crate::content::Draft;
 use crate::research::Document;
 
@@ -32,7 +32,7 @@ impl Context {
     /// The context an aggregate type belongs to.
     pub fn of_aggregate(aggregate_type: &str) -> Option<Self> {
         match aggregate_type {
-            Brand::TYPE | Mention::TYPE => Some(Self::Brand),
+            Brand::TYPE | Mention::TYPE | Alert::TYPE | Delivery::TYPE => Some(Self::Brand),
             Draft::TYPE => Some(Self::Content),
             AgentRun::TYPE => Some(Self::Agent),
             Document::TYPE => Some(Self::Research),

@@ -138,6 +138,14 @@ uuid_id!(
     DocumentId, "document id"
 );
 uuid_id!(
+    /// An alert: one detector finding for one brand, kind and hourly window.
+    AlertId, "alert id"
+);
+uuid_id!(
+    /// One notification of one alert change to one channel, retried under the same id.
+    DeliveryId, "delivery id"
+);
+uuid_id!(
     /// The id of a command; a command retried with the same id returns its first outcome.
     CommandId, "command id"
 );
@@ -164,6 +172,43 @@ impl MentionId {
             external_id
         );
         Self(Uuid::new_v5(&MENTION_NAMESPACE, key.as_bytes()))
+    }
+}
+
+/// Namespace for deriving alert and delivery ids; fixed forever, since ids derived from it are stored.
+const ALERT_NAMESPACE: Uuid = Uuid::from_u128(0x41e7_7c2a_0b5d_4e6f_8a9b_c1d2_e3f4_a5b6);
+
+impl AlertId {
+    /// One alert per (tenant, brand, kind, subject, window): raising it again lands on the same
+    /// aggregate, which is how replays and late mentions never raise a window twice. `subject`
+    /// is the competitor for a competitor surge, empty otherwise; `window_start` is in seconds.
+    pub fn derive(
+        tenant: &TenantId,
+        brand: BrandId,
+        kind: &str,
+        subject: &str,
+        window_start: i64,
+    ) -> Self {
+        let key = format!(
+            "{}:{}|{}|{}|{}:{}|{}",
+            tenant.as_str().len(),
+            tenant.as_str(),
+            brand.0,
+            kind,
+            subject.len(),
+            subject,
+            window_start
+        );
+        Self(Uuid::new_v5(&ALERT_NAMESPACE, key.as_bytes()))
+    }
+}
+
+impl DeliveryId {
+    /// One delivery per (alert event, channel): a retry, a restart or a redelivery keeps the id
+    /// a receiver deduplicates by.
+    pub fn derive(alert_event: Uuid, channel: &str) -> Self {
+        let key = format!("delivery|{alert_event}|{channel}");
+        Self(Uuid::new_v5(&ALERT_NAMESPACE, key.as_bytes()))
     }
 }
 

@@ -40,6 +40,8 @@ mod tests {
         let all = [
             brand::BrandEvent::EVENT_NAMES,
             brand::MentionEvent::EVENT_NAMES,
+            brand::AlertEvent::EVENT_NAMES,
+            brand::DeliveryEvent::EVENT_NAMES,
             content::DraftEvent::EVENT_NAMES,
             agent::AgentRunEvent::EVENT_NAMES,
             research::DocumentEvent::EVENT_NAMES,

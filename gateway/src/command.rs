@@ -17,9 +17,11 @@ use axum::response::{IntoResponse, Response};
 use cqrs_es::Aggregate;
 use plasma_commands::{BulkReceipt, CommandContext};
 use plasma_domain::agent::AgentRun;
-use plasma_domain::brand::{Brand, Mention, MentionInput, MentionServices};
+use plasma_domain::brand::{Alert, Brand, Delivery, Mention, MentionInput, MentionServices};
 use plasma_domain::content::{Draft, DraftServices};
-use plasma_domain::ids::{BrandId, CommandId, DocumentId, DraftId, MentionId, RunId};
+use plasma_domain::ids::{
+    AlertId, BrandId, CommandId, DeliveryId, DocumentId, DraftId, MentionId, RunId,
+};
 use plasma_domain::research::Document;
 use plasma_domain::{AggregateId, TenantId};
 use serde::Serialize;
@@ -42,6 +44,22 @@ pub trait CommandTarget: Aggregate {
 
 impl CommandTarget for Brand {
     type Id = BrandId;
+
+    fn services(_state: &AppState) -> &() {
+        &()
+    }
+}
+
+impl CommandTarget for Alert {
+    type Id = AlertId;
+
+    fn services(_state: &AppState) -> &() {
+        &()
+    }
+}
+
+impl CommandTarget for Delivery {
+    type Id = DeliveryId;
 
     fn services(_state: &AppState) -> &() {
         &()

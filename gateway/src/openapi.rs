@@ -47,6 +47,7 @@ pub const BEARER: &str = "bearer";
     components(schemas(Problem)),
     tags(
         (name = "brands", description = "Brands, their keywords and competitors, mentions and stats"),
+        (name = "alerts", description = "Spike and surge alerts per brand: rules, evidence, lifecycle and signed webhook deliveries"),
         (name = "mentions", description = "Commands on single mentions"),
         (name = "drafts", description = "Content drafts: generation, voice check, approval, publication"),
         (name = "agent-runs", description = "Agent workflow runs: steps, checkpoints, pause and resume"),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::PrometheusHandle;
 use plasma_commands::{CommandHandler, EventStore, Services};
+use plasma_domain::brand::ChannelSecrets;
 use plasma_domain::content::DraftServices;
 use plasma_domain::research::Embedder;
 use plasma_projections::{ReadModels, Rebuilder};
@@ -36,6 +37,7 @@ struct Inner {
     metrics: PrometheusHandle,
     rebuilds: Rebuilds,
     embedders: Vec<Arc<dyn Embedder>>,
+    channel_secrets: Arc<dyn ChannelSecrets>,
 }
 
 /// The parts [`AppState::new`] is built from.
@@ -56,6 +58,8 @@ pub struct StateParts {
     pub rebuilder: Rebuilder,
     /// The embedding models loaded in this process, for search queries.
     pub embedders: Vec<Arc<dyn Embedder>>,
+    /// Webhook channels' signing secrets, shown to the brand's owners.
+    pub channel_secrets: Arc<dyn ChannelSecrets>,
 }
 
 impl AppState {
@@ -74,6 +78,7 @@ impl AppState {
             metrics,
             rebuilder,
             embedders,
+            channel_secrets,
         } = parts;
         Self {
             inner: Arc::new(Inner {
@@ -90,6 +95,7 @@ impl AppState {
                 metrics,
                 rebuilds: Rebuilds::new(rebuilder),
                 embedders,
+                channel_secrets,
             }),
         }
     }
@@ -109,6 +115,10 @@ impl AppState {
     }
 
     /// The embedding models loaded here, the default (first configured) first.
+    pub fn channel_secrets(&self) -> &dyn ChannelSecrets {
+        self.inner.channel_secrets.as_ref()
+    }
+
     pub fn embedders(&self) -> &[Arc<dyn Embedder>] {
         &self.inner.embedders
     }

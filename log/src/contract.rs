@@ -98,6 +98,51 @@ const SOURCES: &[(Context, &str, &str)] = &[
         include_str!("../../schemas/avro/brand/MentionEscalated.avsc"),
     ),
     (
+        Context::Brand,
+        "BrandAlertRulesChanged",
+        include_str!("../../schemas/avro/brand/BrandAlertRulesChanged.avsc"),
+    ),
+    (
+        Context::Brand,
+        "AlertRaised",
+        include_str!("../../schemas/avro/brand/AlertRaised.avsc"),
+    ),
+    (
+        Context::Brand,
+        "AlertAcknowledged",
+        include_str!("../../schemas/avro/brand/AlertAcknowledged.avsc"),
+    ),
+    (
+        Context::Brand,
+        "AlertResolved",
+        include_str!("../../schemas/avro/brand/AlertResolved.avsc"),
+    ),
+    (
+        Context::Brand,
+        "AlertSnoozed",
+        include_str!("../../schemas/avro/brand/AlertSnoozed.avsc"),
+    ),
+    (
+        Context::Brand,
+        "DeliveryScheduled",
+        include_str!("../../schemas/avro/brand/DeliveryScheduled.avsc"),
+    ),
+    (
+        Context::Brand,
+        "DeliveryAttempted",
+        include_str!("../../schemas/avro/brand/DeliveryAttempted.avsc"),
+    ),
+    (
+        Context::Brand,
+        "DeliveryDeadLettered",
+        include_str!("../../schemas/avro/brand/DeliveryDeadLettered.avsc"),
+    ),
+    (
+        Context::Brand,
+        "DeliveryRedeliveryRequested",
+        include_str!("../../schemas/avro/brand/DeliveryRedeliveryRequested.avsc"),
+    ),
+    (
         Context::Content,
         "DraftRequested",
         include_str!("../../schemas/avro/content/DraftRequested.avsc"),

@@ -11,7 +11,7 @@ use apache_avro::{Reader, Schema, Writer};
 use chrono::{DateTime, SecondsFormat, Utc};
 use plasma_commands::RecordedEvent;
 use plasma_domain::agent::AgentRunEvent;
-use plasma_domain::brand::{BrandEvent, MentionEvent};
+use plasma_domain::brand::{AlertEvent, BrandEvent, DeliveryEvent, MentionEvent};
 use plasma_domain::content::DraftEvent;
 use plasma_domain::research::DocumentEvent;
 use plasma_domain::EventName;
@@ -27,6 +27,8 @@ fn domain_event_types() -> BTreeSet<&'static str> {
     [
         BrandEvent::EVENT_NAMES,
         MentionEvent::EVENT_NAMES,
+        AlertEvent::EVENT_NAMES,
+        DeliveryEvent::EVENT_NAMES,
         DraftEvent::EVENT_NAMES,
         AgentRunEvent::EVENT_NAMES,
         DocumentEvent::EVENT_NAMES,
@@ -41,7 +43,7 @@ fn every_domain_event_type_has_exactly_one_schema() {
     let catalog = Catalog::get().expect("the compiled-in schemas parse");
     let schemas: BTreeSet<&str> = catalog.schemas().iter().map(|s| s.event_type).collect();
     assert_eq!(schemas, domain_event_types());
-    assert_eq!(schemas.len(), 29);
+    assert_eq!(schemas.len(), 38);
     // …and the files on disk are the ones compiled in.
     let mut on_disk = BTreeSet::new();
     for context in ["brand", "content", "agent", "research"] {
@@ -209,6 +211,8 @@ fn decodes_as_domain_event(event_type: &str, tagged: &Json) -> Result<Json, Stri
         (DraftEvent::EVENT_NAMES, 2),
         (AgentRunEvent::EVENT_NAMES, 3),
         (DocumentEvent::EVENT_NAMES, 4),
+        (AlertEvent::EVENT_NAMES, 5),
+        (DeliveryEvent::EVENT_NAMES, 6),
     ]
     .into_iter()
     .find(|(names, _)| names.iter().any(|(n, _)| *n == event_type))
@@ -219,6 +223,8 @@ fn decodes_as_domain_event(event_type: &str, tagged: &Json) -> Result<Json, Stri
         Some(2) => round::<DraftEvent>(tagged),
         Some(3) => round::<AgentRunEvent>(tagged),
         Some(4) => round::<DocumentEvent>(tagged),
+        Some(5) => round::<AlertEvent>(tagged),
+        Some(6) => round::<DeliveryEvent>(tagged),
         _ => Err(format!("no domain type for {event_type}")),
     }
 }
@@ -230,6 +236,8 @@ fn aggregate_type_of(event_type: &str) -> &'static str {
         (DraftEvent::EVENT_NAMES, "Draft"),
         (AgentRunEvent::EVENT_NAMES, "AgentRun"),
         (DocumentEvent::EVENT_NAMES, "Document"),
+        (AlertEvent::EVENT_NAMES, "Alert"),
+        (DeliveryEvent::EVENT_NAMES, "Delivery"),
     ]
     .into_iter()
     .find(|(names, _)| names.iter().any(|(n, _)| *n == event_type))

@@ -8,13 +8,19 @@
 //! The agent runtime, the scheduler and the alerter land here too, each in its own module; run
 //! in-process by `plasma dev` and as processes of their own in server mode.
 
+// Tests may unwrap (a panic is a failed test).
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod runner;
 
+pub mod alerts;
+pub mod delivery;
 pub mod embedding;
 
 use async_trait::async_trait;
 use plasma_commands::RecordedEvent;
 use plasma_domain::Context;
+use plasma_projections::ReadTx;
 
 pub use runner::{ProcessOptions, ProcessRunner, ProcessStep};
 
@@ -30,6 +36,30 @@ pub trait Process: Send + Sync + std::fmt::Debug {
     /// Reacts to `events` (in position order; most may be of no interest). Must be safe to run
     /// again on the same events: commands carry ids derived from them.
     async fn handle(&self, events: &[RecordedEvent]) -> Result<(), ProcessError>;
+
+    /// Whether the process keeps state of its own in the read store. If so, the runner calls
+    /// [`Process::handle_in`] inside the transaction that records the checkpoint, so the state
+    /// never runs ahead of or behind the events it has seen; the commands it issues from there
+    /// must still carry derived ids (a crash before the commit handles the batch again).
+    fn keeps_state(&self) -> bool {
+        false
+    }
+
+    /// Creates the process's own tables, if it keeps state.
+    async fn prepare(&self, tx: &mut ReadTx) -> Result<(), ProcessError> {
+        let _ = tx;
+        Ok(())
+    }
+
+    /// [`Process::handle`] with the checkpoint's transaction, for a process that keeps state.
+    async fn handle_in(
+        &self,
+        tx: &mut ReadTx,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProcessError> {
+        let _ = tx;
+        self.handle(events).await
+    }
 }
 
 /// Why a process stopped; its supervisor starts it again.

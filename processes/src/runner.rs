@@ -59,6 +59,7 @@ impl<S: Subscription> ProcessRunner<S> {
         options: ProcessOptions,
     ) -> Result<Self, ProcessError> {
         let mut tx = read.begin().await?;
+        process.prepare(&mut tx).await?;
         checkpoint::ensure(&mut tx, process.name()).await?;
         let stored = checkpoint::load(&mut tx, process.name(), false).await?;
         tx.commit().await?;
@@ -86,9 +87,15 @@ impl<S: Subscription> ProcessRunner<S> {
         if batch.is_empty() {
             return Ok(ProcessStep::CaughtUp);
         }
-        self.process.handle(&batch.events).await?;
+        let mut tx = if self.process.keeps_state() {
+            let mut tx = self.read.begin().await?;
+            self.process.handle_in(&mut tx, &batch.events).await?;
+            tx
+        } else {
+            self.process.handle(&batch.events).await?;
+            self.read.begin().await?
+        };
         let name = self.process.name();
-        let mut tx = self.read.begin().await?;
         let stored = checkpoint::load(&mut tx, name, true).await?;
         match checkpoint::record(&mut tx, name, stored, &batch.progress).await? {
             Saved::Moved => {

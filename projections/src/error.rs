@@ -46,7 +46,7 @@ pub enum ProjectionError {
 }
 
 impl ProjectionError {
-    pub(crate) fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+    pub fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
         move |source| Self::Database { context, source }
     }
 }

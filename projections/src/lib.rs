@@ -20,6 +20,9 @@ mod subscription;
 pub use checkpoint::{Checkpoint, PartitionKey, PartitionState};
 pub use error::ProjectionError;
 pub use models::agent_runs::{AgentCheckpointView, AgentRunView};
+pub use models::alerts::{
+    AlertDetailView, AlertFilter, AlertView, DeliveryAttemptView, DeliveryView,
+};
 pub use models::brands::BrandView;
 pub use models::chunks::{fuse_by_rank, ChunkFilter, ChunkHit};
 pub use models::documents::{DocumentEntityView, DocumentView};
@@ -27,8 +30,8 @@ pub use models::drafts::{DraftFilter, DraftView};
 pub use models::mentions::{MentionFilter, MentionView};
 pub use models::stats::{DailyStats, StatsView};
 pub use models::{
-    all_projections, projection_named, AgentRunsProjection, BrandStatsProjection, BrandsProjection,
-    ChunksProjection, DocumentsProjection, DraftsProjection, MentionsProjection,
+    all_projections, projection_named, AgentRunsProjection, AlertsProjection, BrandStatsProjection,
+    BrandsProjection, ChunksProjection, DocumentsProjection, DraftsProjection, MentionsProjection,
 };
 pub use projection::{Projection, Tables};
 pub use read_models::{Cursor, Page, PageRequest, ReadModels};

@@ -58,14 +58,15 @@ pub enum ReadTx {
 }
 
 /// Runs `$body` with `$c` bound to the transaction's connection, on either backend.
+#[macro_export]
 macro_rules! on_tx {
     ($tx:expr, |$c:ident| $body:expr) => {
         match $tx {
-            $crate::read_store::ReadTx::Sqlite(tx) => {
+            $crate::ReadTx::Sqlite(tx) => {
                 let $c = &mut **tx;
                 $body
             }
-            $crate::read_store::ReadTx::Postgres(tx) => {
+            $crate::ReadTx::Postgres(tx) => {
                 let $c = &mut **tx;
                 $body
             }
@@ -74,16 +75,17 @@ macro_rules! on_tx {
 }
 
 /// Runs `$body` with `$p` bound to a pool for reading, on either backend.
+#[macro_export]
 macro_rules! on_pool {
     ($store:expr, |$p:ident| $body:expr) => {
         match $store {
-            $crate::read_store::ReadStore::Sqlite { reader: $p, .. } => $body,
-            $crate::read_store::ReadStore::Postgres { pool: $p } => $body,
+            $crate::ReadStore::Sqlite { reader: $p, .. } => $body,
+            $crate::ReadStore::Postgres { pool: $p } => $body,
         }
     };
 }
 
-pub(crate) use {on_pool, on_tx};
+pub(crate) use crate::{on_pool, on_tx};
 
 /// Makes sqlite-vec (the `vec0` virtual tables of the embedded vector index) available on every
 /// SQLite connection this process opens from now on. Idempotent.
@@ -284,7 +286,7 @@ impl ReadTx {
     }
 
     /// Runs DDL or a statement without parameters.
-    pub(crate) async fn execute(
+    pub async fn execute(
         &mut self,
         sql: &str,
         context: &'static str,

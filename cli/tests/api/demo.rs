@@ -61,6 +61,45 @@ async fn the_demo_loads_once_and_its_stats_show_the_spike(backend: Backend) {
         .fold(f64::INFINITY, f64::min);
     assert!(spike["net_sentiment"].as_f64().unwrap() < others_negative);
 
+    // The spike raised an alert, with evidence pointing at it.
+    let mut alerts = Value::Null;
+    for _ in 0..300 {
+        alerts = app
+            .get(
+                &format!(
+                    "/v1/alerts?brand_id={}&kind=volume_spike",
+                    summary.spike.brand
+                ),
+                &token,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        if alerts["items"].as_array().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let items = alerts["items"].as_array().unwrap();
+    // One for the whole spike day (resolved once the day was over), one for the wave breaking
+    // as the demo loads (still open).
+    assert_eq!(items.len(), 2, "{alerts:#}");
+    assert_eq!(items[0]["status"], "open");
+    assert_eq!(items[1]["status"], "resolved");
+    assert_eq!(items[1]["resolved_automatically"], true);
+    let evidence = &items[1]["evidence"];
+    assert!(
+        evidence["window_start"]
+            .as_str()
+            .unwrap()
+            .starts_with(&spike_day),
+        "{evidence:#}"
+    );
+    assert!(evidence["value"].as_f64().unwrap() > evidence["threshold"].as_f64().unwrap());
+    assert_eq!(evidence["dominant_sentiment"], "negative");
+    assert!(!evidence["top_terms"].as_array().unwrap().is_empty());
+
     // Every kind of aggregate, in every state the demo promises.
     let types: BTreeSet<String> = app
         .tenant_events(&token)

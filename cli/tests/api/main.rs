@@ -8,6 +8,7 @@ mod helpers;
 
 mod admin;
 mod agent_runs;
+mod alerts;
 mod audit;
 mod auth;
 mod bad_input;

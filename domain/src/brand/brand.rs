@@ -5,6 +5,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use super::rules::{AlertRules, RulesError};
 use crate::text::{self, TextError};
 use crate::EventName;
 
@@ -50,7 +51,7 @@ impl VoiceGuidelines {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum BrandCommand {
     Register {
         name: String,
@@ -70,9 +71,13 @@ pub enum BrandCommand {
     Archive {
         at: DateTime<Utc>,
     },
+    SetAlertRules {
+        rules: AlertRules,
+        at: DateTime<Utc>,
+    },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum BrandEvent {
     BrandRegistered {
         name: String,
@@ -92,6 +97,12 @@ pub enum BrandEvent {
     BrandArchived {
         at: DateTime<Utc>,
     },
+    /// The brand's alert rules changed; `version` counts the changes from 1.
+    BrandAlertRulesChanged {
+        rules: AlertRules,
+        version: u32,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for BrandEvent {
@@ -101,6 +112,7 @@ impl DomainEvent for BrandEvent {
             Self::BrandKeywordsChanged { .. } => "BrandKeywordsChanged",
             Self::BrandCompetitorsChanged { .. } => "BrandCompetitorsChanged",
             Self::BrandArchived { .. } => "BrandArchived",
+            Self::BrandAlertRulesChanged { .. } => "BrandAlertRulesChanged",
         }
         .to_owned()
     }
@@ -116,10 +128,11 @@ impl EventName for BrandEvent {
         ("BrandKeywordsChanged", 1),
         ("BrandCompetitorsChanged", 1),
         ("BrandArchived", 1),
+        ("BrandAlertRulesChanged", 1),
     ];
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BrandError {
     #[error("the brand is already registered")]
     AlreadyRegistered,
@@ -131,6 +144,8 @@ pub enum BrandError {
     CompetesWithItself(String),
     #[error(transparent)]
     Invalid(#[from] TextError),
+    #[error(transparent)]
+    Rules(#[from] RulesError),
 }
 
 /// Why a brand takes nothing new: no mentions, no drafts, no changes. Each caller maps the
@@ -153,7 +168,7 @@ impl From<BrandInactive> for BrandError {
 }
 
 /// A brand's current state, rebuilt from its events.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Brand {
     pub registered: bool,
     pub archived: bool,
@@ -161,6 +176,9 @@ pub struct Brand {
     pub keywords: Vec<String>,
     pub competitors: Vec<String>,
     pub voice: VoiceGuidelines,
+    /// The defaults until rules are set (version 0).
+    pub alert_rules: AlertRules,
+    pub alert_rules_version: u32,
 }
 
 impl Brand {
@@ -223,6 +241,19 @@ impl Brand {
                 self.ensure_active()?;
                 Ok(Some(BrandEvent::BrandArchived { at }))
             }
+            BrandCommand::SetAlertRules { rules, at } => {
+                self.ensure_active()?;
+                let rules = rules.validated()?;
+                Ok(
+                    (rules != self.alert_rules || self.alert_rules_version == 0).then_some(
+                        BrandEvent::BrandAlertRulesChanged {
+                            rules,
+                            version: self.alert_rules_version + 1,
+                            at,
+                        },
+                    ),
+                )
+            }
         }
     }
 }
@@ -262,6 +293,8 @@ impl Aggregate for Brand {
                     keywords,
                     competitors,
                     voice,
+                    alert_rules: AlertRules::default(),
+                    alert_rules_version: 0,
                 }
             }
             BrandEvent::BrandKeywordsChanged { keywords, .. } => self.keywords = keywords,
@@ -269,6 +302,10 @@ impl Aggregate for Brand {
                 self.competitors = competitors
             }
             BrandEvent::BrandArchived { .. } => self.archived = true,
+            BrandEvent::BrandAlertRulesChanged { rules, version, .. } => {
+                self.alert_rules = rules;
+                self.alert_rules_version = version;
+            }
         }
     }
 }
@@ -456,6 +493,46 @@ mod tests {
             .given(vec![registered(), BrandEvent::BrandArchived { at: at() }])
             .when(BrandCommand::Archive { at: at() })
             .then_expect_error(BrandError::Archived);
+    }
+
+    #[test]
+    fn setting_alert_rules_records_them_with_the_next_version() {
+        let rules = AlertRules {
+            k: 3.0,
+            ..AlertRules::default()
+        };
+        BrandTest::with(())
+            .given(vec![
+                registered(),
+                BrandEvent::BrandAlertRulesChanged {
+                    rules: AlertRules::default(),
+                    version: 1,
+                    at: at(),
+                },
+            ])
+            .when(BrandCommand::SetAlertRules {
+                rules: rules.clone(),
+                at: at(),
+            })
+            .then_expect_events(vec![BrandEvent::BrandAlertRulesChanged {
+                rules,
+                version: 2,
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn alert_rules_out_of_range_are_refused_and_change_nothing() {
+        BrandTest::with(())
+            .given(vec![registered()])
+            .when(BrandCommand::SetAlertRules {
+                rules: AlertRules {
+                    k: 0.0,
+                    ..AlertRules::default()
+                },
+                at: at(),
+            })
+            .then_expect_error(BrandError::Rules(crate::brand::RulesError::BadK(0.0)));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use plasma_commands::{BulkIngestError, CommandError};
 use plasma_domain::agent::AgentRunError;
-use plasma_domain::brand::{BrandError, MentionError};
+use plasma_domain::brand::{AlertError, BrandError, DeliveryError, MentionError, RulesError};
 use plasma_domain::content::DraftError;
 use plasma_domain::research::DocumentError;
 use plasma_domain::text::TextError;
@@ -54,6 +54,44 @@ impl From<BrandError> for ApiError {
             BrandError::Archived => transition(err),
             BrandError::CompetesWithItself(_) => invalid("competitors", err),
             BrandError::Invalid(err) => err.into(),
+            BrandError::Rules(err) => err.into(),
+        }
+    }
+}
+
+impl From<RulesError> for ApiError {
+    fn from(err: RulesError) -> Self {
+        match err {
+            RulesError::BadK(_) => invalid("k", err),
+            RulesError::BadMinVolume(_) => invalid("min_volume", err),
+            RulesError::TooManyChannels(_) => invalid("channels", err),
+            RulesError::BadChannelId(_) | RulesError::DuplicateChannel(_) => {
+                invalid("channels.id", err)
+            }
+            RulesError::BadChannelUrl(_) => invalid("channels.url", err),
+            RulesError::Invalid(err) => err.into(),
+        }
+    }
+}
+
+impl From<AlertError> for ApiError {
+    fn from(err: AlertError) -> Self {
+        match err {
+            AlertError::NotFound => Self::NotFound("the alert does not exist".into()),
+            AlertError::AlreadyAcknowledged | AlertError::AlreadyResolved => transition(err),
+            AlertError::SnoozeInThePast => invalid("until", err),
+            AlertError::Invalid(err) => err.into(),
+        }
+    }
+}
+
+impl From<DeliveryError> for ApiError {
+    fn from(err: DeliveryError) -> Self {
+        match err {
+            DeliveryError::NotFound => Self::NotFound("the delivery does not exist".into()),
+            DeliveryError::NotNextAttempt { .. }
+            | DeliveryError::NotPending
+            | DeliveryError::StillPending => transition(err),
         }
     }
 }

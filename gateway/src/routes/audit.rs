@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use plasma_commands::RecordedEvent;
 use plasma_domain::agent::AgentRun;
-use plasma_domain::brand::{Brand, Mention};
+use plasma_domain::brand::{Alert, Brand, Delivery, Mention};
 use plasma_domain::content::Draft;
-use plasma_domain::ids::{BrandId, DocumentId, DraftId, MentionId, RunId};
+use plasma_domain::ids::{AlertId, BrandId, DeliveryId, DocumentId, DraftId, MentionId, RunId};
 use plasma_domain::research::Document;
 use plasma_domain::{AggregateId, TenantId};
 use serde::{Deserialize, Serialize};
@@ -39,15 +39,19 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 enum AggregateKind {
     Brand,
     Mention,
+    Alert,
+    Delivery,
     Draft,
     AgentRun,
     Document,
 }
 
 impl AggregateKind {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 7] = [
         Self::Brand,
         Self::Mention,
+        Self::Alert,
+        Self::Delivery,
         Self::Draft,
         Self::AgentRun,
         Self::Document,
@@ -57,6 +61,8 @@ impl AggregateKind {
         match self {
             Self::Brand => Brand::TYPE,
             Self::Mention => Mention::TYPE,
+            Self::Alert => Alert::TYPE,
+            Self::Delivery => Delivery::TYPE,
             Self::Draft => Draft::TYPE,
             Self::AgentRun => AgentRun::TYPE,
             Self::Document => Document::TYPE,
@@ -81,6 +87,8 @@ impl AggregateKind {
         Ok(match self {
             Self::Brand => parse_id::<BrandId>(raw, "id")?.as_uuid(),
             Self::Mention => parse_id::<MentionId>(raw, "id")?.as_uuid(),
+            Self::Alert => parse_id::<AlertId>(raw, "id")?.as_uuid(),
+            Self::Delivery => parse_id::<DeliveryId>(raw, "id")?.as_uuid(),
             Self::Draft => parse_id::<DraftId>(raw, "id")?.as_uuid(),
             Self::AgentRun => parse_id::<RunId>(raw, "id")?.as_uuid(),
             Self::Document => parse_id::<DocumentId>(raw, "id")?.as_uuid(),
@@ -92,6 +100,8 @@ impl AggregateKind {
         match self {
             Self::Brand => replay::<Brand>(events),
             Self::Mention => replay::<Mention>(events),
+            Self::Alert => replay::<Alert>(events),
+            Self::Delivery => replay::<Delivery>(events),
             Self::Draft => replay::<Draft>(events),
             Self::AgentRun => replay::<AgentRun>(events),
             Self::Document => replay::<Document>(events),
@@ -188,7 +198,7 @@ struct History {
     path = "/audit/{aggregate_type}/{id}/events",
     tag = "audit",
     params(
-        ("aggregate_type" = String, Path, description = "`Brand`, `Mention`, `Draft`, `AgentRun` or `Document` (case, `_` and `-` ignored)"),
+        ("aggregate_type" = String, Path, description = "`Brand`, `Mention`, `Alert`, `Delivery`, `Draft`, `AgentRun` or `Document` (case, `_` and `-` ignored)"),
         ("id" = Uuid, Path, description = "The aggregate's id"),
     ),
     responses(
@@ -248,7 +258,7 @@ struct StateAsOf {
     path = "/audit/{aggregate_type}/{id}/state",
     tag = "audit",
     params(
-        ("aggregate_type" = String, Path, description = "`Brand`, `Mention`, `Draft`, `AgentRun` or `Document` (case, `_` and `-` ignored)"),
+        ("aggregate_type" = String, Path, description = "`Brand`, `Mention`, `Alert`, `Delivery`, `Draft`, `AgentRun` or `Document` (case, `_` and `-` ignored)"),
         ("id" = Uuid, Path, description = "The aggregate's id"),
         AsOf,
     ),

@@ -32,6 +32,7 @@
 
 mod admin;
 mod agent_runs;
+mod alerts;
 mod audit;
 mod brands;
 mod documents;
@@ -105,6 +106,7 @@ fn v1() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(brands::routes())
         .merge(mentions::routes())
+        .merge(alerts::routes())
         .merge(drafts::routes())
         .merge(agent_runs::routes())
         .merge(documents::routes())

@@ -100,6 +100,8 @@ impl Projection for BrandsProjection {
                     ("competitors = $1", json(&competitors))
                 }
                 BrandEvent::BrandArchived { .. } => ("archived = ($1 = 'true')", "true".to_owned()),
+                // Alert rules are read from the brand itself; the row only follows its version.
+                BrandEvent::BrandAlertRulesChanged { .. } => ("name = name || $1", String::new()),
             };
             let sql = format!(
                 "UPDATE {table} SET {sql}, version = $2, position = $3 \

@@ -2,6 +2,7 @@
 //! its queries.
 
 pub mod agent_runs;
+pub mod alerts;
 pub mod brands;
 pub mod chunks;
 pub mod documents;
@@ -12,6 +13,7 @@ pub mod stats;
 use std::sync::Arc;
 
 pub use agent_runs::AgentRunsProjection;
+pub use alerts::AlertsProjection;
 pub use brands::BrandsProjection;
 pub use chunks::ChunksProjection;
 pub use documents::DocumentsProjection;
@@ -29,6 +31,7 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(BrandsProjection),
         Arc::new(MentionsProjection),
         Arc::new(BrandStatsProjection),
+        Arc::new(AlertsProjection),
         Arc::new(DraftsProjection),
         Arc::new(AgentRunsProjection),
         Arc::new(DocumentsProjection),

@@ -10,8 +10,8 @@
 //! already raised all land on the existing alert and record nothing.
 //!
 //! An open alert is resolved automatically once the brand's stream has moved past its hour and
-//! the last complete hour is back under the threshold; until then, the following hours of the
-//! same surge raise nothing new. Only the current and the previous hour of
+//! the last complete hour is back to its baseline (within one spread of it); until then, the
+//! following hours of the same surge raise nothing new. Only the current and the previous hour of
 //! a brand's stream are evaluated, so a backfill of old mentions raises nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -201,6 +201,9 @@ impl AlertDetector {
             .await
         {
             Ok(receipt) => Ok(!receipt.replayed && receipt.events_appended > 0),
+            // Decided before, from a different batch (other counts in the evidence): the first
+            // decision stands.
+            Err(CommandError::IdempotencyKeyReused) => Ok(false),
             Err(CommandError::Store(err)) => Err(err.into()),
             Err(other) => Err(ProcessError::Refused(other.to_string())),
         }
@@ -486,6 +489,14 @@ impl Verdict {
     fn alerts(&self, min_volume: f64) -> bool {
         self.mentions >= min_volume && self.value > self.threshold
     }
+
+    /// Back to the baseline: within one spread of it (or k spreads, if k is below one), or
+    /// too few mentions to judge. Rising above k spreads raises, falling back within one
+    /// resolves: an hour that merely dips under the threshold mid-surge keeps it one alert.
+    fn back_to_baseline(&self, min_volume: f64, k: f64) -> bool {
+        self.mentions < min_volume
+            || self.value <= self.baseline.expected + k.min(1.0) * self.baseline.spread
+    }
 }
 
 fn judge(
@@ -566,13 +577,6 @@ impl AlertDetector {
         let last_hour = previous_last.map_or(batch_last, |h| h.max(batch_last));
         save_extent(tx, tenant, brand, first_hour, last_hour).await?;
 
-        let from = last_hour - 1 - HISTORY_HOURS as i64;
-        let series = Series {
-            first_hour,
-            values: load_series(tx, tenant, brand, from, last_hour).await?,
-        };
-        let rules = &state.rules;
-        let min_volume = f64::from(rules.min_volume);
         // The hours this batch touched while they were current for the brand's stream (the
         // newest hour so far, or the one before): a backfill of older hours raises nothing.
         let mut running = previous_last.unwrap_or(i64::MIN);
@@ -583,7 +587,29 @@ impl AlertDetector {
                 hours.insert(fact.hour);
             }
         }
+        let earliest = hours.first().copied().unwrap_or(last_hour).min(last_hour);
+        let series = Series {
+            first_hour,
+            values: load_series(
+                tx,
+                tenant,
+                brand,
+                earliest - 1 - HISTORY_HOURS as i64,
+                last_hour,
+            )
+            .await?,
+        };
+        let rules = &state.rules;
+        let min_volume = f64::from(rules.min_volume);
+        // The stream replayed hour by hour: reaching a new hour first resolves what the last
+        // complete one shows back under the threshold, then judges the new one.
+        let mut reached = previous_last;
         for &hour in &hours {
+            if reached.is_some_and(|r| hour > r) {
+                self.resolve_back(tx, tenant, brand, rules, &series, hour - 1, cause)
+                    .await?;
+            }
+            reached = Some(reached.map_or(hour, |r| r.max(hour)));
             let competitors: BTreeSet<&str> = facts
                 .iter()
                 .filter(|f| f.hour == hour)
@@ -650,40 +676,54 @@ impl AlertDetector {
             }
         }
 
-        // The stream moved into a new hour: open alerts whose series is back under the
-        // threshold in the last complete hour are resolved.
         if previous_last.is_some_and(|p| last_hour > p) {
-            let complete = last_hour - 1;
-            for (alert, kind, subject, hour) in open_windows(tx, tenant, brand).await? {
-                if complete <= hour {
-                    continue;
-                }
-                let back = match judge(rules, &series, kind, &subject, complete) {
-                    Some(verdict) => !verdict.alerts(min_volume),
-                    None => true,
-                };
-                if !back {
-                    continue;
-                }
-                close_window(tx, tenant, alert).await?;
-                let note = format!(
-                    "back under the threshold in the hour from {}",
-                    hour_start(complete).to_rfc3339()
-                );
-                self.execute(
-                    tenant,
-                    alert,
-                    "auto-resolve",
-                    cause,
-                    AlertCommand::Resolve {
-                        automatically: true,
-                        note,
-                        at: Utc::now(),
-                    },
-                )
-                .await?;
-            }
             prune(tx, tenant, brand, last_hour).await?;
+        }
+        Ok(())
+    }
+
+    /// Resolves the brand's open alerts whose series is back under the threshold in the hour
+    /// `complete` (the last complete hour of its stream).
+    #[allow(clippy::too_many_arguments)]
+    async fn resolve_back(
+        &self,
+        tx: &mut ReadTx,
+        tenant: &TenantId,
+        brand: Uuid,
+        rules: &AlertRules,
+        series: &Series,
+        complete: i64,
+        cause: Cause,
+    ) -> Result<(), ProcessError> {
+        let min_volume = f64::from(rules.min_volume);
+        for (alert, kind, subject, hour) in open_windows(tx, tenant, brand).await? {
+            if complete <= hour {
+                continue;
+            }
+            let back = match judge(rules, series, kind, &subject, complete) {
+                Some(verdict) => verdict.back_to_baseline(min_volume, rules.k),
+                None => true,
+            };
+            if !back {
+                continue;
+            }
+            close_window(tx, tenant, alert).await?;
+            let note = format!(
+                "back to the baseline in the hour from {}",
+                hour_start(complete).to_rfc3339()
+            );
+            self.execute(
+                tenant,
+                alert,
+                "auto-resolve",
+                cause,
+                AlertCommand::Resolve {
+                    automatically: true,
+                    note,
+                    at: Utc::now(),
+                },
+            )
+            .await?;
         }
         Ok(())
     }

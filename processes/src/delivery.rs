@@ -222,9 +222,12 @@ impl DeliveryWorker {
         {
             Ok(_) => {}
             // Another dispatcher recorded this attempt first: it owns the follow-up.
-            Err(CommandError::Domain(
-                DeliveryError::NotNextAttempt { .. } | DeliveryError::NotPending,
-            )) => return Ok(None),
+            Err(
+                CommandError::Domain(
+                    DeliveryError::NotNextAttempt { .. } | DeliveryError::NotPending,
+                )
+                | CommandError::IdempotencyKeyReused,
+            ) => return Ok(None),
             Err(CommandError::Store(err)) => return Err(err.into()),
             Err(other) => return Err(ProcessError::Refused(other.to_string())),
         }

@@ -19,6 +19,9 @@ mod subscription;
 
 pub use checkpoint::{Checkpoint, PartitionKey, PartitionState};
 pub use error::ProjectionError;
+pub use models::activity::{
+    AuthorsView, Interval, Ranked, TimelinePoint, TrendingTerm, VoicePoint,
+};
 pub use models::agent_runs::{AgentCheckpointView, AgentRunView};
 pub use models::alerts::{
     AlertDetailView, AlertFilter, AlertView, DeliveryAttemptView, DeliveryView,
@@ -30,8 +33,9 @@ pub use models::drafts::{DraftFilter, DraftView};
 pub use models::mentions::{MentionFilter, MentionView};
 pub use models::stats::{DailyStats, StatsView};
 pub use models::{
-    all_projections, projection_named, AgentRunsProjection, AlertsProjection, BrandStatsProjection,
-    BrandsProjection, ChunksProjection, DocumentsProjection, DraftsProjection, MentionsProjection,
+    all_projections, projection_named, AgentRunsProjection, AlertsProjection,
+    BrandActivityProjection, BrandStatsProjection, BrandsProjection, ChunksProjection,
+    DocumentsProjection, DraftsProjection, MentionsProjection,
 };
 pub use projection::{Projection, Tables};
 pub use read_models::{Cursor, Page, PageRequest, ReadModels};

@@ -9,6 +9,7 @@ mod helpers;
 mod admin;
 mod agent_runs;
 mod alerts;
+mod analytics;
 mod audit;
 mod auth;
 mod bad_input;

@@ -283,7 +283,7 @@ async fn show(
     existing_brand(&reads, &caller, id).await.map(JsonBody)
 }
 
-async fn existing_brand(
+pub(crate) async fn existing_brand(
     reads: &ReadModels,
     caller: &Authorized<Queries>,
     id: BrandId,

@@ -33,6 +33,7 @@
 mod admin;
 mod agent_runs;
 mod alerts;
+mod analytics;
 mod audit;
 mod brands;
 mod documents;
@@ -107,6 +108,7 @@ fn v1() -> OpenApiRouter<AppState> {
         .merge(brands::routes())
         .merge(mentions::routes())
         .merge(alerts::routes())
+        .merge(analytics::routes())
         .merge(drafts::routes())
         .merge(agent_runs::routes())
         .merge(documents::routes())

@@ -1,6 +1,7 @@
 //! The read models: one module each, owning its projection (tables and apply), its views and
 //! its queries.
 
+pub mod activity;
 pub mod agent_runs;
 pub mod alerts;
 pub mod brands;
@@ -12,6 +13,7 @@ pub mod stats;
 
 use std::sync::Arc;
 
+pub use activity::BrandActivityProjection;
 pub use agent_runs::AgentRunsProjection;
 pub use alerts::AlertsProjection;
 pub use brands::BrandsProjection;
@@ -32,6 +34,7 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(MentionsProjection),
         Arc::new(BrandStatsProjection),
         Arc::new(AlertsProjection),
+        Arc::new(BrandActivityProjection),
         Arc::new(DraftsProjection),
         Arc::new(AgentRunsProjection),
         Arc::new(DocumentsProjection),

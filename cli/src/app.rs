@@ -60,12 +60,27 @@ fn load_embedders(settings: &Settings) -> Vec<Arc<dyn Embedder>> {
     embedders
 }
 
+/// The key channel secrets derive from.
+pub fn webhook_key(settings: &AlertSettings) -> Result<WebhookKey, StartupError> {
+    settings
+        .webhook_key
+        .as_ref()
+        .map(|key| WebhookKey::new(key.expose().as_bytes().to_vec()))
+        .ok_or_else(|| {
+            StartupError::Webhooks(
+                "no webhook key: set PLASMA_WEBHOOK_KEY (or PLASMA_JWT_SECRET, which it defaults \
+                 from) to the gateway's, so signatures match the secrets it shows"
+                    .into(),
+            )
+        })
+}
+
 /// The alert delivery worker these settings describe: webhooks signed with the configured key.
 pub fn delivery_worker(
     settings: &AlertSettings,
     handler: &CommandHandler,
 ) -> Result<Arc<DeliveryWorker>, StartupError> {
-    let key = WebhookKey::new(settings.webhook_key.expose().as_bytes().to_vec());
+    let key = webhook_key(settings)?;
     let sender = HttpWebhookSender::new(key, settings.timeout)
         .map_err(|e| StartupError::Webhooks(e.to_string()))?;
     Ok(Arc::new(DeliveryWorker::new(
@@ -244,9 +259,7 @@ impl Application {
             },
             rebuilder,
             embedders,
-            channel_secrets: Arc::new(WebhookKey::new(
-                settings.alerts.webhook_key.expose().as_bytes().to_vec(),
-            )),
+            channel_secrets: Arc::new(webhook_key(&settings.alerts)?),
         });
         let router = routes::router(state, settings.http.request_timeout);
 

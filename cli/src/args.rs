@@ -41,6 +41,8 @@ pub enum Command {
     Project(log::ProjectArgs),
     /// Embed chunked documents with one model, from the topics, as a member of its consumer group.
     Embed(log::EmbedArgs),
+    /// Detect brand alerts and deliver their webhooks, from the topics (server mode).
+    Alerts(log::AlertsArgs),
     /// Rebuild a read model from the topics (or the event store) and swap it in.
     Replay(log::ReplayArgs),
     /// Print a topic's events as JSON lines, decoded through the schema registry.

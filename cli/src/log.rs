@@ -1,5 +1,5 @@
-//! The server-mode processes and tools: `relay`, `project`, `replay`, `tail`, `schemas`,
-//! `topics`.
+//! The server-mode processes and tools: `relay`, `project`, `embed`, `alerts`, `replay`,
+//! `tail`, `schemas`, `topics`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -20,11 +20,12 @@ use plasma_log::{
     Catalog, KafkaReplay, LogConfig, LogSubscription, RegistryAdmin, Relay, RelayOptions,
     SubscriptionOptions,
 };
+use plasma_processes::alerts::AlertDetector;
 use plasma_processes::embedding::EmbeddingWorker;
 use plasma_processes::{Process, ProcessOptions, ProcessRunner};
 use plasma_projections::{
-    projection_named, ProjectionRunner, ReadStore, ReadStoreConfig, RebuildSource, Rebuilder,
-    RunnerOptions,
+    projection_named, ProjectionRunner, ReadModels, ReadStore, ReadStoreConfig, RebuildSource,
+    Rebuilder, RunnerOptions,
 };
 
 use crate::app::REPLAY_BATCH;
@@ -319,6 +320,74 @@ pub async fn embed(args: EmbedArgs) -> Result<ExitCode> {
         }
     })
     .await;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct AlertsArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// Serve /metrics and /health here.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// `plasma alerts`: the alert detector and the delivery worker (with its dispatcher), fed by
+/// the brand topic as members of their consumer groups, restarted on failure. The detector
+/// keeps its series in the database and judges each brand's stream in order: run one.
+pub async fn alerts(args: AlertsArgs) -> Result<ExitCode> {
+    let settings = args.log.settings()?;
+    let config = log_config(&settings)?;
+    let (store, read) = open_store(&settings).await?;
+    if let Some(listen) = args.metrics_listen {
+        serve_metrics(listen).await?;
+        plasma_processes::alerts::describe_metrics();
+        plasma_processes::delivery::describe_metrics();
+    }
+    let handler = CommandHandler::new(store.clone());
+    let detector: Arc<dyn Process> = Arc::new(AlertDetector::new(handler.clone()));
+    let delivery = crate::app::delivery_worker(&settings.alerts, &handler)?;
+    eprintln!(
+        "plasma alerts: detecting and delivering (groups {} and {})",
+        group_id(detector.name()),
+        group_id(delivery.name())
+    );
+    let shutdown = stop_on_signal();
+    let follow = |process: Arc<dyn Process>| {
+        let (read, store, config) = (read.clone(), store.clone(), config.clone());
+        supervise(
+            format!("process {}", process.name()),
+            shutdown.clone(),
+            move |_, stop| {
+                let (read, store, config, process) =
+                    (read.clone(), store.clone(), config.clone(), process.clone());
+                async move {
+                    let subscription = LogSubscription::start(
+                        read.clone(),
+                        store,
+                        process.name(),
+                        process.contexts(),
+                        &config,
+                        SubscriptionOptions::default(),
+                    )
+                    .await?;
+                    ProcessRunner::start(read, process, subscription, ProcessOptions::default())
+                        .await?
+                        .run(stop)
+                        .await
+                }
+            },
+        )
+    };
+    let dispatcher = {
+        let (reads, delivery) = (ReadModels::new(read.clone()), delivery.clone());
+        supervise(
+            format!("dispatcher {}", delivery.name()),
+            shutdown.clone(),
+            move |_, stop| delivery.clone().dispatch(reads.clone(), stop),
+        )
+    };
+    tokio::join!(follow(detector), follow(delivery), dispatcher);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -27,9 +27,11 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Dev(_) | Command::Serve(_) => "info,sqlx=warn",
-        Command::Relay(_) | Command::Project(_) | Command::Embed(_) | Command::Replay(_) => {
-            "info,sqlx=warn,rdkafka=warn"
-        }
+        Command::Relay(_)
+        | Command::Project(_)
+        | Command::Embed(_)
+        | Command::Alerts(_)
+        | Command::Replay(_) => "info,sqlx=warn,rdkafka=warn",
         Command::Token(_)
         | Command::Bench(_)
         | Command::Openapi
@@ -53,6 +55,7 @@ async fn main() -> ExitCode {
         Command::Relay(args) => log::relay(args).await,
         Command::Project(args) => log::project(args).await,
         Command::Embed(args) => log::embed(args).await,
+        Command::Alerts(args) => log::alerts(args).await,
         Command::Replay(args) => log::replay(args).await,
         Command::Tail(args) => log::tail(args).await,
         Command::Schemas(command) => log::schemas(command).await,

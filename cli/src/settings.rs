@@ -95,8 +95,9 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct AlertSettings {
     /// Every channel's signing secret derives from it. Without one configured, it derives from
-    /// the JWT secret (so `plasma dev` keeps its channel secrets across restarts).
-    pub webhook_key: Secret,
+    /// the JWT secret (so `plasma dev` keeps its channel secrets across restarts); `None` in a
+    /// log tool given neither.
+    pub webhook_key: Option<Secret>,
     pub max_attempts: u32,
     pub retry_base: Duration,
     pub timeout: Duration,
@@ -252,7 +253,13 @@ pub struct AlertsLayer {
 }
 
 impl AlertsLayer {
-    fn validate(self, auth: &AuthSettings) -> Result<AlertSettings, SettingsError> {
+    /// `jwt_known`: the JWT secret is the one the gateway uses (configured, or the dev secret),
+    /// so a key derived from it is the gateway's too.
+    fn validate(
+        self,
+        auth: &AuthSettings,
+        jwt_known: bool,
+    ) -> Result<AlertSettings, SettingsError> {
         let webhook_key = match self.webhook_key {
             Some(key) if key.expose().len() < MIN_SECRET_BYTES => {
                 return Err(invalid(
@@ -260,10 +267,12 @@ impl AlertsLayer {
                     format!("must be at least {MIN_SECRET_BYTES} bytes"),
                 ))
             }
-            Some(key) => key,
+            Some(key) => Some(key),
+            // A log tool without either secret: only `plasma alerts` needs one, and says so.
+            None if !jwt_known => None,
             None => {
                 let JwtKey::Hs256(secret) = &auth.jwt;
-                Secret::new(format!("plasma-webhooks|{}", secret.expose()))
+                Some(Secret::new(format!("plasma-webhooks|{}", secret.expose())))
             }
         };
         let max_attempts = self.max_attempts.unwrap_or(8);
@@ -530,6 +539,7 @@ impl Settings {
 
     /// Fills in defaults and validates.
     pub fn from_layer(layer: SettingsLayer, profile: Profile) -> Result<Self, SettingsError> {
+        let jwt_configured = layer.auth.jwt_secret.is_some();
         let (store, data_dir) = layer.store.validate(profile)?;
         let http = layer.http.validate()?;
         let auth = layer.auth.validate(profile, &data_dir)?;
@@ -538,7 +548,9 @@ impl Settings {
         let log = layer.log.validate()?;
         let projections = layer.projections.mode.unwrap_or(ProjectionsMode::InProcess);
         let research = layer.research.validate()?;
-        let alerts = layer.alerts.validate(&auth)?;
+        let alerts = layer
+            .alerts
+            .validate(&auth, jwt_configured || profile != Profile::LogTool)?;
         Ok(Self {
             store,
             http,

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{TimeZone, Utc};
 use plasma_cli::settings::{ProjectionsMode, SettingsLayer};
 use plasma_cli::{Application, Profile, Settings};
 use plasma_commands::{EventStore, StoreConfig};
@@ -106,6 +106,8 @@ impl Stack {
             .env("PLASMA_KAFKA_BROKERS", self.broker.bootstrap())
             .env("PLASMA_SCHEMA_REGISTRY_URL", self.registry.url())
             .env("PLASMA_LOG", "info,sqlx=warn,rdkafka=warn")
+            // The gateway's: `plasma alerts` derives the webhook key the gateway shows from it.
+            .env("PLASMA_JWT_SECRET", SECRET)
             .env_remove("PLASMA_CONFIG")
             .stdin(Stdio::null());
         command
@@ -811,4 +813,122 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Server mode: `plasma alerts` follows the brand topic, raises the injected spike's alert and
+/// delivers its webhook, signed with the secret the gateway shows; the alerts read model comes
+/// from its own `plasma project` worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_injected_spike_is_alerted_and_delivered_by_the_server_mode_workers() {
+    let stack = Stack::start().await;
+    let gateway = stack.gateway().await;
+    let hits: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+    let seen = hits.clone();
+    let hook = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let seen = seen.clone();
+            async move {
+                let signature = headers
+                    .get("plasma-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                seen.lock().unwrap().push((signature, body));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, hook).await });
+
+    let _relay = stack.spawn("relay", &["relay", "--batch", "500"]);
+    let _alerts_model = stack.spawn("project-alerts", &["project", "--read-model", "alerts"]);
+    let _alerts = stack.spawn("alerts", &["alerts"]);
+
+    let brand = gateway
+        .post(
+            "/brands",
+            json!({"name": "Acme", "keywords": ["acme"], "competitors": []}),
+        )
+        .await["aggregate_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = gateway
+        .send(
+            reqwest::Method::PUT,
+            &format!("/brands/{brand}/alert-rules"),
+            Some(json!({"channels": [{"id": "ops", "url": hook_url}]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Eight quiet days (8-12 mentions an hour), a spike of 80 in hour 180, then quiet again.
+    let start = Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).unwrap();
+    let mut mentions = Vec::new();
+    for hour in 0..190i64 {
+        let volume = if hour == 180 { 80 } else { 8 + hour % 5 };
+        for i in 0..volume {
+            let at = start
+                + chrono::Duration::hours(hour)
+                + chrono::Duration::seconds(i * 3599 / volume);
+            mentions.push(json!({
+                "source": "news",
+                "external_id": format!("{hour}-{i}"),
+                "text": "Acme shipped a new rocket model today",
+                "published_at": at.to_rfc3339(),
+            }));
+        }
+    }
+    let mut last = 0;
+    for chunk in mentions.chunks(1000) {
+        last = gateway
+            .post(
+                &format!("/brands/{brand}/mentions"),
+                json!({ "mentions": chunk }),
+            )
+            .await["last_position"]
+            .as_i64()
+            .unwrap();
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let alert = loop {
+        // Once the alerts read model has seen the mentions (its worker created its tables).
+        let page = gateway
+            .get(&format!("/alerts?brand_id={brand}&min_position={last}"))
+            .await;
+        if let Some(alert) = page["items"].as_array().unwrap().first() {
+            break alert.clone();
+        }
+        assert!(Instant::now() < deadline, "no alert in server mode");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(alert["kind"], "volume_spike");
+    assert_eq!(
+        alert["window_start"],
+        (start + chrono::Duration::hours(180)).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    );
+    let (signature, body) = loop {
+        if let Some(hit) = hits.lock().unwrap().first().cloned() {
+            break hit;
+        }
+        assert!(Instant::now() < deadline, "no webhook in server mode");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let rules = gateway.get(&format!("/brands/{brand}/alert-rules")).await;
+    let secret = rules["signing_secrets"]["ops"].as_str().unwrap();
+    let (t, v1) = signature
+        .split_once(",v1=")
+        .map(|(t, v)| (t.trim_start_matches("t="), v))
+        .unwrap();
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    assert_eq!(
+        hex::encode(mac.finalize().into_bytes()),
+        v1,
+        "signed with the gateway's secret"
+    );
 }

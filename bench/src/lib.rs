@@ -6,9 +6,12 @@
 //! - [`log`]: the relay and a log-fed projection next to the broker's own produce and consume
 //!   ceilings, and the end-to-end lag at a steady rate.
 //! - [`embed`]: embedding throughput per model, and all-MiniLM-L6-v2's achieved FLOP rate.
+//! - [`alerts`]: the alert detector's throughput next to plain projections, its latency to a
+//!   webhook at a steady rate, and its precision and recall per method.
 //! - [`search`]: research search quality on a labelled set, and HNSW recall and HTTP latency
 //!   over ≥ 100,000 chunks.
 
+pub mod alerts;
 pub mod embed;
 pub mod ingest;
 pub mod log;
@@ -32,6 +35,8 @@ pub enum Bench {
     /// Research search: quality on a labelled set; recall and latency at scale (needs a
     /// running plasma; see scripts/bench-search.sh).
     Search(search::SearchBenchArgs),
+    /// Brand alerts: detector throughput, latency to the webhook, detection quality.
+    Alerts(alerts::AlertsBenchArgs),
 }
 
 pub async fn run(bench: Bench) -> Result<ExitCode> {
@@ -40,6 +45,7 @@ pub async fn run(bench: Bench) -> Result<ExitCode> {
         Bench::Log(args) => log::log(args).await?,
         Bench::Embed(args) => embed::embed(args).await?,
         Bench::Search(args) => search::search(args).await?,
+        Bench::Alerts(args) => alerts::alerts(args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -91,46 +91,46 @@ fn median_mad(mut values: Vec<f64>) -> Option<Baseline> {
 }
 
 /// The weekly profile of the last whole weeks (at least two): the window's expected value is the
-/// mean of its hour of the week; the spread is that of the residuals around the profile.
+/// median of its hour of the week; the spread is the MAD (scaled to σ) of the residuals around
+/// the profile. Medians, as S-H-ESD does, so past spikes move neither.
 fn seasonal(history: &[Option<f64>]) -> Option<Baseline> {
     let weeks = (history.len() / BASELINE_HOURS).min(SEASONAL_WEEKS);
     if weeks < 2 {
         return None;
     }
     let used = &history[history.len() - weeks * BASELINE_HOURS..];
-    let mut sums = vec![0.0; BASELINE_HOURS];
-    let mut counts = vec![0usize; BASELINE_HOURS];
+    let mut slots: Vec<Vec<f64>> = (0..BASELINE_HOURS)
+        .map(|_| Vec::with_capacity(weeks))
+        .collect();
     for (i, value) in used.iter().enumerate() {
         if let Some(v) = value {
-            sums[i % BASELINE_HOURS] += v;
-            counts[i % BASELINE_HOURS] += 1;
+            slots[i % BASELINE_HOURS].push(*v);
         }
     }
     // The window falls on slot 0: whole weeks after the first hour used.
-    if counts[0] < 2 {
+    if slots[0].len() < 2 {
         return None;
     }
-    let profile: Vec<Option<f64>> = sums
-        .iter()
-        .zip(&counts)
-        .map(|(s, &c)| (c > 0).then(|| s / c as f64))
+    let profile: Vec<Option<f64>> = slots
+        .iter_mut()
+        .map(|values| (!values.is_empty()).then(|| median(values)))
         .collect();
-    let mut residuals = 0.0;
-    let mut n = 0usize;
-    for (i, value) in used.iter().enumerate() {
-        if let (Some(v), Some(p)) = (value, profile[i % BASELINE_HOURS]) {
-            residuals += (v - p).powi(2);
-            n += 1;
-        }
-    }
-    if n < MIN_HISTORY_HOURS {
+    let mut residuals: Vec<f64> = used
+        .iter()
+        .enumerate()
+        .filter_map(|(i, value)| Some(value.as_ref()? - profile[i % BASELINE_HOURS]?))
+        .collect();
+    if residuals.len() < MIN_HISTORY_HOURS {
         return None;
     }
-    // The profile is fitted to the same values: scale up by weeks / (weeks - 1).
-    let correction = weeks as f64 / (weeks - 1) as f64;
+    let center = median(&mut residuals);
+    let mut deviations: Vec<f64> = residuals.iter().map(|r| (r - center).abs()).collect();
+    // The profile is fitted to the same values, which pulls the residuals in: scale back up
+    // by √(weeks / (weeks − 1)).
+    let correction = (weeks as f64 / (weeks - 1) as f64).sqrt();
     Some(Baseline {
         expected: profile[0].unwrap_or(0.0),
-        spread: (residuals / n as f64 * correction).sqrt(),
+        spread: median(&mut deviations) * MAD_TO_SIGMA * correction,
     })
 }
 

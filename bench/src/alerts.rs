@@ -58,6 +58,9 @@ pub struct AlertsBenchArgs {
     /// Where the SQLite files go [default: a temp dir].
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Only one part: throughput, latency or quality [default: all three].
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
 fn tenant() -> TenantId {
@@ -140,9 +143,19 @@ pub async fn alerts(args: AlertsBenchArgs) -> Result<()> {
     let temp = tempfile::tempdir().context("creating a temp dir")?;
     let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_owned());
     std::fs::create_dir_all(&dir)?;
-    throughput(&args, &dir).await?;
-    latency(&args, &dir).await?;
-    quality(&args, &dir).await?;
+    let part = args.only.as_deref();
+    if let Some(other) = part.filter(|p| !["throughput", "latency", "quality"].contains(p)) {
+        bail!("--only {other}: use throughput, latency or quality");
+    }
+    if part.is_none_or(|p| p == "throughput") {
+        throughput(&args, &dir).await?;
+    }
+    if part.is_none_or(|p| p == "latency") {
+        latency(&args, &dir).await?;
+    }
+    if part.is_none_or(|p| p == "quality") {
+        quality(&args, &dir).await?;
+    }
     Ok(())
 }
 

@@ -15,7 +15,7 @@
 //! a brand's stream are evaluated, so a backfill of old mentions raises nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -116,13 +116,102 @@ const DDL: &[&str] = &[
 #[derive(Debug)]
 pub struct AlertDetector {
     handler: CommandHandler,
+    /// Brands' hourly series as read back from the read store, kept up to date with every
+    /// batch this process folds in: judging a batch then reads nothing back. Forgotten
+    /// whenever a batch's transaction may not have committed (a restart, a moved checkpoint).
+    series: Mutex<HashMap<(TenantId, Uuid), CachedSeries>>,
 }
+
+/// A brand's series from hour `from` on.
+#[derive(Debug, Clone)]
+struct CachedSeries {
+    from: i64,
+    values: HashMap<String, BTreeMap<i64, f64>>,
+}
+
+/// Brands whose series are kept in memory at most; beyond, the cache starts over.
+const CACHED_BRANDS: usize = 20_000;
 
 impl AlertDetector {
     pub fn new(handler: CommandHandler) -> Self {
-        Self { handler }
+        Self {
+            handler,
+            series: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn forget_series(&self) {
+        if let Ok(mut cache) = self.series.lock() {
+            cache.clear();
+        }
+    }
+
+    /// The brand's series from `from` on, if they are in memory that far back.
+    fn cached_series(
+        &self,
+        tenant: &TenantId,
+        brand: Uuid,
+        from: i64,
+    ) -> Option<HashMap<String, BTreeMap<i64, f64>>> {
+        let cache = self.series.lock().ok()?;
+        let cached = cache.get(&(tenant.clone(), brand))?;
+        (cached.from <= from).then(|| cached.values.clone())
+    }
+
+    fn remember_series(
+        &self,
+        tenant: &TenantId,
+        brand: Uuid,
+        from: i64,
+        values: HashMap<String, BTreeMap<i64, f64>>,
+    ) {
+        if let Ok(mut cache) = self.series.lock() {
+            if cache.len() >= CACHED_BRANDS {
+                cache.clear();
+            }
+            cache.insert((tenant.clone(), brand), CachedSeries { from, values });
+        }
+    }
+
+    /// Adds a batch's deltas to the brands in memory, as `fold_series` adds them to the store.
+    fn fold_cached(&self, deltas: &Deltas<'_>) {
+        let Ok(mut cache) = self.series.lock() else {
+            return;
+        };
+        for ((tenant, brand, series, hour), n) in deltas {
+            let Ok(tenant) = TenantId::parse(tenant) else {
+                continue;
+            };
+            if let Some(cached) = cache.get_mut(&(tenant, *brand)) {
+                if *hour >= cached.from {
+                    *cached
+                        .values
+                        .entry(series.clone())
+                        .or_default()
+                        .entry(*hour)
+                        .or_default() += *n as f64;
+                }
+            }
+        }
+    }
+
+    /// Drops what no judgement will read again: hours before `from`.
+    fn trim_cached(&self, tenant: &TenantId, brand: Uuid, from: i64) {
+        if let Ok(mut cache) = self.series.lock() {
+            if let Some(cached) = cache.get_mut(&(tenant.clone(), brand)) {
+                if from > cached.from {
+                    for values in cached.values.values_mut() {
+                        *values = values.split_off(&from);
+                    }
+                    cached.from = from;
+                }
+            }
+        }
     }
 }
+
+/// A batch's additions to the hourly series: (tenant, brand, series, hour) → mentions.
+type Deltas<'a> = BTreeMap<(&'a str, Uuid, String, i64), i64>;
 
 /// One ingested mention, as the detector keeps it.
 struct Fact {
@@ -230,7 +319,13 @@ impl Process for AlertDetector {
         true
     }
 
+    fn abandoned(&self) {
+        self.forget_series();
+    }
+
     async fn prepare(&self, tx: &mut ReadTx) -> Result<(), ProcessError> {
+        // A (re)start: whatever is in memory may include a batch that never committed.
+        self.forget_series();
         let uuid = if tx.is_postgres() { "uuid" } else { "BLOB" };
         for ddl in DDL {
             tx.execute(
@@ -287,7 +382,9 @@ impl Process for AlertDetector {
                 .or_default()
                 .push(fact);
         }
-        fold_series(tx, &facts).await?;
+        let deltas = deltas(&facts);
+        fold_series(tx, &deltas).await?;
+        self.fold_cached(&deltas);
         insert_mentions(tx, &facts).await?;
         for ((tenant, brand), facts) in by_brand {
             self.evaluate_brand(tx, &tenant, brand, &facts).await?;
@@ -374,9 +471,9 @@ async fn apply_alert_event(tx: &mut ReadTx, event: &RecordedEvent) -> Result<(),
     Ok(())
 }
 
-/// Adds the batch's mentions to the hourly series, one upsert per (brand, series, hour).
-async fn fold_series(tx: &mut ReadTx, facts: &[Fact]) -> Result<(), ProcessError> {
-    let mut deltas: BTreeMap<(&str, Uuid, String, i64), i64> = BTreeMap::new();
+/// What a batch adds to each series.
+fn deltas(facts: &[Fact]) -> Deltas<'_> {
+    let mut deltas: Deltas<'_> = BTreeMap::new();
     for fact in facts {
         let key = |series: String| (fact.tenant.as_str(), fact.brand, series, fact.hour);
         *deltas.entry(key(VOLUME.into())).or_default() += 1;
@@ -389,7 +486,12 @@ async fn fold_series(tx: &mut ReadTx, facts: &[Fact]) -> Result<(), ProcessError
                 .or_default() += 1;
         }
     }
-    let deltas: Vec<_> = deltas.into_iter().collect();
+    deltas
+}
+
+/// Adds the batch's mentions to the hourly series, one upsert per (brand, series, hour).
+async fn fold_series(tx: &mut ReadTx, deltas: &Deltas<'_>) -> Result<(), ProcessError> {
+    let deltas: Vec<_> = deltas.iter().collect();
     for chunk in deltas.chunks(ROWS_PER_INSERT) {
         on_tx!(tx, |c| {
             let mut query = sqlx::QueryBuilder::new(
@@ -400,7 +502,7 @@ async fn fold_series(tx: &mut ReadTx, facts: &[Fact]) -> Result<(), ProcessError
                     .push_bind(*brand)
                     .push_bind(series.as_str())
                     .push_bind(*hour)
-                    .push_bind(*n);
+                    .push_bind(**n);
             });
             query.push(
                 " ON CONFLICT (tenant_id, brand_id, series, hour) DO UPDATE SET \
@@ -588,17 +690,17 @@ impl AlertDetector {
             }
         }
         let earliest = hours.first().copied().unwrap_or(last_hour).min(last_hour);
-        let series = Series {
-            first_hour,
-            values: load_series(
-                tx,
-                tenant,
-                brand,
-                earliest - 1 - HISTORY_HOURS as i64,
-                last_hour,
-            )
-            .await?,
+        let from = earliest - 1 - HISTORY_HOURS as i64;
+        let values = match self.cached_series(tenant, brand, from) {
+            Some(values) => values,
+            None => {
+                let values = load_series(tx, tenant, brand, from, last_hour).await?;
+                self.remember_series(tenant, brand, from, values.clone());
+                values
+            }
         };
+        self.trim_cached(tenant, brand, last_hour - 2 - HISTORY_HOURS as i64);
+        let series = Series { first_hour, values };
         let rules = &state.rules;
         let min_volume = f64::from(rules.min_volume);
         // The stream replayed hour by hour: reaching a new hour first resolves what the last

@@ -51,6 +51,10 @@ pub trait Process: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
+    /// The batch just handled by [`Process::handle_in`] was rolled back (another runner had
+    /// moved the checkpoint): forget anything kept in memory from it.
+    fn abandoned(&self) {}
+
     /// [`Process::handle`] with the checkpoint's transaction, for a process that keeps state.
     async fn handle_in(
         &self,

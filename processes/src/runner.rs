@@ -100,6 +100,7 @@ impl<S: Subscription> ProcessRunner<S> {
         match checkpoint::record(&mut tx, name, stored, &batch.progress).await? {
             Saved::Moved => {
                 drop(tx);
+                self.process.abandoned();
                 tracing::info!(
                     from = self.checkpoint.position,
                     to = stored.position,

@@ -906,6 +906,12 @@ async fn an_injected_spike_is_alerted_and_delivered_by_the_server_mode_workers()
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(alert["kind"], "volume_spike");
+    let all = gateway.get(&format!("/alerts?brand_id={brand}")).await;
+    assert_eq!(
+        all["items"].as_array().unwrap().len(),
+        1,
+        "exactly the injected spike: {all}"
+    );
     assert_eq!(
         alert["window_start"],
         (start + chrono::Duration::hours(180)).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)

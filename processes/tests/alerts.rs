@@ -7,8 +7,9 @@
 //! runs both workers until killed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,9 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc};
 use plasma_adapters::webhook::{HttpWebhookSender, WebhookKey};
 use plasma_adapters::VaderScorer;
-use plasma_commands::{
-    CommandContext, CommandHandler, EventStore, MentionInput, RecordedEvent, StoreConfig,
-};
+use plasma_commands::{CommandContext, CommandHandler, EventStore, MentionInput};
 use plasma_domain::brand::{
     AlertEvent, AlertRules, Brand, BrandCommand, DeliveryEvent, MentionServices, WebhookChannel,
 };
@@ -28,12 +27,13 @@ use plasma_processes::alerts::AlertDetector;
 use plasma_processes::delivery::{DeliveryOptions, DeliveryWorker};
 use plasma_processes::{Process, ProcessOptions, ProcessRunner};
 use plasma_projections::{
-    AlertsProjection, Projection, ProjectionRunner, ReadModels, ReadStore, ReadStoreConfig,
-    RunnerOptions, StoreSubscription,
+    AlertsProjection, Projection, ProjectionRunner, ReadModels, ReadStore, RunnerOptions,
+    StoreSubscription,
 };
-use plasma_testkit::Backend;
 use tokio::sync::watch;
 use uuid::Uuid;
+
+use common::{fixture, open, Fixture, Location};
 
 const CHILD_ENV: &str = "PLASMA_ALERTS_CHILD";
 const HOOK_ENV: &str = "PLASMA_ALERTS_HOOK";
@@ -44,59 +44,6 @@ fn spike_hours() -> Vec<i64> {
         .map(|j| 48 + 30 * j)
         .take_while(|h| *h < DAYS * 24 - 2)
         .collect()
-}
-
-#[derive(Debug, Clone)]
-enum Location {
-    Sqlite(PathBuf),
-    Postgres(String),
-}
-
-struct Fixture {
-    location: Location,
-    _guard: Box<dyn std::any::Any + Send>,
-}
-
-async fn fixture(backend: Backend) -> Fixture {
-    match backend {
-        Backend::Sqlite => {
-            let dir = plasma_testkit::temp_dir();
-            Fixture {
-                location: Location::Sqlite(dir.path().to_owned()),
-                _guard: Box::new(dir),
-            }
-        }
-        Backend::Postgres => {
-            let pg = plasma_testkit::TestPg::start().await;
-            Fixture {
-                location: Location::Postgres(pg.url().to_owned()),
-                _guard: Box::new(pg),
-            }
-        }
-    }
-}
-
-async fn open(location: &Location) -> (EventStore, ReadStore) {
-    let (config, read_path) = match location {
-        Location::Sqlite(dir) => (
-            StoreConfig::Sqlite {
-                path: dir.join("events.db"),
-            },
-            dir.join("read.db"),
-        ),
-        Location::Postgres(url) => (
-            StoreConfig::Postgres {
-                url: url.clone(),
-                max_connections: 8,
-            },
-            PathBuf::new(),
-        ),
-    };
-    let store = EventStore::open(&config).await.unwrap();
-    let read = ReadStore::open(&ReadStoreConfig::beside(&store, read_path))
-        .await
-        .unwrap();
-    (store, read)
 }
 
 fn tenant() -> TenantId {
@@ -180,19 +127,6 @@ async fn seed(store: &EventStore, hook: &str) -> BrandId {
     brand
 }
 
-async fn all_events(store: &EventStore) -> Vec<RecordedEvent> {
-    let mut events = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.read_all(after, 5000).await.unwrap();
-        let Some(last) = page.last() else {
-            return events;
-        };
-        after = last.position;
-        events.extend(page);
-    }
-}
-
 /// Per alert: its window start and how many times it was raised; per delivery: its alert and
 /// how many times it was scheduled; the deliveries delivered.
 #[derive(Debug, Default)]
@@ -205,7 +139,18 @@ struct Recorded {
 
 async fn recorded(store: &EventStore) -> Recorded {
     let mut out = Recorded::default();
-    for event in all_events(store).await {
+    let mut after = 0;
+    record_new(store, &mut after, &mut out).await;
+    out
+}
+
+/// Adds what was recorded after position `after` to `out`, and moves `after` on.
+async fn record_new(store: &EventStore, after: &mut i64, out: &mut Recorded) {
+    let events = store.read_all(*after, 100_000).await.unwrap();
+    if let Some(last) = events.last() {
+        *after = last.position;
+    }
+    for event in events {
         match event.aggregate_type.as_str() {
             "Alert" => match event.decode::<AlertEvent>().unwrap() {
                 AlertEvent::AlertRaised(raised) => {
@@ -231,10 +176,9 @@ async fn recorded(store: &EventStore) -> Recorded {
             _ => {}
         }
     }
-    out
 }
 
-/// A receiver that takes 40 ms per request, so deliveries are in flight when the child dies.
+/// A receiver that takes 250 ms per request, so deliveries are in flight when the child dies.
 async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
     let hits: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen = hits.clone();
@@ -243,7 +187,7 @@ async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
         axum::routing::post(move |headers: axum::http::HeaderMap| {
             let seen = seen.clone();
             async move {
-                tokio::time::sleep(Duration::from_millis(40)).await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
                 let id = headers
                     .get("plasma-delivery")
                     .and_then(|v| v.to_str().ok())
@@ -353,15 +297,16 @@ async fn workers_killed_while_raising_and_delivering_lose_nothing_and_double_not
             "child_runs_the_alert_workers_until_killed",
             "--nocapture",
         ])
-        .env(CHILD_ENV, serde_location(&fixture.location))
+        .env(CHILD_ENV, fixture.location.to_env())
         .env(HOOK_ENV, &hook)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut after, mut now) = (0, Recorded::default());
     loop {
-        let now = recorded(&store).await;
+        record_new(&store, &mut after, &mut now).await;
         if now.raised.len() >= 3 && !now.delivered.is_empty() {
             break;
         }
@@ -467,13 +412,6 @@ async fn read_reset(read: &ReadStore) {
     tx.commit().await.unwrap();
 }
 
-fn serde_location(location: &Location) -> String {
-    match location {
-        Location::Sqlite(dir) => format!("sqlite:{}", dir.display()),
-        Location::Postgres(url) => format!("postgres:{url}"),
-    }
-}
-
 /// Not a test of its own: the child process of the SIGKILL test (does nothing unless
 /// `PLASMA_ALERTS_CHILD` is set).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,11 +419,7 @@ async fn child_runs_the_alert_workers_until_killed() {
     let Ok(raw) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let location = match raw.split_once(':') {
-        Some(("sqlite", dir)) => Location::Sqlite(PathBuf::from(dir)),
-        Some(("postgres", url)) => Location::Postgres(url.to_owned()),
-        _ => panic!("bad {CHILD_ENV}: {raw}"),
-    };
+    let location = Location::from_env(&raw);
     let (store, read) = open(&location).await;
     let (_stop_tx, stop) = watch::channel(false);
     // Small batches: many checkpoints to die between.

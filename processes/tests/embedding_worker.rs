@@ -6,6 +6,8 @@
 //! runs the worker until killed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -13,16 +15,17 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use plasma_adapters::KnownModel;
-use plasma_commands::{CommandContext, CommandHandler, EventStore, StoreConfig};
+use plasma_commands::{CommandContext, CommandHandler, EventStore};
 use plasma_domain::ids::{CommandId, DocumentId};
 use plasma_domain::research::{Document, DocumentCommand, DocumentEvent, Embedder};
 use plasma_domain::{AggregateId, TenantId};
 use plasma_processes::embedding::EmbeddingWorker;
 use plasma_processes::{Process, ProcessOptions, ProcessRunner};
 use plasma_projections::checkpoint::{self, Checkpoint};
-use plasma_projections::{ReadStore, ReadStoreConfig, StoreSubscription};
-use plasma_testkit::Backend;
+use plasma_projections::{ReadStore, StoreSubscription};
 use uuid::Uuid;
+
+use common::{fixture, open, Fixture, Location};
 
 const CHILD_ENV: &str = "PLASMA_EMBED_CHILD";
 const DOCUMENTS: usize = 120;
@@ -39,60 +42,6 @@ fn embedder(model: KnownModel) -> Arc<dyn Embedder> {
         Ok(embedder) => Arc::from(embedder),
         Err(err) => panic!("{err} (run scripts/install-models.sh)"),
     }
-}
-
-/// Where a test's stores live: a SQLite dir, or a PostgreSQL database URL.
-#[derive(Debug, Clone)]
-enum Location {
-    Sqlite(PathBuf),
-    Postgres(String),
-}
-
-struct Fixture {
-    location: Location,
-    _guard: Box<dyn std::any::Any + Send>,
-}
-
-async fn fixture(backend: Backend) -> Fixture {
-    match backend {
-        Backend::Sqlite => {
-            let dir = plasma_testkit::temp_dir();
-            Fixture {
-                location: Location::Sqlite(dir.path().to_owned()),
-                _guard: Box::new(dir),
-            }
-        }
-        Backend::Postgres => {
-            let pg = plasma_testkit::TestPg::start().await;
-            Fixture {
-                location: Location::Postgres(pg.url().to_owned()),
-                _guard: Box::new(pg),
-            }
-        }
-    }
-}
-
-async fn open(location: &Location) -> (EventStore, ReadStore) {
-    let (config, read_path) = match location {
-        Location::Sqlite(dir) => (
-            StoreConfig::Sqlite {
-                path: dir.join("events.db"),
-            },
-            dir.join("read.db"),
-        ),
-        Location::Postgres(url) => (
-            StoreConfig::Postgres {
-                url: url.clone(),
-                max_connections: 8,
-            },
-            PathBuf::new(),
-        ),
-    };
-    let store = EventStore::open(&config).await.unwrap();
-    let read = ReadStore::open(&ReadStoreConfig::beside(&store, read_path))
-        .await
-        .unwrap();
-    (store, read)
 }
 
 fn tenant() -> TenantId {
@@ -276,7 +225,7 @@ async fn a_worker_killed_mid_batch_and_started_again_loses_and_doubles_nothing(f
             "child_runs_the_embedding_worker_until_killed",
             "--nocapture",
         ])
-        .env(CHILD_ENV, serde_location(&fixture.location))
+        .env(CHILD_ENV, fixture.location.to_env())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -315,13 +264,6 @@ async fn a_worker_killed_mid_batch_and_started_again_loses_and_doubles_nothing(f
     );
 }
 
-fn serde_location(location: &Location) -> String {
-    match location {
-        Location::Sqlite(dir) => format!("sqlite:{}", dir.display()),
-        Location::Postgres(url) => format!("postgres:{url}"),
-    }
-}
-
 /// Not a test of its own: the child process of the SIGKILL test (does nothing unless
 /// `PLASMA_EMBED_CHILD` is set).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,11 +271,7 @@ async fn child_runs_the_embedding_worker_until_killed() {
     let Ok(raw) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let location = match raw.split_once(':') {
-        Some(("sqlite", dir)) => Location::Sqlite(PathBuf::from(dir)),
-        Some(("postgres", url)) => Location::Postgres(url.to_owned()),
-        _ => panic!("bad {CHILD_ENV}: {raw}"),
-    };
+    let location = Location::from_env(&raw);
     let (store, read) = open(&location).await;
     let mut runner = runner(&store, &read, embedder(KnownModel::WordLlama)).await;
     runner.catch_up().await.unwrap();

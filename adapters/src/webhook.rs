@@ -10,6 +10,7 @@
 //! Secrets are `whsec_` and 64 hex digits, derived from the platform's webhook key, the tenant,
 //! the brand and the channel id: nothing secret is stored, and renaming a channel rotates it.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -79,24 +80,97 @@ pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
 pub struct HttpWebhookSender {
     key: WebhookKey,
     client: reqwest::Client,
+    allow_private: bool,
 }
 
 impl HttpWebhookSender {
-    /// `timeout` bounds each attempt, connection included.
-    pub fn new(key: WebhookKey, timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// `timeout` bounds each attempt, connection included. Unless `allow_private`, a URL whose
+    /// host is or resolves to a loopback, private, link-local or otherwise internal address is
+    /// refused (a webhook must not reach the platform's own network: the cloud metadata
+    /// endpoint, the database).
+    pub fn new(
+        key: WebhookKey,
+        timeout: Duration,
+        allow_private: bool,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("plasma-webhooks/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { key, client })
+        Ok(Self {
+            key,
+            client,
+            allow_private,
+        })
+    }
+
+    /// Why `url` may not be sent to, if it may not.
+    async fn refusal(&self, url: &str) -> Option<String> {
+        if self.allow_private {
+            return None;
+        }
+        let parsed = match reqwest::Url::parse(url) {
+            Ok(parsed) => parsed,
+            Err(err) => return Some(format!("not a URL: {err}")),
+        };
+        let host = parsed
+            .host_str()?
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => match tokio::net::lookup_host((host, port)).await {
+                Ok(found) => found.map(|a| a.ip()).collect(),
+                Err(err) => return Some(format!("cannot resolve {host}: {err}")),
+            },
+        };
+        addresses.into_iter().find(|ip| internal(*ip)).map(|ip| {
+            format!(
+                "refused: {host} is the internal address {ip} (alerts.allow_private_targets is off)"
+            )
+        })
+    }
+}
+
+/// Loopback, private, link-local, unspecified, CGNAT and unique-local addresses.
+fn internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                // 100.64.0.0/10, carrier-grade NAT.
+                || (v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return internal(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                // fc00::/7 unique local, fe80::/10 link local.
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
     }
 }
 
 #[async_trait]
 impl WebhookSender for HttpWebhookSender {
     async fn send(&self, request: &WebhookRequest) -> WebhookOutcome {
+        if let Some(refusal) = self.refusal(&request.url).await {
+            return WebhookOutcome {
+                status: None,
+                error: Some(refusal),
+                duration_ms: 0,
+            };
+        }
         let secret = self
             .key
             .secret(&request.tenant, request.brand, &request.channel);
@@ -154,6 +228,60 @@ mod tests {
                 hmac_hex(b"whsec_x", &[b"1700000000.{}"])
             )
         );
+    }
+
+    #[test]
+    fn internal_addresses_are_told_apart_from_public_ones() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "2606:2800:220:1::1", "100.128.0.1"] {
+            assert!(!internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_webhook_to_an_internal_address_is_refused_without_sending() {
+        let sender = HttpWebhookSender::new(
+            WebhookKey::new(b"k".to_vec()),
+            Duration::from_secs(1),
+            false,
+        )
+        .unwrap();
+        let request = WebhookRequest {
+            tenant: TenantId::parse("t").unwrap(),
+            brand: BrandId::from_uuid(uuid::Uuid::from_u128(1)),
+            channel: "ops".into(),
+            url: "http://169.254.169.254/latest/meta-data".into(),
+            delivery: plasma_domain::ids::DeliveryId::from_uuid(uuid::Uuid::from_u128(2)),
+            event: "alert.raised".into(),
+            body: "{}".into(),
+        };
+        let outcome = sender.send(&request).await;
+        assert_eq!(outcome.status, None);
+        assert!(outcome.error.unwrap().contains("internal address"));
+        let localhost = WebhookRequest {
+            url: "http://localhost:9/hook".into(),
+            ..request
+        };
+        assert!(sender
+            .send(&localhost)
+            .await
+            .error
+            .unwrap()
+            .contains("internal address"));
     }
 
     #[test]

@@ -341,7 +341,8 @@ async fn latency(args: &AlertsBenchArgs, dir: &std::path::Path) -> Result<()> {
     let detector: Arc<dyn Process> = Arc::new(AlertDetector::new(handler.clone()));
     process_catch_up(&store, &read, detector.clone()).await?;
     let sender =
-        HttpWebhookSender::new(WebhookKey::new(b"bench".to_vec()), Duration::from_secs(5))?;
+        // The receiver is on loopback: private targets allowed.
+        HttpWebhookSender::new(WebhookKey::new(b"bench".to_vec()), Duration::from_secs(5), true)?;
     let worker = Arc::new(DeliveryWorker::new(
         handler.clone(),
         Arc::new(sender),

@@ -81,7 +81,7 @@ pub fn delivery_worker(
     handler: &CommandHandler,
 ) -> Result<Arc<DeliveryWorker>, StartupError> {
     let key = webhook_key(settings)?;
-    let sender = HttpWebhookSender::new(key, settings.timeout)
+    let sender = HttpWebhookSender::new(key, settings.timeout, settings.allow_private_targets)
         .map_err(|e| StartupError::Webhooks(e.to_string()))?;
     Ok(Arc::new(DeliveryWorker::new(
         handler.clone(),

@@ -36,6 +36,7 @@
 //! max_attempts = 8                       # PLASMA_WEBHOOK_MAX_ATTEMPTS, then dead-lettered
 //! retry_base = "2s"                      # PLASMA_WEBHOOK_RETRY_BASE, doubled per failure
 //! timeout = "10s"                        # PLASMA_WEBHOOK_TIMEOUT, per attempt
+//! allow_private_targets = false          # PLASMA_WEBHOOK_ALLOW_PRIVATE; true in `plasma dev`
 //! ```
 
 use std::fs::OpenOptions;
@@ -101,6 +102,9 @@ pub struct AlertSettings {
     pub max_attempts: u32,
     pub retry_base: Duration,
     pub timeout: Duration,
+    /// Whether webhooks may go to loopback, private and link-local addresses: yes for
+    /// `plasma dev`, no otherwise unless set.
+    pub allow_private_targets: bool,
 }
 
 /// Where the embedding models' files are, and which models embed what is ingested.
@@ -250,6 +254,7 @@ pub struct AlertsLayer {
     pub retry_base: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
     pub timeout: Option<Duration>,
+    pub allow_private_targets: Option<bool>,
 }
 
 impl AlertsLayer {
@@ -259,6 +264,7 @@ impl AlertsLayer {
         self,
         auth: &AuthSettings,
         jwt_known: bool,
+        profile: Profile,
     ) -> Result<AlertSettings, SettingsError> {
         let webhook_key = match self.webhook_key {
             Some(key) if key.expose().len() < MIN_SECRET_BYTES => {
@@ -297,6 +303,9 @@ impl AlertsLayer {
             max_attempts,
             retry_base,
             timeout,
+            allow_private_targets: self
+                .allow_private_targets
+                .unwrap_or(profile == Profile::Dev),
         })
     }
 }
@@ -454,6 +463,18 @@ impl SettingsLayer {
         if let Some(v) = var("PLASMA_WEBHOOK_RETRY_BASE") {
             layer.alerts.retry_base = Some(parse_duration("PLASMA_WEBHOOK_RETRY_BASE", &v)?);
         }
+        if let Some(v) = var("PLASMA_WEBHOOK_ALLOW_PRIVATE") {
+            layer.alerts.allow_private_targets = Some(match v.trim() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                other => {
+                    return Err(invalid(
+                        "PLASMA_WEBHOOK_ALLOW_PRIVATE",
+                        format!("`{other}` is not true or false"),
+                    ))
+                }
+            });
+        }
         if let Some(v) = var("PLASMA_WEBHOOK_TIMEOUT") {
             layer.alerts.timeout = Some(parse_duration("PLASMA_WEBHOOK_TIMEOUT", &v)?);
         }
@@ -515,6 +536,10 @@ impl SettingsLayer {
                 max_attempts: over.alerts.max_attempts.or(self.alerts.max_attempts),
                 retry_base: over.alerts.retry_base.or(self.alerts.retry_base),
                 timeout: over.alerts.timeout.or(self.alerts.timeout),
+                allow_private_targets: over
+                    .alerts
+                    .allow_private_targets
+                    .or(self.alerts.allow_private_targets),
             },
         }
     }
@@ -548,9 +573,11 @@ impl Settings {
         let log = layer.log.validate()?;
         let projections = layer.projections.mode.unwrap_or(ProjectionsMode::InProcess);
         let research = layer.research.validate()?;
-        let alerts = layer
-            .alerts
-            .validate(&auth, jwt_configured || profile != Profile::LogTool)?;
+        let alerts = layer.alerts.validate(
+            &auth,
+            jwt_configured || profile != Profile::LogTool,
+            profile,
+        )?;
         Ok(Self {
             store,
             http,

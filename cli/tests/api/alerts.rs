@@ -436,7 +436,43 @@ async fn acknowledging_snoozing_and_bad_rules_follow_the_lifecycle(backend: Back
     crate::helpers::problem(unknown, 404, "not_found").await;
 }
 
+async fn a_webhook_to_an_internal_address_is_refused_unless_allowed(backend: Backend) {
+    let hook = receiver().await;
+    let app = spawn_app_with(backend, |layer| {
+        // What `plasma serve` does by default.
+        layer.alerts.allow_private_targets = Some(false);
+        layer.alerts.max_attempts = Some(1);
+    })
+    .await;
+    let token = app.admin();
+    let brand = setup(&app, &token, &hook.url).await;
+    let last = ingest_stream(&app, &token, &brand).await;
+    let alerts = eventually(
+        &app,
+        &format!("/v1/alerts?brand_id={brand}&kind=volume_spike&min_position={last}"),
+        &token,
+        |v| !v["items"].as_array().unwrap().is_empty(),
+    )
+    .await;
+    let alert = alerts["items"][0]["alert_id"].as_str().unwrap().to_owned();
+    let detail = eventually(&app, &format!("/v1/alerts/{alert}"), &token, |v| {
+        v["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["status"] == "dead_lettered")
+    })
+    .await;
+    let error = detail["deliveries"][0]["log"][0]["error"].as_str().unwrap();
+    assert!(error.contains("internal address 127.0.0.1"), "{error}");
+    assert!(
+        hook.hits.lock().unwrap().is_empty(),
+        "nothing reached the receiver"
+    );
+}
+
 plasma_testkit::on_both_backends!(
+    a_webhook_to_an_internal_address_is_refused_unless_allowed,
     injected_spikes_raise_exactly_the_expected_alerts_and_notify_signed,
     a_failing_receiver_is_retried_dead_lettered_then_redelivered_under_the_same_id,
     acknowledging_snoozing_and_bad_rules_follow_the_lifecycle,

@@ -108,6 +108,8 @@ impl Stack {
             .env("PLASMA_LOG", "info,sqlx=warn,rdkafka=warn")
             // The gateway's: `plasma alerts` derives the webhook key the gateway shows from it.
             .env("PLASMA_JWT_SECRET", SECRET)
+            // The tests' webhook receivers listen on loopback.
+            .env("PLASMA_WEBHOOK_ALLOW_PRIVATE", "true")
             .env_remove("PLASMA_CONFIG")
             .stdin(Stdio::null());
         command

@@ -16,7 +16,7 @@ use plasma_adapters::VaderScorer;
 use plasma_bench::mentions::{self, BrandProfile, MentionGenerator, Tone, Window};
 use plasma_commands::{CommandContext, CommandError, CommandHandler, StoreError};
 use plasma_domain::agent::{AgentRun, AgentRunCommand, ResumeFrom};
-use plasma_domain::brand::{Brand, BrandCommand, MentionServices, VoiceGuidelines};
+use plasma_domain::brand::{AlertRules, Brand, BrandCommand, MentionServices, VoiceGuidelines};
 use plasma_domain::content::{Channel, Draft, DraftCommand, DraftServices, GeneratorInfo};
 use plasma_domain::ids::{BrandId, CommandId};
 use plasma_domain::research::{
@@ -31,6 +31,8 @@ pub const DEMO_TENANT: &str = "demo";
 /// How many days before "now" the spike happens.
 pub const SPIKE_DAYS_AGO: i64 = 6;
 const SPIKE_MENTIONS: usize = 600;
+/// The demo brands' alert threshold on volume (see `load`).
+const DEMO_MIN_VOLUME: u32 = 20;
 /// Mentions of the wave breaking as the demo loads (its alert is still open).
 const SURGE_MENTIONS: usize = 40;
 /// Mentions per bulk command (well under the API's 10,000).
@@ -222,6 +224,23 @@ pub async fn load(
         };
         loader
             .run::<Brand>(&format!("brand/{}", spec.name), id.as_uuid(), command, &())
+            .await?;
+        // About three mentions an hour: at the default minimum of 10, one chance hour in a
+        // few hundred would alert; 20 leaves only the spike and the wave.
+        let rules = BrandCommand::SetAlertRules {
+            rules: AlertRules {
+                min_volume: DEMO_MIN_VOLUME,
+                ..AlertRules::default()
+            },
+            at: loader.ago(60 * 24 * 45 - index as i64),
+        };
+        loader
+            .run::<Brand>(
+                &format!("alert-rules/{}", spec.name),
+                id.as_uuid(),
+                rules,
+                &(),
+            )
             .await?;
         brands.push((spec.name.to_owned(), id));
     }

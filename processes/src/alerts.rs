@@ -592,11 +592,12 @@ impl Verdict {
         self.mentions >= min_volume && self.value > self.threshold
     }
 
-    /// Back to the baseline: within one spread of it (or k spreads, if k is below one), or
-    /// too few mentions to judge. Rising above k spreads raises, falling back within one
-    /// resolves: an hour that merely dips under the threshold mid-surge keeps it one alert.
-    fn back_to_baseline(&self, min_volume: f64, k: f64) -> bool {
-        self.mentions < min_volume
+    /// Back to the baseline: within one spread of it (or k spreads, if k is below one); for a
+    /// share, also an hour with too few mentions to judge it. Rising above k spreads raises,
+    /// falling back within one resolves: an hour that merely dips under the threshold (or
+    /// under the minimum volume) mid-surge keeps it one alert.
+    fn back_to_baseline(&self, kind: AlertKind, min_volume: f64, k: f64) -> bool {
+        (kind == AlertKind::NegativeSurge && self.mentions < min_volume)
             || self.value <= self.baseline.expected + k.min(1.0) * self.baseline.spread
     }
 }
@@ -803,7 +804,7 @@ impl AlertDetector {
                 continue;
             }
             let back = match judge(rules, series, kind, &subject, complete) {
-                Some(verdict) => verdict.back_to_baseline(min_volume, rules.k),
+                Some(verdict) => verdict.back_to_baseline(kind, min_volume, rules.k),
                 None => true,
             };
             if !back {

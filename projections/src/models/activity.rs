@@ -40,8 +40,14 @@ struct Hourly {
     sentiment_sum: i64,
 }
 
-/// (tenant, brand, day or hour, value) → count.
-type Counts<'a> = BTreeMap<(&'a str, Uuid, i64, String), i64>;
+/// What a per-day count counts.
+const AUTHOR: &str = "author";
+const TERM: &str = "term";
+const SOURCE: &str = "source";
+const COMPETITOR: &str = "competitor";
+
+/// (tenant, brand, day, kind, value) → mentions.
+type Counts<'a> = BTreeMap<(&'a str, Uuid, i64, &'static str, String), i64>;
 
 #[async_trait]
 impl Projection for BrandActivityProjection {
@@ -54,13 +60,7 @@ impl Projection for BrandActivityProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &[
-            "rm_activity_hourly",
-            "rm_activity_authors",
-            "rm_activity_terms",
-            "rm_activity_sources",
-            "rm_activity_competitors",
-        ]
+        &["rm_activity_hourly", "rm_activity_counts"]
     }
 
     fn ddl(&self) -> &'static [&'static str] {
@@ -76,37 +76,16 @@ impl Projection for BrandActivityProjection {
                 sentiment_sum BIGINT NOT NULL,
                 PRIMARY KEY (tenant_id, brand_id, hour)
             )",
-            "CREATE TABLE IF NOT EXISTS rm_activity_authors{t} (
+            // Per day: mentions by author, term (hashtags keep their '#'), source and
+            // competitor named.
+            "CREATE TABLE IF NOT EXISTS rm_activity_counts{t} (
                 tenant_id TEXT   NOT NULL,
                 brand_id  {uuid} NOT NULL,
                 day       BIGINT NOT NULL,
+                kind      TEXT   NOT NULL,
                 value     TEXT   NOT NULL,
                 mentions  BIGINT NOT NULL,
-                PRIMARY KEY (tenant_id, brand_id, day, value)
-            )",
-            "CREATE TABLE IF NOT EXISTS rm_activity_terms{t} (
-                tenant_id TEXT   NOT NULL,
-                brand_id  {uuid} NOT NULL,
-                day       BIGINT NOT NULL,
-                value     TEXT   NOT NULL,
-                mentions  BIGINT NOT NULL,
-                PRIMARY KEY (tenant_id, brand_id, day, value)
-            )",
-            "CREATE TABLE IF NOT EXISTS rm_activity_sources{t} (
-                tenant_id TEXT   NOT NULL,
-                brand_id  {uuid} NOT NULL,
-                day       BIGINT NOT NULL,
-                value     TEXT   NOT NULL,
-                mentions  BIGINT NOT NULL,
-                PRIMARY KEY (tenant_id, brand_id, day, value)
-            )",
-            "CREATE TABLE IF NOT EXISTS rm_activity_competitors{t} (
-                tenant_id TEXT   NOT NULL,
-                brand_id  {uuid} NOT NULL,
-                day       BIGINT NOT NULL,
-                value     TEXT   NOT NULL,
-                mentions  BIGINT NOT NULL,
-                PRIMARY KEY (tenant_id, brand_id, day, value)
+                PRIMARY KEY (tenant_id, brand_id, kind, day, value)
             )",
         ]
     }
@@ -118,10 +97,7 @@ impl Projection for BrandActivityProjection {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         let mut hourly: BTreeMap<(&str, Uuid, i64), Hourly> = BTreeMap::new();
-        let mut authors: Counts<'_> = BTreeMap::new();
-        let mut words: Counts<'_> = BTreeMap::new();
-        let mut sources: Counts<'_> = BTreeMap::new();
-        let mut competitors: Counts<'_> = BTreeMap::new();
+        let mut counts: Counts<'_> = BTreeMap::new();
         for event in events
             .iter()
             .filter(|e| e.aggregate_type == Mention::TYPE && e.event_type == "MentionIngested")
@@ -141,33 +117,22 @@ impl Projection for BrandActivityProjection {
                 SentimentLabel::Neutral => h.neutral += 1,
                 SentimentLabel::Negative => h.negative += 1,
             }
+            let mut count = |kind: &'static str, value: String| {
+                *counts.entry((tenant, brand, day, kind, value)).or_default() += 1;
+            };
             if !m.author.is_empty() {
-                *authors
-                    .entry((tenant, brand, day, m.author.clone()))
-                    .or_default() += 1;
+                count(AUTHOR, m.author.clone());
             }
             for term in terms(&m.text) {
-                *words.entry((tenant, brand, day, term)).or_default() += 1;
+                count(TERM, term);
             }
-            *sources
-                .entry((tenant, brand, day, m.source.clone()))
-                .or_default() += 1;
+            count(SOURCE, m.source.clone());
             for competitor in &m.competitors_mentioned {
-                *competitors
-                    .entry((tenant, brand, day, competitor.clone()))
-                    .or_default() += 1;
+                count(COMPETITOR, competitor.clone());
             }
         }
         upsert_hourly(tx, &tables.name("rm_activity_hourly"), hourly).await?;
-        for (table, counts) in [
-            ("rm_activity_authors", authors),
-            ("rm_activity_terms", words),
-            ("rm_activity_sources", sources),
-            ("rm_activity_competitors", competitors),
-        ] {
-            upsert_counts(tx, &tables.name(table), counts).await?;
-        }
-        Ok(())
+        upsert_counts(tx, &tables.name("rm_activity_counts"), counts).await
     }
 }
 
@@ -220,17 +185,19 @@ async fn upsert_counts(
 ) -> Result<(), ProjectionError> {
     let rows: Vec<_> = counts.into_iter().collect();
     for chunk in rows.chunks(ROWS_PER_UPSERT) {
-        let head = format!("INSERT INTO {table} (tenant_id, brand_id, day, value, mentions) ");
+        let head =
+            format!("INSERT INTO {table} (tenant_id, brand_id, day, kind, value, mentions) ");
         let tail = format!(
-            " ON CONFLICT (tenant_id, brand_id, day, value) DO UPDATE SET \
+            " ON CONFLICT (tenant_id, brand_id, kind, day, value) DO UPDATE SET \
              mentions = {table}.mentions + excluded.mentions"
         );
         on_tx!(tx, |c| {
             let mut query = sqlx::QueryBuilder::new(&head);
-            query.push_values(chunk, |mut b, ((tenant, brand, day, value), n)| {
+            query.push_values(chunk, |mut b, ((tenant, brand, day, kind, value), n)| {
                 b.push_bind(*tenant)
                     .push_bind(*brand)
                     .push_bind(*day)
+                    .push_bind(*kind)
                     .push_bind(value.as_str())
                     .push_bind(*n);
             });
@@ -423,21 +390,23 @@ impl ReadModels {
         let points = self
             .brand_timeline(tenant, brand, from, to, Interval::Day)
             .await?;
-        let rows: Vec<(i64, String, i64)> =
-            on_pool!(&self.store, |p| {
-                sqlx::query_as(
-                "SELECT day, value, CAST(SUM(mentions) AS BIGINT) FROM rm_activity_competitors \
-                 WHERE tenant_id = $1 AND brand_id = $2 AND day >= $3 AND day < $4 \
+        let rows: Vec<(i64, String, i64)> = on_pool!(&self.store, |p| {
+            sqlx::query_as(
+                "SELECT day, value, CAST(SUM(mentions) AS BIGINT) FROM rm_activity_counts \
+                 WHERE tenant_id = $1 AND brand_id = $2 AND kind = 'competitor' \
+                 AND day >= $3 AND day < $4 \
                  GROUP BY day, value",
             )
             .bind(tenant.as_str())
             .bind(brand.as_uuid())
             .bind(day_of(from))
-            .bind(day_of(to + chrono::Duration::days(1) - chrono::Duration::seconds(1)))
+            .bind(day_of(
+                to + chrono::Duration::days(1) - chrono::Duration::seconds(1),
+            ))
             .fetch_all(p)
             .await
             .map_err(ProjectionError::db("querying competitor mentions"))?
-            });
+        });
         let mut by_day: HashMap<i64, BTreeMap<String, i64>> = HashMap::new();
         for (day, competitor, n) in rows {
             by_day.entry(day).or_default().insert(competitor, n);
@@ -478,8 +447,9 @@ impl ReadModels {
             &self.store,
             |p| {
                 let (unique, mentions): (i64, Option<i64>) = sqlx::query_as(
-                "SELECT COUNT(DISTINCT value), CAST(SUM(mentions) AS BIGINT) FROM rm_activity_authors \
-                 WHERE tenant_id = $1 AND brand_id = $2 AND day >= $3 AND day <= $4",
+                "SELECT COUNT(DISTINCT value), CAST(SUM(mentions) AS BIGINT) FROM rm_activity_counts \
+                 WHERE tenant_id = $1 AND brand_id = $2 AND kind = 'author' \
+                 AND day >= $3 AND day <= $4",
             )
             .bind(tenant.as_str())
             .bind(brand.as_uuid())
@@ -489,8 +459,8 @@ impl ReadModels {
             .await
             .map_err(ProjectionError::db("counting authors"))?;
                 let mut query = sqlx::QueryBuilder::new(
-                "SELECT value, total FROM (SELECT value, CAST(SUM(mentions) AS BIGINT) AS total FROM rm_activity_authors \
-                 WHERE tenant_id = ",
+                "SELECT value, total FROM (SELECT value, CAST(SUM(mentions) AS BIGINT) AS total FROM rm_activity_counts \
+                 WHERE kind = 'author' AND tenant_id = ",
             );
                 query.push_bind(tenant.as_str());
                 query.push(" AND brand_id = ").push_bind(brand.as_uuid());
@@ -548,8 +518,9 @@ impl ReadModels {
         self.settle(&[NAME]).await?;
         let rows: Vec<(String, i64)> = on_pool!(&self.store, |p| {
             sqlx::query_as(
-                "SELECT value, CAST(SUM(mentions) AS BIGINT) AS total FROM rm_activity_sources \
-                 WHERE tenant_id = $1 AND brand_id = $2 AND day >= $3 AND day <= $4 \
+                "SELECT value, CAST(SUM(mentions) AS BIGINT) AS total FROM rm_activity_counts \
+                 WHERE tenant_id = $1 AND brand_id = $2 AND kind = 'source' \
+                 AND day >= $3 AND day <= $4 \
                  GROUP BY value ORDER BY total DESC, value",
             )
             .bind(tenant.as_str())
@@ -599,7 +570,7 @@ impl ReadModels {
                 "SELECT value, \
                  CAST(SUM(CASE WHEN day >= $3 THEN mentions ELSE 0 END) AS BIGINT) AS window_count, \
                  CAST(SUM(CASE WHEN day < $3 THEN mentions ELSE 0 END) AS BIGINT) AS base_count \
-                 FROM rm_activity_terms WHERE tenant_id = $1 AND brand_id = $2 \
+                 FROM rm_activity_counts WHERE tenant_id = $1 AND brand_id = $2 AND kind = 'term' \
                  AND day >= $4 AND day <= $5{filter} GROUP BY value \
                  HAVING SUM(CASE WHEN day >= $3 THEN mentions ELSE 0 END) >= $6"
             );

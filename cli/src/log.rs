@@ -25,7 +25,7 @@ use plasma_processes::embedding::EmbeddingWorker;
 use plasma_processes::{Process, ProcessOptions, ProcessRunner};
 use plasma_projections::{
     projection_named, ProjectionRunner, ReadModels, ReadStore, ReadStoreConfig, RebuildSource,
-    Rebuilder, RunnerOptions,
+    Rebuilder, RunnerOptions, StoreSubscription,
 };
 
 use crate::app::REPLAY_BATCH;
@@ -332,9 +332,10 @@ pub struct AlertsArgs {
     pub metrics_listen: Option<SocketAddr>,
 }
 
-/// `plasma alerts`: the alert detector and the delivery worker (with its dispatcher), fed by
-/// the brand topic as members of their consumer groups, restarted on failure. The detector
-/// keeps its series in the database and judges each brand's stream in order: run one.
+/// `plasma alerts`: the alert detector (from the event store, in commit order) and the delivery
+/// worker with its dispatcher (from the brand topic, as a member of its consumer group),
+/// restarted on failure. The detector keeps its series in the database and judges each
+/// brand's stream in order: run one.
 pub async fn alerts(args: AlertsArgs) -> Result<ExitCode> {
     let settings = args.log.settings()?;
     let config = log_config(&settings)?;
@@ -348,11 +349,30 @@ pub async fn alerts(args: AlertsArgs) -> Result<ExitCode> {
     let detector: Arc<dyn Process> = Arc::new(AlertDetector::new(handler.clone()));
     let delivery = crate::app::delivery_worker(&settings.alerts, &handler)?;
     eprintln!(
-        "plasma alerts: detecting and delivering (groups {} and {})",
-        group_id(detector.name()),
+        "plasma alerts: detecting from the event store, delivering from the brand topic (group {})",
         group_id(delivery.name())
     );
     let shutdown = stop_on_signal();
+    // The detector judges each brand's stream in publication order, which the partitioned
+    // topic does not keep (a brand's mentions are keyed by mention, on every partition): it
+    // reads the event store in commit order instead, like in embedded mode.
+    let detect = {
+        let (read, store) = (read.clone(), store.clone());
+        supervise(
+            format!("process {}", detector.name()),
+            shutdown.clone(),
+            move |_, stop| {
+                let (read, store, detector) = (read.clone(), store.clone(), detector.clone());
+                async move {
+                    let subscription = StoreSubscription::new(store);
+                    ProcessRunner::start(read, detector, subscription, ProcessOptions::default())
+                        .await?
+                        .run(stop)
+                        .await
+                }
+            },
+        )
+    };
     let follow = |process: Arc<dyn Process>| {
         let (read, store, config) = (read.clone(), store.clone(), config.clone());
         supervise(
@@ -387,7 +407,7 @@ pub async fn alerts(args: AlertsArgs) -> Result<ExitCode> {
             move |_, stop| delivery.clone().dispatch(reads.clone(), stop),
         )
     };
-    tokio::join!(follow(detector), follow(delivery), dispatcher);
+    tokio::join!(detect, follow(delivery), dispatcher);
     Ok(ExitCode::SUCCESS)
 }
 

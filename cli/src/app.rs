@@ -126,7 +126,7 @@ pub struct Application {
     router: Router,
     workers: ProjectionWorkers,
     handler: CommandHandler,
-    issuer: TokenIssuer,
+    issuer: Option<TokenIssuer>,
     clock: Arc<dyn Clock>,
 }
 
@@ -290,9 +290,9 @@ impl Application {
         self.local_addr
     }
 
-    /// Signs tokens with the key this gateway verifies with.
-    pub fn token_issuer(&self) -> &TokenIssuer {
-        &self.issuer
+    /// Signs tokens with the key this gateway verifies with; `None` with an OIDC issuer.
+    pub fn token_issuer(&self) -> Option<&TokenIssuer> {
+        self.issuer.as_ref()
     }
 
     /// The command handler on this gateway's event store.

@@ -107,6 +107,7 @@ async fn dev(args: args::DevArgs) -> Result<ExitCode> {
     }
     let token = app
         .token_issuer()
+        .context("plasma dev signs its own tokens: unset PLASMA_OIDC_ISSUER")?
         .issue(
             "dev",
             &tenant,
@@ -151,6 +152,7 @@ fn token(args: args::TokenArgs) -> Result<ExitCode> {
     )?;
     let tenant = TenantId::parse(&args.tenant)?;
     let token = TokenIssuer::new(&settings.auth.jwt)
+        .context("with an OIDC issuer configured, tokens come from the issuer, not from plasma")?
         .issue(
             &args.subject,
             &tenant,

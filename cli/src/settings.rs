@@ -17,7 +17,13 @@
 //! request_timeout = "30s"
 //!
 //! [auth]
-//! jwt_secret = "…at least 32 bytes…"
+//! jwt_secret = "…at least 32 bytes…"         # HS256 (PLASMA_JWT_SECRET); or an OIDC issuer:
+//! oidc_issuer = "https://sso.example.com/realms/plasma"   # PLASMA_OIDC_ISSUER
+//! oidc_audience = "plasma-api"               # PLASMA_OIDC_AUDIENCE (required with an issuer)
+//! oidc_jwks_url = "https://…/certs"          # PLASMA_OIDC_JWKS_URL; default: discovery
+//! oidc_tenant_claim = "tenant"               # PLASMA_OIDC_TENANT_CLAIM (dotted path)
+//! oidc_roles_claim = "realm_access.roles"    # PLASMA_OIDC_ROLES_CLAIM; default "roles"
+//! oidc_refresh_min_interval = "30s"          # PLASMA_OIDC_REFRESH_MIN_INTERVAL
 //!
 //! [rate_limit]
 //! per_second = 100                 # per tenant; 0 turns rate limiting off
@@ -54,7 +60,7 @@ use plasma_adapters::KnownModel;
 use plasma_log::LogConfig;
 
 pub use plasma_gateway::options::{
-    AuthSettings, ConsistencySettings, HttpSettings, JwtKey, RateLimitSettings,
+    AuthSettings, ConsistencySettings, HttpSettings, JwtKey, OidcSettings, RateLimitSettings,
 };
 use plasma_gateway::Secret;
 
@@ -276,10 +282,13 @@ impl AlertsLayer {
             Some(key) => Some(key),
             // A log tool without either secret: only `plasma alerts` needs one, and says so.
             None if !jwt_known => None,
-            None => {
-                let JwtKey::Hs256(secret) = &auth.jwt;
-                Some(Secret::new(format!("plasma-webhooks|{}", secret.expose())))
-            }
+            None => match &auth.jwt {
+                JwtKey::Hs256(secret) => {
+                    Some(Secret::new(format!("plasma-webhooks|{}", secret.expose())))
+                }
+                // No shared secret to derive from: the gateway and `plasma alerts` ask for one.
+                JwtKey::Oidc(_) => None,
+            },
         };
         let max_attempts = self.max_attempts.unwrap_or(8);
         if !(1..=50).contains(&max_attempts) {
@@ -355,6 +364,13 @@ pub struct HttpLayer {
 #[serde(deny_unknown_fields)]
 pub struct AuthLayer {
     pub jwt_secret: Option<Secret>,
+    pub oidc_issuer: Option<String>,
+    pub oidc_audience: Option<String>,
+    pub oidc_jwks_url: Option<String>,
+    pub oidc_tenant_claim: Option<String>,
+    pub oidc_roles_claim: Option<String>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub oidc_refresh_min_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -422,6 +438,15 @@ impl SettingsLayer {
         }
         if let Some(v) = var("PLASMA_JWT_SECRET") {
             layer.auth.jwt_secret = Some(Secret::new(v));
+        }
+        layer.auth.oidc_issuer = var("PLASMA_OIDC_ISSUER");
+        layer.auth.oidc_audience = var("PLASMA_OIDC_AUDIENCE");
+        layer.auth.oidc_jwks_url = var("PLASMA_OIDC_JWKS_URL");
+        layer.auth.oidc_tenant_claim = var("PLASMA_OIDC_TENANT_CLAIM");
+        layer.auth.oidc_roles_claim = var("PLASMA_OIDC_ROLES_CLAIM");
+        if let Some(v) = var("PLASMA_OIDC_REFRESH_MIN_INTERVAL") {
+            layer.auth.oidc_refresh_min_interval =
+                Some(parse_duration("PLASMA_OIDC_REFRESH_MIN_INTERVAL", &v)?);
         }
         if let Some(v) = var("PLASMA_RATE_LIMIT_PER_SECOND") {
             layer.rate_limit.per_second = Some(parse_number("PLASMA_RATE_LIMIT_PER_SECOND", &v)?);
@@ -504,6 +529,15 @@ impl SettingsLayer {
             },
             auth: AuthLayer {
                 jwt_secret: over.auth.jwt_secret.or(self.auth.jwt_secret),
+                oidc_issuer: over.auth.oidc_issuer.or(self.auth.oidc_issuer),
+                oidc_audience: over.auth.oidc_audience.or(self.auth.oidc_audience),
+                oidc_jwks_url: over.auth.oidc_jwks_url.or(self.auth.oidc_jwks_url),
+                oidc_tenant_claim: over.auth.oidc_tenant_claim.or(self.auth.oidc_tenant_claim),
+                oidc_roles_claim: over.auth.oidc_roles_claim.or(self.auth.oidc_roles_claim),
+                oidc_refresh_min_interval: over
+                    .auth
+                    .oidc_refresh_min_interval
+                    .or(self.auth.oidc_refresh_min_interval),
             },
             rate_limit: RateLimitLayer {
                 per_second: over.rate_limit.per_second.or(self.rate_limit.per_second),
@@ -679,6 +713,18 @@ impl HttpLayer {
 
 impl AuthLayer {
     fn validate(self, profile: Profile, data_dir: &Path) -> Result<AuthSettings, SettingsError> {
+        if let Some(issuer) = self.oidc_issuer {
+            return Ok(AuthSettings {
+                jwt: JwtKey::Oidc(oidc_settings(
+                    issuer,
+                    self.oidc_audience,
+                    self.oidc_jwks_url,
+                    self.oidc_tenant_claim,
+                    self.oidc_roles_claim,
+                    self.oidc_refresh_min_interval,
+                )?),
+            });
+        }
         let secret = match (self.jwt_secret, profile) {
             (Some(secret), _) => secret,
             (None, Profile::Dev | Profile::Token) => dev_secret(data_dir)?,
@@ -706,6 +752,69 @@ impl AuthLayer {
             jwt: JwtKey::Hs256(secret),
         })
     }
+}
+
+fn oidc_settings(
+    issuer: String,
+    audience: Option<String>,
+    jwks_url: Option<String>,
+    tenant_claim: Option<String>,
+    roles_claim: Option<String>,
+    refresh_min_interval: Option<Duration>,
+) -> Result<OidcSettings, SettingsError> {
+    let http_url = |key: &'static str, value: &str| {
+        if value.starts_with("https://") || value.starts_with("http://") {
+            Ok(())
+        } else {
+            Err(invalid(key, "must be an http(s) URL"))
+        }
+    };
+    http_url("auth.oidc_issuer (PLASMA_OIDC_ISSUER)", &issuer)?;
+    if let Some(url) = &jwks_url {
+        http_url("auth.oidc_jwks_url (PLASMA_OIDC_JWKS_URL)", url)?;
+    }
+    let audience = audience
+        .filter(|a| !a.trim().is_empty())
+        .ok_or(SettingsError::Missing {
+            key: "auth.oidc_audience (PLASMA_OIDC_AUDIENCE)",
+            hint: "tokens are accepted only when their `aud` names this API",
+        })?;
+    let claim = |key: &'static str, value: Option<String>, default: &str| {
+        let value = value.unwrap_or_else(|| default.to_owned());
+        if value.is_empty() || value.split('.').any(str::is_empty) {
+            Err(invalid(
+                key,
+                "must be a claim name or a dotted path such as realm_access.roles",
+            ))
+        } else {
+            Ok(value)
+        }
+    };
+    let refresh_min_interval = refresh_min_interval.unwrap_or(Duration::from_secs(30));
+    if refresh_min_interval > Duration::from_secs(3600) {
+        return Err(invalid(
+            "auth.oidc_refresh_min_interval (PLASMA_OIDC_REFRESH_MIN_INTERVAL)",
+            "must be at most 1h",
+        ));
+    }
+    Ok(OidcSettings {
+        issuer,
+        audience,
+        jwks_url,
+        tenant_claim: claim(
+            "auth.oidc_tenant_claim (PLASMA_OIDC_TENANT_CLAIM)",
+            tenant_claim,
+            "tenant",
+        )?,
+        roles_claim: claim(
+            "auth.oidc_roles_claim (PLASMA_OIDC_ROLES_CLAIM)",
+            roles_claim,
+            "roles",
+        )?,
+        refresh_min_interval,
+        max_key_age: Duration::from_secs(15 * 60),
+        fetch_timeout: Duration::from_secs(5),
+    })
 }
 
 impl RateLimitLayer {
@@ -954,6 +1063,7 @@ mod tests {
         SettingsLayer {
             auth: AuthLayer {
                 jwt_secret: Some(Secret::new(SECRET)),
+                ..AuthLayer::default()
             },
             ..SettingsLayer::default()
         }
@@ -1064,7 +1174,9 @@ mod tests {
         flags.store.data_dir = Some(dir.path().to_owned());
         let first = Settings::load(Profile::Dev, None, env(&[]), flags.clone()).unwrap();
         let second = Settings::load(Profile::Token, None, env(&[]), flags).unwrap();
-        let (JwtKey::Hs256(a), JwtKey::Hs256(b)) = (first.auth.jwt, second.auth.jwt);
+        let (JwtKey::Hs256(a), JwtKey::Hs256(b)) = (first.auth.jwt, second.auth.jwt) else {
+            panic!("dev and token use the HS256 dev secret");
+        };
         assert_eq!(a, b);
         assert!(a.expose().len() >= 32);
     }

@@ -13,6 +13,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -27,6 +28,7 @@ use plasma_domain::TenantId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::oidc::OidcVerifier;
 use crate::options::JwtKey;
 use crate::state::AppState;
 
@@ -112,19 +114,26 @@ pub enum AuthError {
     Invalid(String),
     #[error("the token's tenant is not a valid tenant id")]
     BadTenant,
+    #[error("the token names key `{0}`, which the issuer does not publish")]
+    UnknownKey(String),
+    /// Not the caller's fault: answered 503, not 401.
+    #[error("the token issuer's signing keys cannot be fetched right now")]
+    KeysUnavailable,
 }
 
-/// Verifies bearer tokens. An enum rather than a trait object: each way of verifying (HS256
-/// today; RS256 keys or a JWKS cache later) is one variant, chosen from the settings.
+/// Verifies bearer tokens. An enum rather than a trait object: each way of verifying is one
+/// variant, chosen from the settings.
 #[derive(Clone)]
 pub enum TokenVerifier {
     Hs256 { key: DecodingKey },
+    Oidc(Arc<OidcVerifier>),
 }
 
 impl fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Hs256 { .. } => f.write_str("TokenVerifier::Hs256"),
+            Self::Oidc(verifier) => verifier.fmt(f),
         }
     }
 }
@@ -135,42 +144,46 @@ impl TokenVerifier {
             JwtKey::Hs256(secret) => Self::Hs256 {
                 key: DecodingKey::from_secret(secret.expose().as_bytes()),
             },
+            JwtKey::Oidc(settings) => Self::Oidc(Arc::new(OidcVerifier::new(settings.clone()))),
         }
     }
 
     /// Checks signature, algorithm and expiry, and reads the caller out of the claims.
-    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        let (key, algorithm) = match self {
-            Self::Hs256 { key } => (key, Algorithm::HS256),
-        };
-        let mut validation = Validation::new(algorithm);
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 5;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|err| {
-                match err.kind() {
-                    ErrorKind::ExpiredSignature => AuthError::Expired,
-                    ErrorKind::InvalidSignature => AuthError::BadSignature,
-                    ErrorKind::InvalidAlgorithm => {
-                        AuthError::Invalid("the token is not signed with HS256".into())
-                    }
-                    ErrorKind::MissingRequiredClaim(claim) => {
-                        AuthError::Invalid(format!("the `{claim}` claim is missing"))
-                    }
-                    ErrorKind::Json(_) => AuthError::Invalid(
-                        "its claims need sub, tenant, roles and exp of the right types".into(),
-                    ),
-                    _ => AuthError::Invalid("it is not a well-formed JWT".into()),
-                }
-            })?;
-        let claims = data.claims;
-        let tenant = TenantId::parse(&claims.tenant).map_err(|_| AuthError::BadTenant)?;
-        Ok(Principal {
-            subject: claims.sub,
-            tenant,
-            roles: claims.roles.iter().filter_map(|r| Role::parse(r)).collect(),
-        })
+    pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        match self {
+            Self::Hs256 { key } => verify_hs256(key, token),
+            Self::Oidc(verifier) => verifier.verify(token).await,
+        }
     }
+}
+
+fn verify_hs256(key: &DecodingKey, token: &str) -> Result<Principal, AuthError> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    validation.leeway = 5;
+    let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|err| match err
+        .kind()
+    {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::InvalidAlgorithm => {
+            AuthError::Invalid("the token is not signed with HS256".into())
+        }
+        ErrorKind::MissingRequiredClaim(claim) => {
+            AuthError::Invalid(format!("the `{claim}` claim is missing"))
+        }
+        ErrorKind::Json(_) => AuthError::Invalid(
+            "its claims need sub, tenant, roles and exp of the right types".into(),
+        ),
+        _ => AuthError::Invalid("it is not a well-formed JWT".into()),
+    })?;
+    let claims = data.claims;
+    let tenant = TenantId::parse(&claims.tenant).map_err(|_| AuthError::BadTenant)?;
+    Ok(Principal {
+        subject: claims.sub,
+        tenant,
+        roles: claims.roles.iter().filter_map(|r| Role::parse(r)).collect(),
+    })
 }
 
 /// Signs tokens with the configured key: `plasma token`, `plasma dev`, and tests.
@@ -188,11 +201,13 @@ impl fmt::Debug for TokenIssuer {
 }
 
 impl TokenIssuer {
-    pub fn new(key: &JwtKey) -> Self {
+    /// `None` with an OIDC issuer: its tokens come from the issuer, never from Plasma.
+    pub fn new(key: &JwtKey) -> Option<Self> {
         match key {
-            JwtKey::Hs256(secret) => Self::Hs256 {
+            JwtKey::Hs256(secret) => Some(Self::Hs256 {
                 key: EncodingKey::from_secret(secret.expose().as_bytes()),
-            },
+            }),
+            JwtKey::Oidc(_) => None,
         }
     }
 
@@ -337,6 +352,7 @@ pub async fn authenticate(
     let principal = state
         .verifier()
         .verify(token)
+        .await
         .map_err(ApiError::Unauthorized)?;
     tracing::Span::current().record("plasma.tenant", principal.tenant.as_str());
     state.rate_limiter().check(&principal.tenant)?;
@@ -353,10 +369,11 @@ mod tests {
         JwtKey::Hs256(Secret::new("0123456789abcdef0123456789abcdef"))
     }
 
-    #[test]
-    fn an_issued_token_verifies_to_its_tenant_and_roles() {
+    #[tokio::test]
+    async fn an_issued_token_verifies_to_its_tenant_and_roles() {
         let tenant = TenantId::parse("acme").unwrap();
         let token = TokenIssuer::new(&key())
+            .unwrap()
             .issue(
                 "ana",
                 &tenant,
@@ -365,15 +382,16 @@ mod tests {
                 Utc::now(),
             )
             .unwrap();
-        let principal = TokenVerifier::new(&key()).verify(&token).unwrap();
+        let principal = TokenVerifier::new(&key()).verify(&token).await.unwrap();
         assert_eq!(principal.tenant, tenant);
         assert_eq!(principal.roles, BTreeSet::from([Role::Editor]));
     }
 
-    #[test]
-    fn a_token_signed_with_another_secret_is_refused() {
+    #[tokio::test]
+    async fn a_token_signed_with_another_secret_is_refused() {
         let other = JwtKey::Hs256(Secret::new("another-secret-another-secret-0000"));
         let token = TokenIssuer::new(&other)
+            .unwrap()
             .issue(
                 "ana",
                 &TenantId::parse("acme").unwrap(),
@@ -383,13 +401,13 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            TokenVerifier::new(&key()).verify(&token),
+            TokenVerifier::new(&key()).verify(&token).await,
             Err(AuthError::BadSignature)
         );
     }
 
-    #[test]
-    fn unknown_roles_are_ignored_and_editors_cannot_audit() {
+    #[tokio::test]
+    async fn unknown_roles_are_ignored_and_editors_cannot_audit() {
         let claims = Claims {
             sub: "ana".into(),
             tenant: "acme".into(),
@@ -397,8 +415,8 @@ mod tests {
             exp: Utc::now().timestamp() + 60,
             iat: None,
         };
-        let token = TokenIssuer::new(&key()).sign(&claims).unwrap();
-        let principal = TokenVerifier::new(&key()).verify(&token).unwrap();
+        let token = TokenIssuer::new(&key()).unwrap().sign(&claims).unwrap();
+        let principal = TokenVerifier::new(&key()).verify(&token).await.unwrap();
         assert!(principal.has(Commands::granted_to));
         assert!(!principal.has(Audit::granted_to));
     }

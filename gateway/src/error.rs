@@ -164,6 +164,14 @@ impl ApiError {
             retry_after: None,
         };
         match self {
+            Self::Unauthorized(AuthError::KeysUnavailable) => ProblemParts {
+                retry_after: Some(5),
+                ..parts(
+                    S::SERVICE_UNAVAILABLE,
+                    "auth_unavailable",
+                    "Token keys unavailable",
+                )
+            },
             Self::Unauthorized(_) => parts(S::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Self::Forbidden { .. } => parts(S::FORBIDDEN, "forbidden", "Forbidden"),
             Self::NotFound(_) => parts(S::NOT_FOUND, "not_found", "Not found"),

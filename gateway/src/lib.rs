@@ -19,6 +19,7 @@ pub mod command;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod oidc;
 pub mod openapi;
 pub mod options;
 pub mod rate_limit;

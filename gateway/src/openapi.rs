@@ -126,6 +126,12 @@ fn shared_v1(operation: &mut Operation, command: bool, has_path_params: bool) {
         "timeout",
         "the request did not finish in time",
     );
+    add_response(
+        operation,
+        503,
+        "auth_unavailable",
+        "the OIDC issuer's signing keys cannot be fetched",
+    );
     if has_path_params {
         add_response(operation, 400, "invalid_id", "a path id is malformed");
         add_response(

@@ -21,12 +21,34 @@ pub struct AuthSettings {
     pub jwt: JwtKey,
 }
 
-/// How bearer tokens are verified. One variant today; RS256 public keys or a JWKS endpoint
-/// would be further variants, verified by the same [`crate::auth::TokenVerifier`].
+/// How bearer tokens are verified, by the same [`crate::auth::TokenVerifier`].
 #[derive(Debug, Clone)]
 pub enum JwtKey {
-    /// A shared HMAC secret (HS256).
+    /// A shared HMAC secret (HS256): `plasma dev`, `plasma token`, tests.
     Hs256(Secret),
+    /// RS*/PS*/ES* tokens of an OpenID Connect issuer, checked against its JWKS.
+    Oidc(OidcSettings),
+}
+
+/// Where an OpenID Connect issuer publishes its keys, and where its tokens put our claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcSettings {
+    /// The exact `iss` of accepted tokens; discovery reads `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The `aud` accepted tokens must name (Keycloak: the client id, via an audience mapper).
+    pub audience: String,
+    /// The JWKS URL, when discovery should be skipped.
+    pub jwks_url: Option<String>,
+    /// Dotted path of the tenant claim (`tenant`).
+    pub tenant_claim: String,
+    /// Dotted path of the roles array (`roles`; Keycloak: `realm_access.roles`).
+    pub roles_claim: String,
+    /// Fewest seconds between two JWKS fetches, however many unknown `kid`s arrive.
+    pub refresh_min_interval: Duration,
+    /// Cached keys older than this are fetched again on the next token.
+    pub max_key_age: Duration,
+    /// Longest a discovery or JWKS request may take.
+    pub fetch_timeout: Duration,
 }
 
 /// Per-tenant token bucket.

@@ -75,7 +75,11 @@ async fn build(
     }
     configure(&mut layer);
     let settings = Settings::from_layer(layer, Profile::Serve).unwrap();
-    let issuer = TokenIssuer::new(&settings.auth.jwt);
+    // With an OIDC issuer the gateway signs nothing; the test secret's tokens are then ones
+    // the gateway must refuse.
+    let issuer = TokenIssuer::new(&settings.auth.jwt)
+        .or_else(|| TokenIssuer::new(&JwtKey::Hs256(Secret::new(TEST_SECRET))))
+        .unwrap();
     let app = Application::build(settings).await.unwrap();
     (app, issuer, guards)
 }
@@ -171,6 +175,7 @@ impl TestApp {
         TokenIssuer::new(&JwtKey::Hs256(Secret::new(
             "not-the-server-secret-not-the-server",
         )))
+        .unwrap()
         .issue(
             "mallory",
             &TenantId::parse(TENANT).unwrap(),

@@ -19,6 +19,7 @@ mod demo;
 mod documents;
 mod drafts;
 mod idempotency;
+mod oidc;
 mod openapi;
 mod ops;
 mod rate_limit;

@@ -66,3 +66,20 @@ if [[ ! -x "$pgserver_dir/pgserver/pginstall/bin/postgres" ]]; then
   as_root chmod -R a+rX "$pgserver_dir"
   as_root chmod a+x "$pgserver_dir"/pgserver/pginstall/bin/*
 fi
+
+# A real OpenTelemetry collector for the trace tests: rotel (a Rust OTLP collector) from its
+# PyPI wheel, which carries the static `rotel-agent` binary (it links the machine's libpython3.11).
+rotel_dir=${PLASMA_ROTEL_DIR:-$HOME/.cache/plasma/tools/rotel-0.0.1a15}
+if [[ ! -x "$rotel_dir/rotel/rotel-agent" ]]; then
+  wheels=${PLASMA_WHEELS_DIR:-$HOME/.cache/plasma/wheels}
+  mkdir -p "$wheels"
+  wheel=$(compgen -G "$wheels/rotel-0.0.1a15-*.whl" | head -n1 || true)
+  if [[ -z "$wheel" ]]; then
+    echo "downloading rotel==0.0.1a15 (OTLP collector, PyPI wheel)" >&2
+    python3 -m pip download --quiet --no-deps --only-binary=:all: rotel==0.0.1a15 -d "$wheels"
+    wheel=$(compgen -G "$wheels/rotel-0.0.1a15-*.whl" | head -n1)
+  fi
+  mkdir -p "$rotel_dir"
+  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$wheel" "$rotel_dir"
+  chmod +x "$rotel_dir/rotel/rotel-agent"
+fi

@@ -113,7 +113,7 @@ pub async fn log(args: LogBenchArgs) -> Result<()> {
     let mut records = Vec::with_capacity(events.len());
     for event in &events {
         let record = codec.encode(event).await?;
-        records.push((record, plasma_log::relay::headers(event)));
+        records.push((record, plasma_log::relay::headers(event, None)));
     }
     let producer: FutureProducer = config.producer().create()?;
     let started = Instant::now();

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod log;
 pub mod settings;
 pub mod supervisor;
+pub mod telemetry;
 pub mod workers;
 
 pub use app::{Application, ComponentOutcome, RunReport, StartupError};

@@ -39,13 +39,17 @@ async fn main() -> ExitCode {
         | Command::Schemas(_)
         | Command::Topics(_) => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PLASMA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let component = match &cli.command {
+        Command::Dev(_) => "dev",
+        Command::Serve(_) => "gateway",
+        Command::Relay(_) => "relay",
+        Command::Project(_) => "projector",
+        Command::Embed(_) => "embedder",
+        Command::Alerts(_) => "alerts",
+        Command::Replay(_) => "replay",
+        _ => "cli",
+    };
+    let telemetry = plasma_cli::telemetry::init(component, default_log);
     let result = match cli.command {
         Command::Dev(args) => dev(args).await,
         Command::Serve(args) => serve(args).await,
@@ -61,6 +65,7 @@ async fn main() -> ExitCode {
         Command::Schemas(command) => log::schemas(command).await,
         Command::Topics(command) => log::topics(command).await,
     };
+    telemetry.shutdown().await;
     match result {
         Ok(code) => code,
         Err(err) => {

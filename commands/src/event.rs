@@ -13,6 +13,9 @@ pub struct CommandContext {
     /// What caused the command: the command itself for a user request, an event id when an
     /// event triggered it.
     pub causation_id: Uuid,
+    /// The W3C `traceparent` of the span the command was issued in, recorded with its events so
+    /// the relay and the workers continue that trace; `None` when not traced.
+    pub trace_parent: Option<String>,
 }
 
 impl CommandContext {
@@ -30,6 +33,7 @@ impl CommandContext {
             command_id,
             correlation_id,
             causation_id: plasma_domain::AggregateId::as_uuid(&command_id),
+            trace_parent: crate::trace::current_traceparent(),
         }
     }
 }
@@ -104,6 +108,10 @@ pub struct RecordedEvent {
     pub causation_id: Uuid,
     pub command_id: Uuid,
     pub recorded_at: DateTime<Utc>,
+    /// The trace the event belongs to (W3C `traceparent`): the command's span when the store
+    /// recorded it; a consumer reading it from the log sees the relay's span instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
 }
 
 impl RecordedEvent {

@@ -10,6 +10,7 @@ mod error;
 mod event;
 mod handler;
 mod store;
+pub mod trace;
 
 pub use error::{CommandError, StoreError};
 pub use event::{AppendBatch, CommandContext, EncodedEvent, RecordedEvent, StreamAppend};

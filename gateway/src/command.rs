@@ -25,6 +25,7 @@ use plasma_domain::ids::{
 use plasma_domain::research::Document;
 use plasma_domain::{AggregateId, TenantId};
 use serde::Serialize;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -236,11 +237,20 @@ impl AppState {
     {
         // A reused command id with a different request is refused by the handler, which
         // compares the recorded request's fingerprint.
-        let context = context(tenant, meta);
+        let span = command_span(A::TYPE, meta);
+        let context = span.in_scope(|| context(tenant, meta));
         let receipt = self
             .handler()
             .execute::<A>(&context, id.as_uuid(), command, A::services(self))
+            .instrument(span.clone())
             .await?;
+        span.in_scope(|| {
+            tracing::debug!(
+                events = receipt.events_appended,
+                replayed = receipt.replayed,
+                "command handled"
+            );
+        });
         if !receipt.replayed {
             metrics::events_appended(A::TYPE, u64::from(receipt.events_appended));
         }
@@ -282,7 +292,8 @@ impl AppState {
         brand: BrandId,
         mentions: Vec<MentionInput>,
     ) -> Result<BulkOutcome, ApiError> {
-        let context = context(tenant, meta);
+        let span = command_span(Mention::TYPE, meta);
+        let context = span.in_scope(|| context(tenant, meta));
         let receipt = self
             .handler()
             .ingest_mentions(
@@ -292,12 +303,24 @@ impl AppState {
                 self.now(),
                 &self.services().mention,
             )
+            .instrument(span)
             .await?;
         if !receipt.replayed {
             metrics::events_appended(Mention::TYPE, u64::from(receipt.ingested));
         }
         Ok(BulkOutcome::new(receipt, context.command_id.as_uuid()))
     }
+}
+
+/// The span of handling one command: loading the aggregate, deciding, appending. The command
+/// context is created inside it, so the events record this span as their trace parent.
+fn command_span(aggregate_type: &str, meta: &CommandMeta) -> tracing::Span {
+    tracing::info_span!(
+        "command",
+        otel.name = format!("command {aggregate_type}"),
+        plasma.aggregate_type = aggregate_type,
+        plasma.command_id = %meta.command_id.as_uuid(),
+    )
 }
 
 fn context(tenant: &TenantId, meta: &CommandMeta) -> CommandContext {

@@ -90,6 +90,7 @@ pub async fn track_http(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| UNMATCHED_ROUTE.to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
+    tracing::Span::current().record("http.response.status_code", response.status().as_u16());
     let labels = [
         ("method", method),
         ("route", route),

@@ -453,6 +453,8 @@ fn envelope_to_event(event_type: &str, json: Json) -> Result<RecordedEvent, (Str
         causation_id,
         command_id,
         recorded_at,
+        // Not part of the event's contract: it travels in the record's `traceparent` header.
+        trace_parent: None,
     })
 }
 

@@ -69,10 +69,13 @@ pub struct Relay {
 struct InFlight {
     last_position: i64,
     last_recorded_at: chrono::DateTime<Utc>,
-    /// Each record's delivery, with the index of its topic in `topics`.
-    deliveries: Vec<(usize, DeliveryFuture)>,
+    /// Each record's delivery, with the index of its topic in `topics`, and the record's
+    /// `create` span when its event is traced (ended at the acknowledgement, with the partition).
+    deliveries: Vec<(usize, DeliveryFuture, Option<tracing::Span>)>,
     topics: Vec<String>,
     produced_at: Instant,
+    /// The batch's `publish` span, from producing to the last acknowledgement.
+    _span: tracing::Span,
 }
 
 impl Relay {
@@ -233,6 +236,17 @@ impl Relay {
         let produced_at = Instant::now();
         let mut deliveries = Vec::with_capacity(events.len());
         let mut topics: Vec<String> = Vec::new();
+        // Producer spans per OpenTelemetry's messaging conventions: one `publish` per batch,
+        // linked to a `create` span per traced event, which continues the event's own trace
+        // (the command that appended it) and is what its record's `traceparent` names.
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = "publish",
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.batch.message_count = events.len(),
+        );
         for event in events {
             let record = self.codec.encode(event).await?;
             let topic = match topics.iter().position(|t| *t == record.topic) {
@@ -242,7 +256,32 @@ impl Relay {
                     topics.len() - 1
                 }
             };
-            let headers = headers(event);
+            let create = event.trace_parent.as_deref().map(|stored| {
+                let create = tracing::info_span!(
+                    parent: None,
+                    "create",
+                    otel.name = format!("create {}", record.topic),
+                    otel.kind = "producer",
+                    messaging.system = "kafka",
+                    messaging.operation.type = "create",
+                    messaging.destination.name = %record.topic,
+                    messaging.destination.partition.id = tracing::field::Empty,
+                    messaging.kafka.offset = tracing::field::Empty,
+                    messaging.message.id = %event.event_id,
+                    plasma.position = event.position,
+                );
+                plasma_commands::trace::set_parent(&create, stored);
+                if let Some(created) = plasma_commands::trace::traceparent_of(&create) {
+                    plasma_commands::trace::add_link(&span, &created);
+                }
+                create
+            });
+            // The relay's own span when it is traced; else the context the store recorded.
+            let traceparent = create
+                .as_ref()
+                .and_then(plasma_commands::trace::traceparent_of)
+                .or_else(|| event.trace_parent.clone());
+            let headers = headers(event, traceparent.as_deref());
             loop {
                 // The commit time, so a republished copy carries the original timestamp.
                 let message = FutureRecord::to(&record.topic)
@@ -252,7 +291,7 @@ impl Relay {
                     .headers(headers.clone());
                 match producer.send_result(message) {
                     Ok(delivery) => {
-                        deliveries.push((topic, delivery));
+                        deliveries.push((topic, delivery, create));
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -274,6 +313,7 @@ impl Relay {
             deliveries,
             topics,
             produced_at,
+            _span: span,
         })
     }
 
@@ -283,7 +323,7 @@ impl Relay {
         let mut waiting_since = Instant::now();
         // (topic index, partition) → highest acknowledged offset.
         let mut last_offsets: std::collections::BTreeMap<(usize, i32), i64> = Default::default();
-        for (topic, delivery) in batch.deliveries {
+        for (topic, delivery, create) in batch.deliveries {
             tokio::pin!(delivery);
             let outcome = loop {
                 tokio::select! {
@@ -300,6 +340,10 @@ impl Relay {
             };
             match outcome {
                 Ok(Ok(delivered)) => {
+                    if let Some(create) = create {
+                        create.record("messaging.destination.partition.id", delivered.partition);
+                        create.record("messaging.kafka.offset", delivered.offset);
+                    }
                     let last = last_offsets
                         .entry((topic, delivered.partition))
                         .or_insert(-1);
@@ -332,20 +376,14 @@ impl Relay {
 }
 
 /// The headers partner consumers can route and deduplicate on without decoding the value.
-/// `traceparent` (W3C) joins the event to its request's trace: the correlation id is the trace
-/// id, the event id's random tail the span id.
-pub fn headers(event: &RecordedEvent) -> OwnedHeaders {
+/// `traceparent` (W3C) names the span that produced the record when the event is traced (the
+/// correlation id stays in its own header), and is absent otherwise.
+pub fn headers(event: &RecordedEvent, traceparent: Option<&str>) -> OwnedHeaders {
     let event_id = event.event_id.to_string();
     let version = event.event_version.to_string();
     let correlation = event.correlation_id.to_string();
     let causation = event.causation_id.to_string();
-    let event_hex = event.event_id.simple().to_string();
-    let traceparent = format!(
-        "00-{}-{}-01",
-        event.correlation_id.simple(),
-        &event_hex[16..]
-    );
-    OwnedHeaders::new_with_capacity(7)
+    let headers = OwnedHeaders::new_with_capacity(7)
         .insert(Header {
             key: "event_id",
             value: Some(&event_id),
@@ -369,9 +407,12 @@ pub fn headers(event: &RecordedEvent) -> OwnedHeaders {
         .insert(Header {
             key: "causation_id",
             value: Some(&causation),
-        })
-        .insert(Header {
+        });
+    match traceparent {
+        Some(traceparent) => headers.insert(Header {
             key: "traceparent",
-            value: Some(&traceparent),
-        })
+            value: Some(traceparent),
+        }),
+        None => headers,
+    }
 }

@@ -33,7 +33,7 @@ use plasma_projections::{
 };
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Headers as _, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -154,6 +154,8 @@ struct Record {
     key: PartitionKey,
     offset: i64,
     payload: Vec<u8>,
+    /// The producer's span (`traceparent` header), when the event is traced.
+    trace_parent: Option<String>,
 }
 
 /// A consumer that should be receiving but is not (seen with a broker that lost its group
@@ -374,7 +376,8 @@ impl LogSubscription {
             }
             self.sought.remove(&record.key);
             before.entry(record.key.clone()).or_insert(state);
-            let event = self.codec.decode(&record.payload).await?;
+            let mut event = self.codec.decode(&record.payload).await?;
+            event.trace_parent = record.trace_parent;
             let mut next = PartitionState {
                 next_offset: record.offset + 1,
                 ..state
@@ -568,10 +571,19 @@ impl Subscription for LogSubscription {
 }
 
 fn to_record<M: Message>(message: &M) -> Record {
+    let trace_parent = message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|h| h.key == "traceparent")
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned)
+    });
     Record {
         key: (message.topic().to_owned(), message.partition()),
         offset: message.offset(),
         payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        trace_parent,
     }
 }
 

@@ -289,6 +289,7 @@ fn every_schema_matches_its_domain_event_and_records_round_trip() {
                 causation_id: Uuid::new_v4(),
                 command_id: Uuid::new_v4(),
                 recorded_at: DateTime::<Utc>::from_timestamp_micros(1_790_000_000_123_456).unwrap(),
+                trace_parent: None,
             };
             let (_, value) = catalog.to_avro(&event).unwrap();
             let mut writer = Writer::new(&parsed, Vec::new()).unwrap();
@@ -344,6 +345,7 @@ fn an_event_that_does_not_fit_its_schema_is_refused_not_mangled() {
         causation_id: Uuid::new_v4(),
         command_id: Uuid::new_v4(),
         recorded_at: Utc::now(),
+        trace_parent: None,
     };
     let error = catalog.to_avro(&event).map(|_| ()).unwrap_err().to_string();
     assert!(error.contains("data.reason"), "{error}");

@@ -10,6 +10,7 @@ use std::time::Duration;
 use plasma_projections::checkpoint::{self, Checkpoint, Saved};
 use plasma_projections::{run_steps, ReadStore, Steps, Subscription};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::{Process, ProcessError};
 
@@ -87,14 +88,20 @@ impl<S: Subscription> ProcessRunner<S> {
         if batch.is_empty() {
             return Ok(ProcessStep::CaughtUp);
         }
-        let mut tx = if self.process.keeps_state() {
-            let mut tx = self.read.begin().await?;
-            self.process.handle_in(&mut tx, &batch.events).await?;
-            tx
-        } else {
-            self.process.handle(&batch.events).await?;
-            self.read.begin().await?
-        };
+        // Commands the process issues run inside this span, so they continue the trace.
+        let span = plasma_commands::trace::process_span(self.process.name(), &batch.events);
+        let mut tx = async {
+            if self.process.keeps_state() {
+                let mut tx = self.read.begin().await?;
+                self.process.handle_in(&mut tx, &batch.events).await?;
+                Ok::<_, ProcessError>(tx)
+            } else {
+                self.process.handle(&batch.events).await?;
+                Ok(self.read.begin().await?)
+            }
+        }
+        .instrument(span)
+        .await?;
         let name = self.process.name();
         let stored = checkpoint::load(&mut tx, name, true).await?;
         match checkpoint::record(&mut tx, name, stored, &batch.progress).await? {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::checkpoint::{self, Checkpoint, Saved};
 use crate::metrics::{PROJECTION_APPLIED_EVENTS_TOTAL, PROJECTION_POSITION};
@@ -126,13 +127,17 @@ impl<S: Subscription> ProjectionRunner<S> {
             return Ok(Step::CaughtUp);
         }
         let started = Instant::now();
-        let committing = tokio::spawn(commit(
-            self.read.clone(),
-            self.projection.clone(),
-            self.tables.clone(),
-            self.checkpoint_name.clone(),
-            batch,
-        ));
+        let span = plasma_commands::trace::process_span(&self.checkpoint_name, &batch.events);
+        let committing = tokio::spawn(
+            commit(
+                self.read.clone(),
+                self.projection.clone(),
+                self.tables.clone(),
+                self.checkpoint_name.clone(),
+                batch,
+            )
+            .instrument(span),
+        );
         let next = self.subscription.next_batch(self.options.batch_size).await;
         let read_ahead_in = started.elapsed();
         let (saved, batch) = committing.await.map_err(|e| {
@@ -249,7 +254,20 @@ async fn commit(
                 return Ok((Saved::Moved, stored));
             }
         }
-        projection.apply(&mut tx, &tables, &batch.events).await?;
+        // Only inside a traced batch: untraced events start no traces of their own.
+        let apply = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "apply",
+                otel.name = format!("apply {}", projection.name()),
+                plasma.events = batch.events.len(),
+            )
+        };
+        projection
+            .apply(&mut tx, &tables, &batch.events)
+            .instrument(apply)
+            .await?;
         let saved = checkpoint::record(&mut tx, &checkpoint_name, stored, &batch.progress).await?;
         if saved == Saved::Moved {
             return Ok((Saved::Moved, stored));

@@ -97,6 +97,16 @@ impl EventStore {
     /// built from the positions handed out. Fails with [`StoreError::Conflict`] when a stream
     /// moved past its expected version, and [`StoreError::DuplicateCommand`] when the command id
     /// is already recorded; in both cases nothing is written.
+    #[tracing::instrument(
+        name = "append",
+        skip_all,
+        fields(
+            otel.kind = "client",
+            db.system.name = self.system(),
+            db.operation.name = "append",
+            plasma.events = batch.event_count(),
+        )
+    )]
     pub async fn append<R: Serialize>(
         &self,
         batch: AppendBatch<'_>,
@@ -105,6 +115,14 @@ impl EventStore {
         match self {
             Self::Sqlite(store) => store.append(batch, receipt).await,
             Self::Postgres(store) => store.append(batch, receipt).await,
+        }
+    }
+
+    /// The database, as OpenTelemetry names it (`db.system.name`).
+    fn system(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgresql",
         }
     }
 
@@ -242,5 +260,6 @@ where
         causation_id: col(row, "causation_id")?,
         command_id: col(row, "command_id")?,
         recorded_at: col(row, "recorded_at")?,
+        trace_parent: col(row, "trace_parent")?,
     })
 }

@@ -14,7 +14,7 @@ use crate::StoreError;
 pub(super) const SELECT_EVENTS: &str =
     "SELECT position, event_id, tenant_id, aggregate_type, aggregate_id, \
      sequence, event_type, event_version, payload::text AS payload, correlation_id, causation_id, \
-     command_id, recorded_at FROM events";
+     command_id, recorded_at, trace_parent FROM events";
 
 /// COPY sends data in pieces of about this many bytes, so a 10,000-event batch is not one
 /// giant buffer on the wire.
@@ -104,7 +104,7 @@ impl PostgresStore {
                 .copy_in_raw(
                     "COPY events (position, event_id, tenant_id, aggregate_type, aggregate_id, \
                      sequence, event_type, event_version, payload, correlation_id, causation_id, \
-                     command_id) FROM STDIN (FORMAT binary)",
+                     command_id, trace_parent) FROM STDIN (FORMAT binary)",
                 )
                 .await
                 .map_err(StoreError::db("starting the event copy"))?;
@@ -187,7 +187,7 @@ impl PostgresStore {
 /// Binary COPY: the signature, no flags, no header extension.
 const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// Columns per event row in the COPY.
-const EVENT_FIELDS: i16 = 12;
+const EVENT_FIELDS: i16 = 13;
 
 fn push_field(out: &mut Vec<u8>, value: &[u8]) {
     // Field lengths are i32; no single field comes near 2 GiB (payloads are bounded).
@@ -217,6 +217,11 @@ fn push_copy_tail(
     push_field(out, context.correlation_id.as_uuid().as_bytes());
     push_field(out, context.causation_id.as_bytes());
     push_field(out, context.command_id.as_uuid().as_bytes());
+    match &context.trace_parent {
+        Some(traceparent) => push_field(out, traceparent.as_bytes()),
+        // NULL: length -1, no bytes.
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+    }
 }
 
 fn conflict_or(err: sqlx::Error, context: &'static str) -> StoreError {

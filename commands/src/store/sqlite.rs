@@ -17,13 +17,13 @@ use super::encode_receipt;
 use crate::event::{AppendBatch, AppendedRange};
 use crate::StoreError;
 
-/// Rows per INSERT statement: 12 bound values a row stays well under SQLite's variable limit.
+/// Rows per INSERT statement: 14 bound values a row stays well under SQLite's variable limit.
 const ROWS_PER_INSERT: usize = 1000;
 
 pub(super) const SELECT_EVENTS: &str =
     "SELECT position, event_id, tenant_id, aggregate_type, aggregate_id, \
      sequence, event_type, event_version, payload, correlation_id, causation_id, command_id, \
-     recorded_at FROM events";
+     recorded_at, trace_parent FROM events";
 
 /// The embedded event store: one SQLite file in WAL mode.
 ///
@@ -95,7 +95,7 @@ impl SqliteStore {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO events (position, event_id, tenant_id, aggregate_type, aggregate_id, \
                  sequence, event_type, event_version, payload, correlation_id, causation_id, \
-                 command_id, recorded_at) ",
+                 command_id, recorded_at, trace_parent) ",
             );
             insert.push_values(chunk, |mut row, (stream, sequence, event)| {
                 position += 1;
@@ -111,7 +111,8 @@ impl SqliteStore {
                     .push_bind(context.correlation_id.as_uuid())
                     .push_bind(context.causation_id)
                     .push_bind(context.command_id.as_uuid())
-                    .push_bind(recorded_at);
+                    .push_bind(recorded_at)
+                    .push_bind(context.trace_parent.as_deref());
             });
             insert
                 .build()

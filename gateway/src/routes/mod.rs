@@ -151,6 +151,8 @@ pub(crate) fn page_up_to(
     Ok(PageRequest { limit, after })
 }
 
+/// The HTTP server span (OpenTelemetry's semantic conventions), a child of the caller's trace
+/// when the request carries a `traceparent`.
 fn request_span(request: &Request) -> tracing::Span {
     let route = request
         .extensions()
@@ -161,14 +163,26 @@ fn request_span(request: &Request) -> tracing::Span {
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    tracing::info_span!(
+    let route = route.as_deref().unwrap_or("unmatched");
+    let span = tracing::info_span!(
         "http.request",
+        otel.name = format!("{} {route}", request.method()),
+        otel.kind = "server",
         http.request.method = %request.method(),
         url.path = %request.uri().path(),
-        http.route = route.as_deref().unwrap_or("unmatched"),
+        http.route = route,
         http.request.id = request_id,
+        http.response.status_code = tracing::field::Empty,
         plasma.tenant = tracing::field::Empty,
-    )
+    );
+    if let Some(traceparent) = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        plasma_commands::trace::set_parent(&span, traceparent);
+    }
+    span
 }
 
 async fn timeout(

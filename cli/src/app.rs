@@ -128,6 +128,9 @@ pub struct Application {
     handler: CommandHandler,
     issuer: Option<TokenIssuer>,
     clock: Arc<dyn Clock>,
+    state: AppState,
+    drain_delay: Duration,
+    drain_timeout: Duration,
 }
 
 /// How one component of a running gateway ended.
@@ -248,7 +251,10 @@ impl Application {
             },
             draft_services: DraftServices::default(),
             body_limit: settings.http.body_limit,
-            ready_max_lag: settings.consistency.ready_max_lag,
+            // With external workers, lag is theirs to report: a lagging read model must not
+            // take every gateway out of service (commands and other queries still work).
+            ready_max_lag: (settings.projections == ProjectionsMode::InProcess)
+                .then_some(settings.consistency.ready_max_lag),
             projections,
             metrics: {
                 let recorder = metrics::recorder();
@@ -261,7 +267,7 @@ impl Application {
             embedders,
             channel_secrets: Arc::new(webhook_key(&settings.alerts)?),
         });
-        let router = routes::router(state, settings.http.request_timeout);
+        let router = routes::router(state.clone(), settings.http.request_timeout);
 
         let addr = settings.http.listen;
         let listener = TcpListener::bind(addr)
@@ -278,6 +284,9 @@ impl Application {
             handler,
             issuer: TokenIssuer::new(&settings.auth.jwt),
             clock,
+            state,
+            drain_delay: settings.http.drain_delay,
+            drain_timeout: settings.http.drain_timeout,
         })
     }
 
@@ -316,9 +325,35 @@ impl Application {
         let names = self.workers.names();
         let workers = self.workers.spawn(stop);
         tracing::info!(address = %self.local_addr, "serving");
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        // Draining: `/ready` fails at once and requests are still served for the drain delay;
+        // then the listener closes and in-flight requests get the drain timeout to finish.
+        let draining = Arc::new(tokio::sync::Notify::new());
+        let graceful = {
+            let (state, delay, draining) = (self.state.clone(), self.drain_delay, draining.clone());
+            async move {
+                shutdown.await;
+                state.start_draining();
+                tracing::info!(
+                    delay_ms = delay.as_millis() as u64,
+                    "draining: /ready fails, still serving"
+                );
+                tokio::time::sleep(delay).await;
+                tracing::info!("draining: no new connections; finishing in-flight requests");
+                draining.notify_one();
+            }
+        };
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(graceful);
+        let drain_timeout = self.drain_timeout;
+        let served = tokio::select! {
+            served = serve => served,
+            _ = async {
+                draining.notified().await;
+                tokio::time::sleep(drain_timeout).await;
+            } => {
+                tracing::warn!(timeout_s = drain_timeout.as_secs(), "in-flight requests outlived the drain timeout");
+                Ok(())
+            }
+        };
         let mut components = vec![(
             "http server".to_owned(),
             match served {

@@ -35,6 +35,8 @@ pub enum Command {
     Bench(plasma_bench::Bench),
     /// Print the OpenAPI 3.1 document of the HTTP API (what `GET /openapi.json` serves).
     Openapi,
+    /// Bring the PostgreSQL schema up to this release (event store, read models) and exit.
+    Migrate(log::MigrateArgs),
     /// Publish committed events from the PostgreSQL event store to the topics (server mode).
     Relay(log::RelayArgs),
     /// Maintain one read model from the topics, as a member of its consumer group.

@@ -103,15 +103,101 @@ async fn open_store(settings: &Settings) -> Result<(EventStore, ReadStore)> {
     Ok((store, read))
 }
 
-/// Serves `GET /metrics` and `GET /health` for a headless process.
-async fn serve_metrics(listen: SocketAddr) -> Result<()> {
+/// What a headless process's `/ready` checks: its own dependencies — the database, and the
+/// broker and schema registry when it uses the log — and whether it is shutting down. A
+/// projection's lag is reported but never makes it unready: a lagging worker is the one that
+/// must keep running, and failing readiness would only stall a rolling update.
+#[derive(Clone)]
+struct Readiness {
+    store: EventStore,
+    log: Option<Arc<plasma_log::admin::LogProbe>>,
+    /// The projection a `plasma project` worker maintains, for its lag.
+    projection: Option<(ReadStore, &'static str)>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Readiness {
+    fn new(
+        store: &EventStore,
+        config: Option<&LogConfig>,
+        shutdown: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Self> {
+        let log = config
+            .map(plasma_log::admin::LogProbe::new)
+            .transpose()
+            .context("creating the readiness probe")?
+            .map(Arc::new);
+        Ok(Self {
+            store: store.clone(),
+            log,
+            projection: None,
+            shutdown: shutdown.clone(),
+        })
+    }
+
+    async fn check(&self) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+        let mut problems = Vec::new();
+        if *self.shutdown.borrow() {
+            problems.push("shutting down".to_owned());
+        }
+        let head = match tokio::time::timeout(Duration::from_secs(3), self.store.head()).await {
+            Ok(Ok(head)) => Some(head),
+            Ok(Err(e)) => {
+                problems.push(format!("the database does not answer: {e}"));
+                None
+            }
+            Err(_) => {
+                problems.push("the database did not answer in time".to_owned());
+                None
+            }
+        };
+        if let Some(log) = &self.log {
+            let (broker, registry) = tokio::join!(log.broker(), log.registry());
+            problems.extend(broker.err());
+            problems.extend(registry.err());
+        }
+        let mut lag = None;
+        if let (Some((read, name)), Some(head)) = (&self.projection, head) {
+            if let Ok(positions) = read.positions().await {
+                let position = positions
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(0, |(_, p)| *p);
+                lag = Some((head - position).max(0));
+            }
+        }
+        let status = if problems.is_empty() {
+            axum::http::StatusCode::OK
+        } else {
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        };
+        let body = serde_json::json!({
+            "status": if problems.is_empty() { "ready" } else { "not_ready" },
+            "head": head,
+            "lag": lag,
+            "problems": problems,
+        });
+        (status, axum::Json(body))
+    }
+}
+
+/// Serves `GET /metrics`, `GET /health` (the process answers) and `GET /ready` (its
+/// dependencies answer and it is not shutting down) for a headless process.
+async fn serve_metrics(listen: SocketAddr, readiness: Readiness) -> Result<()> {
     use axum::routing::get;
     let handle = plasma_gateway::metrics::recorder();
     plasma_log::metrics::describe();
     plasma_processes::embedding::describe_metrics();
     let app = axum::Router::new()
         .route("/metrics", get(move || std::future::ready(handle.render())))
-        .route("/health", get(|| std::future::ready("ok")));
+        .route("/health", get(|| std::future::ready("ok")))
+        .route(
+            "/ready",
+            get(move || {
+                let readiness = readiness.clone();
+                async move { readiness.check().await }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the metrics listener on {listen}"))?;
@@ -121,6 +207,31 @@ async fn serve_metrics(listen: SocketAddr) -> Result<()> {
         }
     });
     Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// `plasma migrate`: brings the PostgreSQL schema up to this release (the event store's
+/// migrations, every read model's tables) and exits. Run before a release's processes start
+/// (the Helm chart's pre-install/pre-upgrade hook); changes are expand-only, so the previous
+/// release keeps running on the migrated schema during a rollout and after a rollback.
+pub async fn migrate(args: MigrateArgs) -> Result<ExitCode> {
+    let settings = args.log.settings()?;
+    let (store, read) = open_store(&settings).await?;
+    let projections = plasma_projections::all_projections();
+    plasma_projections::create_read_models(&read, &projections)
+        .await
+        .context("creating the read models' tables")?;
+    eprintln!(
+        "plasma migrate: event store at position {}, {} read models ready",
+        store.head().await.context("reading the head position")?,
+        projections.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Args)]
@@ -140,8 +251,9 @@ pub async fn relay(args: RelayArgs) -> Result<ExitCode> {
     let settings = args.log.settings()?;
     let config = log_config(&settings)?;
     let (store, _read) = open_store(&settings).await?;
+    let shutdown = stop_on_signal();
     if let Some(listen) = args.metrics_listen {
-        serve_metrics(listen).await?;
+        serve_metrics(listen, Readiness::new(&store, Some(&config), &shutdown)?).await?;
     }
     let relay = Relay::new(
         &store,
@@ -152,7 +264,7 @@ pub async fn relay(args: RelayArgs) -> Result<ExitCode> {
         },
     )?;
     eprintln!("plasma relay: publishing committed events (leader election by advisory lock)");
-    relay.run(stop_on_signal()).await?;
+    relay.run(shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -180,10 +292,12 @@ pub async fn project(args: ProjectArgs) -> Result<ExitCode> {
     let config = log_config(&settings)?;
     let projection = projection_named(&args.read_model)?;
     let (store, read) = open_store(&settings).await?;
-    if let Some(listen) = args.metrics_listen {
-        serve_metrics(listen).await?;
-    }
     let shutdown = stop_on_signal();
+    if let Some(listen) = args.metrics_listen {
+        let mut readiness = Readiness::new(&store, Some(&config), &shutdown)?;
+        readiness.projection = Some((read.clone(), projection.name()));
+        serve_metrics(listen, readiness).await?;
+    }
     let options = RunnerOptions {
         batch_size: args.batch.max(1),
         ..RunnerOptions::default()
@@ -287,8 +401,9 @@ pub async fn embed(args: EmbedArgs) -> Result<ExitCode> {
     })?;
     let embedder: Arc<dyn Embedder> = Arc::from(model.load(&settings.research.models_dir)?);
     let (store, read) = open_store(&settings).await?;
+    let shutdown = stop_on_signal();
     if let Some(listen) = args.metrics_listen {
-        serve_metrics(listen).await?;
+        serve_metrics(listen, Readiness::new(&store, Some(&config), &shutdown)?).await?;
     }
     let worker: Arc<dyn Process> = Arc::new(EmbeddingWorker::new(
         CommandHandler::new(store.clone()),
@@ -299,7 +414,6 @@ pub async fn embed(args: EmbedArgs) -> Result<ExitCode> {
         model.name(),
         group_id(worker.name())
     );
-    let shutdown = stop_on_signal();
     supervise(format!("process {}", worker.name()), shutdown, |_, stop| {
         let (read, store, worker, config) =
             (read.clone(), store.clone(), worker.clone(), config.clone());
@@ -340,8 +454,9 @@ pub async fn alerts(args: AlertsArgs) -> Result<ExitCode> {
     let settings = args.log.settings()?;
     let config = log_config(&settings)?;
     let (store, read) = open_store(&settings).await?;
+    let shutdown = stop_on_signal();
     if let Some(listen) = args.metrics_listen {
-        serve_metrics(listen).await?;
+        serve_metrics(listen, Readiness::new(&store, Some(&config), &shutdown)?).await?;
         plasma_processes::alerts::describe_metrics();
         plasma_processes::delivery::describe_metrics();
     }
@@ -352,7 +467,6 @@ pub async fn alerts(args: AlertsArgs) -> Result<ExitCode> {
         "plasma alerts: detecting from the event store, delivering from the brand topic (group {})",
         group_id(delivery.name())
     );
-    let shutdown = stop_on_signal();
     // The detector judges each brand's stream in publication order, which the partitioned
     // topic does not keep (a brand's mentions are keyed by mention, on every partition): it
     // reads the event store in commit order instead, like in embedded mode.

@@ -27,6 +27,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Dev(_) | Command::Serve(_) => "info,sqlx=warn",
+        Command::Migrate(_) => "info,sqlx=warn",
         Command::Relay(_)
         | Command::Project(_)
         | Command::Embed(_)
@@ -56,6 +57,7 @@ async fn main() -> ExitCode {
         Command::Token(args) => token(args),
         Command::Bench(bench) => plasma_bench::run(bench).await,
         Command::Openapi => openapi(),
+        Command::Migrate(args) => log::migrate(args).await,
         Command::Relay(args) => log::relay(args).await,
         Command::Project(args) => log::project(args).await,
         Command::Embed(args) => log::embed(args).await,

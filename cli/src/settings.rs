@@ -15,6 +15,8 @@
 //! listen = "127.0.0.1:8080"
 //! body_limit = "16MiB"
 //! request_timeout = "30s"
+//! drain_delay = "5s"               # PLASMA_DRAIN_DELAY: after SIGTERM, /ready fails, serving goes on
+//! drain_timeout = "30s"            # PLASMA_DRAIN_TIMEOUT: then in-flight requests get this long
 //!
 //! [auth]
 //! jwt_secret = "…at least 32 bytes…"         # HS256 (PLASMA_JWT_SECRET); or an OIDC issuer:
@@ -31,7 +33,7 @@
 //!
 //! [consistency]
 //! min_position_wait = "2s"
-//! ready_max_lag = 10000
+//! ready_max_lag = 10000            # /ready fails beyond it, when the projections run in-process
 //!
 //! [research]
 //! models_dir = "~/.cache/plasma/models"   # PLASMA_MODELS_DIR; filled by scripts/install-models.sh
@@ -358,6 +360,10 @@ pub struct HttpLayer {
     pub body_limit: Option<usize>,
     #[serde(default, deserialize_with = "opt_duration")]
     pub request_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub drain_delay: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub drain_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -435,6 +441,12 @@ impl SettingsLayer {
         }
         if let Some(v) = var("PLASMA_REQUEST_TIMEOUT") {
             layer.http.request_timeout = Some(parse_duration("PLASMA_REQUEST_TIMEOUT", &v)?);
+        }
+        if let Some(v) = var("PLASMA_DRAIN_DELAY") {
+            layer.http.drain_delay = Some(parse_duration("PLASMA_DRAIN_DELAY", &v)?);
+        }
+        if let Some(v) = var("PLASMA_DRAIN_TIMEOUT") {
+            layer.http.drain_timeout = Some(parse_duration("PLASMA_DRAIN_TIMEOUT", &v)?);
         }
         if let Some(v) = var("PLASMA_JWT_SECRET") {
             layer.auth.jwt_secret = Some(Secret::new(v));
@@ -526,6 +538,8 @@ impl SettingsLayer {
                 listen: over.http.listen.or(self.http.listen),
                 body_limit: over.http.body_limit.or(self.http.body_limit),
                 request_timeout: over.http.request_timeout.or(self.http.request_timeout),
+                drain_delay: over.http.drain_delay.or(self.http.drain_delay),
+                drain_timeout: over.http.drain_timeout.or(self.http.drain_timeout),
             },
             auth: AuthLayer {
                 jwt_secret: over.auth.jwt_secret.or(self.auth.jwt_secret),
@@ -702,11 +716,28 @@ impl HttpLayer {
                 "must be between 100ms and 1h",
             ));
         }
+        let drain_delay = self.drain_delay.unwrap_or(Duration::ZERO);
+        if drain_delay > Duration::from_secs(600) {
+            return Err(invalid(
+                "http.drain_delay (PLASMA_DRAIN_DELAY)",
+                "must be at most 10m",
+            ));
+        }
+        // In-flight requests end within the request timeout anyway; waiting longer is pointless.
+        let drain_timeout = self.drain_timeout.unwrap_or(request_timeout);
+        if drain_timeout > Duration::from_secs(3600) {
+            return Err(invalid(
+                "http.drain_timeout (PLASMA_DRAIN_TIMEOUT)",
+                "must be at most 1h",
+            ));
+        }
 
         Ok(HttpSettings {
             listen,
             body_limit,
             request_timeout,
+            drain_delay,
+            drain_timeout,
         })
     }
 }

@@ -14,6 +14,12 @@ pub struct HttpSettings {
     pub body_limit: usize,
     /// Longest a request may take before it is answered 503 `timeout`.
     pub request_timeout: Duration,
+    /// After SIGTERM: how long `/ready` answers 503 while requests are still served, so load
+    /// balancers stop sending before the listener closes (Kubernetes removes endpoints
+    /// asynchronously).
+    pub drain_delay: Duration,
+    /// Then: how long in-flight requests may take to finish before the process stops anyway.
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

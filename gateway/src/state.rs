@@ -32,12 +32,14 @@ struct Inner {
     services: Services,
     draft_services: DraftServices,
     body_limit: usize,
-    ready_max_lag: u64,
+    ready_max_lag: Option<u64>,
     projections: Vec<&'static str>,
     metrics: PrometheusHandle,
     rebuilds: Rebuilds,
     embedders: Vec<Arc<dyn Embedder>>,
     channel_secrets: Arc<dyn ChannelSecrets>,
+    /// Set at shutdown: `/ready` then fails so traffic moves elsewhere while requests finish.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// The parts [`AppState::new`] is built from.
@@ -51,7 +53,9 @@ pub struct StateParts {
     pub services: Services,
     pub draft_services: DraftServices,
     pub body_limit: usize,
-    pub ready_max_lag: u64,
+    /// `/ready` fails when a projection lags more than this; `None`: lag is only reported
+    /// (the projections run elsewhere).
+    pub ready_max_lag: Option<u64>,
     pub projections: Vec<&'static str>,
     pub metrics: PrometheusHandle,
     /// Runs read-model rebuilds, from the store and (when configured) the log.
@@ -96,6 +100,7 @@ impl AppState {
                 rebuilds: Rebuilds::new(rebuilder),
                 embedders,
                 channel_secrets,
+                draining: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -141,6 +146,19 @@ impl AppState {
         &self.inner.draft_services
     }
 
+    /// From now on `/ready` answers 503: the process is shutting down.
+    pub fn start_draining(&self) {
+        self.inner
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner
+            .draining
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn verifier(&self) -> &TokenVerifier {
         &self.inner.verifier
     }
@@ -153,7 +171,7 @@ impl AppState {
         self.inner.body_limit
     }
 
-    pub fn ready_max_lag(&self) -> u64 {
+    pub fn ready_max_lag(&self) -> Option<u64> {
         self.inner.ready_max_lag
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -120,4 +121,68 @@ where
     })
     .await
     .map_err(|e| LogError::Task(format!("the metadata task failed: {e}")))?
+}
+
+/// Answers whether the broker and the schema registry can be reached right now, for a
+/// process's readiness probe. One metadata client, kept for the process's life.
+pub struct LogProbe {
+    consumer: Arc<rdkafka::consumer::BaseConsumer>,
+    registry: crate::RegistryAdmin,
+    topics: Vec<String>,
+}
+
+impl std::fmt::Debug for LogProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogProbe")
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long one readiness check of the broker or the registry may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl LogProbe {
+    pub fn new(config: &LogConfig) -> Result<Self, LogError> {
+        let consumer = config
+            .consumer(None)
+            .create()
+            .map_err(LogError::kafka("creating the readiness client"))?;
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            registry: crate::RegistryAdmin::new(&config.registry_url)?,
+            topics: config.topics(),
+        })
+    }
+
+    /// The broker answers a metadata request listing the event topics.
+    pub async fn broker(&self) -> Result<(), String> {
+        let consumer = self.consumer.clone();
+        let topics = self.topics.clone();
+        tokio::task::spawn_blocking(move || {
+            let metadata = consumer
+                .fetch_metadata(None, PROBE_TIMEOUT)
+                .map_err(|e| format!("the broker does not answer: {e}"))?;
+            let missing: Vec<&String> = topics
+                .iter()
+                .filter(|t| !metadata.topics().iter().any(|m| m.name() == t.as_str()))
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("topics missing on the broker: {missing:?}"))
+            }
+        })
+        .await
+        .map_err(|e| format!("the broker check failed: {e}"))?
+    }
+
+    /// The schema registry answers.
+    pub async fn registry(&self) -> Result<(), String> {
+        match tokio::time::timeout(PROBE_TIMEOUT, self.registry.subjects()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("the schema registry does not answer: {e}")),
+            Err(_) => Err("the schema registry did not answer in time".to_owned()),
+        }
+    }
 }

@@ -44,5 +44,7 @@ pub use rebuild::{
     drop_shadow, rebuild, swap_in_shadow, LogReplay, OnProgress, RebuildProgress, RebuildSource,
     Rebuilder,
 };
-pub use runner::{catch_up, run_steps, ProjectionRunner, RunnerOptions, Step, Steps};
+pub use runner::{
+    catch_up, create_read_models, run_steps, ProjectionRunner, RunnerOptions, Step, Steps,
+};
 pub use subscription::{Batch, StoreSubscription, Subscription};

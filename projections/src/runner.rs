@@ -279,6 +279,22 @@ async fn commit(
     (outcome, batch)
 }
 
+/// Creates every projection's live tables and checkpoint row where missing: what
+/// `plasma migrate` runs before a release's processes start, so no query ever meets a missing
+/// table. Idempotent, and additive only (tables and indexes are created, never altered).
+pub async fn create_read_models(
+    read: &ReadStore,
+    projections: &[Arc<dyn Projection>],
+) -> Result<(), ProjectionError> {
+    for projection in projections {
+        let mut tx = read.begin().await?;
+        create_tables(&mut tx, projection.as_ref(), &Tables::LIVE, "g0").await?;
+        checkpoint::ensure(&mut tx, &Tables::LIVE.checkpoint_name(projection.name())).await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
 /// What one [`ProjectionRunner::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {

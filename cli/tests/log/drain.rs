@@ -65,24 +65,7 @@ async fn sigterm_drains_every_process_kind_without_5xx_loss_or_duplicates() {
     stack.run_ok(&["migrate"]);
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let spawn = |name: &str, args: &[&str], extra: &[(&str, &str)]| {
-        let log = stack.logs.path().join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let mut command = stack.command(args);
-        for (key, value) in extra {
-            command.env(key, value);
-        }
-        let child = command
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Proc {
-            name: name.to_owned(),
-            child: Some(child),
-            log,
-        }
-    };
+    let spawn = |name: &str, args: &[&str], env: &[(&str, &str)]| stack.spawn_with(name, args, env);
     let mut gateway = spawn(
         "gateway",
         &["serve"],
@@ -162,16 +145,7 @@ async fn sigterm_drains_every_process_kind_without_5xx_loss_or_duplicates() {
         }
     }
 
-    let token = TokenIssuer::new(&plasma_cli::settings::JwtKey::Hs256(Secret::new(SECRET)))
-        .unwrap()
-        .issue(
-            "drain-test",
-            &TenantId::parse("acme").unwrap(),
-            &[Role::Admin],
-            Duration::from_secs(600),
-            Utc::now(),
-        )
-        .unwrap();
+    let token = stack.admin_token();
     let api = format!("http://{listen}/v1");
     let brand = client
         .post(format!("{api}/brands"))

@@ -130,10 +130,18 @@ impl Stack {
     }
 
     fn spawn(&self, name: &str, args: &[&str]) -> Proc {
+        self.spawn_with(name, args, &[])
+    }
+
+    /// [`Stack::spawn`] with more environment variables.
+    fn spawn_with(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let log = self.logs.path().join(format!("{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
-        let child = self
-            .command(args)
+        let mut command = self.command(args);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
@@ -143,6 +151,20 @@ impl Stack {
             child: Some(child),
             log,
         }
+    }
+
+    /// An admin token of tenant `acme`, signed with the stack's secret.
+    fn admin_token(&self) -> String {
+        TokenIssuer::new(&plasma_cli::settings::JwtKey::Hs256(Secret::new(SECRET)))
+            .unwrap()
+            .issue(
+                "log-test",
+                &TenantId::parse("acme").unwrap(),
+                &[Role::Admin],
+                Duration::from_secs(3600),
+                Utc::now(),
+            )
+            .unwrap()
     }
 
     async fn pool(&self) -> PgPool {
@@ -160,16 +182,7 @@ impl Stack {
         layer.projections.mode = Some(ProjectionsMode::External);
         layer.consistency.min_position_wait = Some(Duration::from_secs(20));
         let settings = Settings::from_layer(layer, Profile::Serve).unwrap();
-        let token = TokenIssuer::new(&settings.auth.jwt)
-            .unwrap()
-            .issue(
-                "log-test",
-                &TenantId::parse("acme").unwrap(),
-                &[Role::Admin],
-                Duration::from_secs(3600),
-                Utc::now(),
-            )
-            .unwrap();
+        let token = self.admin_token();
         let app = Application::build(settings).await.unwrap();
         let base = format!("http://127.0.0.1:{}/v1", app.port());
         tokio::spawn(app.run_until_stopped(std::future::pending()));

@@ -98,36 +98,19 @@ const CONSUMER: i32 = 5;
 async fn one_commands_trace_spans_the_gateway_the_relay_and_a_worker() {
     let stack = Stack::start().await;
     let (endpoint, spans) = receiver().await;
-    let traced = |mut command: Command| {
-        command
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-            .env(
-                "OTEL_RESOURCE_ATTRIBUTES",
-                "deployment.environment.name=test",
-            )
-            // Export within a fraction of a second instead of the default 5 s.
-            .env("OTEL_BSP_SCHEDULE_DELAY", "200");
-        command
-    };
+    // Export within a fraction of a second instead of the default 5 s.
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment.name=test",
+        ),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+    ];
     let port = free_port();
     let spawn = |name: &str, args: &[&str], extra: &[(&str, &str)]| {
-        let log = stack.logs.path().join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let mut command = traced(stack.command(args));
-        for (key, value) in extra {
-            command.env(key, value);
-        }
-        let child = command
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Proc {
-            name: name.to_owned(),
-            child: Some(child),
-            log,
-        }
+        stack.spawn_with(name, args, &[&otel[..], extra].concat())
     };
     let listen = format!("127.0.0.1:{port}");
     let gateway = spawn(
@@ -145,16 +128,7 @@ async fn one_commands_trace_spans_the_gateway_the_relay_and_a_worker() {
     // The caller's own trace context: the gateway continues it.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
-    let token = TokenIssuer::new(&plasma_cli::settings::JwtKey::Hs256(Secret::new(SECRET)))
-        .unwrap()
-        .issue(
-            "trace-test",
-            &TenantId::parse("acme").unwrap(),
-            &[Role::Admin],
-            Duration::from_secs(600),
-            Utc::now(),
-        )
-        .unwrap();
+    let token = stack.admin_token();
     let client = reqwest::Client::new();
     let response = client
         .post(format!("http://{listen}/v1/brands"))

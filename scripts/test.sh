@@ -41,3 +41,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 scripts/check-chart.sh
 scripts/check-ci.sh
 cargo nextest run --workspace --locked --no-fail-fast "$@"
+# The HTTP API against its OpenAPI document: schemathesis with every check, on the binary the
+# tests just built.
+scripts/check-contract.sh

@@ -240,7 +240,9 @@ impl Application {
         }
         let state = AppState::new(StateParts {
             handler: handler.clone(),
-            read: ReadModels::new(read).with_wait(settings.consistency.min_position_wait),
+            read: ReadModels::new(read)
+                .with_wait(settings.consistency.min_position_wait)
+                .with_event_store(store.clone()),
             clock: clock.clone(),
             verifier: TokenVerifier::new(&settings.auth.jwt),
             rate_limiter: RateLimiter::new(settings.rate_limit),

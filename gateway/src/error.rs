@@ -79,6 +79,9 @@ pub enum ApiError {
     VersionConflict { attempts: u32 },
     #[error("this Idempotency-Key was already used for a different request; use a new key")]
     IdempotencyKeyReused,
+    /// Asked for something only a deployment with the log can do (a rebuild from the log).
+    #[error("{0}")]
+    LogNotConfigured(String),
     #[error("the request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{count} mentions in one request; the limit is {max} per request")]
@@ -90,6 +93,11 @@ pub enum ApiError {
         .waited.as_millis()
     )]
     NotYetConsistent { min_position: i64, waited: Duration },
+    #[error(
+        "position {min_position} has not been written yet (the event store's head is {head}): \
+         pass a position a command answered with"
+    )]
+    PositionNotWritten { min_position: i64, head: i64 },
     #[error("the request did not finish within {}ms", .after.as_millis())]
     Timeout { after: Duration },
     #[error(transparent)]
@@ -228,8 +236,12 @@ impl ApiError {
             Self::VersionConflict { .. } => {
                 parts(S::CONFLICT, "version_conflict", "Concurrent modification")
             }
+            Self::LogNotConfigured(_) => ProblemParts {
+                field: Some("source".to_owned()),
+                ..parts(S::CONFLICT, "log_not_configured", "No log configured")
+            },
             Self::IdempotencyKeyReused => parts(
-                S::UNPROCESSABLE_ENTITY,
+                S::CONFLICT,
                 "idempotency_key_reused",
                 "Idempotency key reused",
             ),
@@ -249,6 +261,10 @@ impl ApiError {
             Self::RateLimited { retry_after } => ProblemParts {
                 retry_after: Some(retry_seconds(retry_after).max(1)),
                 ..parts(S::TOO_MANY_REQUESTS, "rate_limited", "Too many requests")
+            },
+            Self::PositionNotWritten { .. } => ProblemParts {
+                field: Some("min_position".to_owned()),
+                ..parts(S::CONFLICT, "position_not_written", "Position not written")
             },
             Self::NotYetConsistent { .. } => ProblemParts {
                 retry_after: Some(1),
@@ -367,6 +383,9 @@ impl From<ProjectionError> for ApiError {
                 min_position,
                 waited,
             },
+            ProjectionError::PositionNotWritten { min_position, head } => {
+                Self::PositionNotWritten { min_position, head }
+            }
             err @ (ProjectionError::Database { .. }
             | ProjectionError::Store(_)
             | ProjectionError::Log(_)

@@ -48,7 +48,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
 }
 
 /// `Option<Json<T>>`: for commands whose body is optional (e.g. approving a draft, where the
-/// approver defaults to the caller). No body — nothing at all, or only whitespace — is `None`,
+/// approver defaults to the caller). No body — nothing at all, only whitespace, or JSON
+/// `null` (what the document's nullable body allows) — is `None`,
 /// with or without a JSON content type; a body that is there must be declared as JSON and is
 /// parsed as strictly as [`Json`].
 impl<T: DeserializeOwned> OptionalFromRequest<AppState> for Json<T> {
@@ -65,6 +66,9 @@ impl<T: DeserializeOwned> OptionalFromRequest<AppState> for Json<T> {
         }
         if !declared_json {
             return Err(ApiError::UnsupportedMediaType);
+        }
+        if bytes.trim_ascii() == b"null" {
+            return Ok(None);
         }
         parse_json(&bytes).map(|value| Some(Json(value)))
     }
@@ -142,14 +146,61 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// Deserializes `bytes` as `T`, naming the offending field's path on failure.
+///
+/// JSON Schema counts `260.0` as an integer, so integer fields accept integral numbers written
+/// with a fraction or exponent: when the direct parse trips on a float, the body is read again
+/// with every integral float turned into an integer (the common case pays nothing).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(body_error)?;
-    deserializer.end().map_err(|err| ApiError::InvalidBody {
-        field: None,
-        message: format!("malformed JSON: {err}"),
-    })?;
-    Ok(value)
+    let parsed = serde_path_to_error::deserialize(&mut deserializer);
+    match parsed {
+        Ok(value) => {
+            deserializer.end().map_err(|err| ApiError::InvalidBody {
+                field: None,
+                message: format!("malformed JSON: {err}"),
+            })?;
+            Ok(value)
+        }
+        Err(err)
+            if err
+                .inner()
+                .to_string()
+                .starts_with("invalid type: floating point") =>
+        {
+            let mut value: serde_json::Value =
+                serde_json::from_slice(bytes).map_err(|err| ApiError::InvalidBody {
+                    field: None,
+                    message: format!("malformed JSON: {err}"),
+                })?;
+            integral_floats_to_integers(&mut value);
+            serde_path_to_error::deserialize(value).map_err(body_error)
+        }
+        Err(err) => Err(body_error(err)),
+    }
+}
+
+/// Rewrites `2.0` or `1e3` as `2` or `1000` wherever they fit an i64 or u64 exactly.
+fn integral_floats_to_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(number) if number.is_f64() => {
+            if let Some(float) = number.as_f64() {
+                // 2^63 and 2^64 bound the integers a float can name exactly as i64/u64.
+                if float.fract() == 0.0
+                    && (-9.223_372_036_854_776e18..1.844_674_407_370_955_2e19).contains(&float)
+                {
+                    if float < 0.0 {
+                        *value = Value::from(float as i64);
+                    } else {
+                        *value = Value::from(float as u64);
+                    }
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
 }
 
 fn body_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
@@ -389,6 +440,22 @@ mod tests {
             Err(ApiError::InvalidBody { field, .. }) => field,
             other => panic!("expected invalid_body, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn integral_numbers_with_a_fraction_or_exponent_fill_integer_fields() {
+        let body: Body =
+            parse_json(br#"{"name": "a", "inner": [{"count": 260.0}, {"count": 1e3}]}"#).unwrap();
+        let counts: Vec<u32> = body.inner.iter().map(|i| i.count).collect();
+        assert_eq!(counts, [260, 1000]);
+        assert_eq!(
+            field_of(r#"{"name": "a", "inner": [{"count": 2.5}]}"#).as_deref(),
+            Some("inner[0].count")
+        );
+        assert_eq!(
+            field_of(r#"{"name": "a", "inner": [{"count": 5e27}]}"#).as_deref(),
+            Some("inner[0].count")
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod options;
 pub mod rate_limit;
 pub mod rebuilds;
 pub mod routes;
+mod schema_rules;
 pub mod secret;
 pub mod state;
 

@@ -66,6 +66,7 @@ pub(crate) fn base() -> OpenApi {
 
 /// Adds what every operation of a kind shares (see the module docs). Call once all paths are in.
 pub(crate) fn finish(openapi: &mut OpenApi) {
+    crate::schema_rules::apply(openapi);
     let components = openapi.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         BEARER,
@@ -95,7 +96,12 @@ pub(crate) fn finish(openapi: &mut OpenApi) {
                 continue;
             };
             if v1 {
-                shared_v1(operation, command, has_path_params);
+                let kind = match (command, QUERIES_BY_POST.contains(&path.as_str())) {
+                    (true, true) => Kind::QueryByPost,
+                    (true, false) => Kind::Command,
+                    (false, _) => Kind::Query,
+                };
+                shared_v1(operation, kind, has_path_params);
             }
             problem_bodies(operation);
             qualify_operation_id(operation);
@@ -103,8 +109,23 @@ pub(crate) fn finish(openapi: &mut OpenApi) {
     }
 }
 
+/// Queries that take their parameters (and `min_position`) in a JSON body: no command
+/// headers, nothing appended.
+const QUERIES_BY_POST: [&str; 2] = ["/v1/research/search", "/v1/research/similar"];
+
+/// What an operation is, for what it shares with the others of its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// POST/PUT/DELETE that appends events: the command headers.
+    Command,
+    /// GET: `min_position` as a query parameter.
+    Query,
+    /// POST query: `min_position` in its body.
+    QueryByPost,
+}
+
 /// Security, parameters and error answers every `/v1` operation of its kind has.
-fn shared_v1(operation: &mut Operation, command: bool, has_path_params: bool) {
+fn shared_v1(operation: &mut Operation, kind: Kind, has_path_params: bool) {
     operation.security = Some(vec![SecurityRequirement::new::<_, _, &str>(BEARER, [])]);
     add_response(operation, 401, "unauthorized", "no valid bearer token");
     add_response(
@@ -162,7 +183,20 @@ fn shared_v1(operation: &mut Operation, command: bool, has_path_params: bool) {
         );
     }
     let parameters = operation.parameters.get_or_insert_with(Vec::new);
-    if command {
+    if kind == Kind::QueryByPost {
+        add_response(
+            operation,
+            409,
+            "position_not_written",
+            "`min_position` is beyond the event store's head",
+        );
+        add_response(
+            operation,
+            503,
+            "not_yet_consistent",
+            "the read models did not reach `min_position` in time",
+        );
+    } else if kind == Kind::Command {
         parameters.push(uuid_header(
             IDEMPOTENCY_KEY,
             "Makes the command safe to retry: the same key answers the first outcome again \
@@ -186,7 +220,7 @@ fn shared_v1(operation: &mut Operation, command: bool, has_path_params: bool) {
         );
         add_response(
             operation,
-            422,
+            409,
             "idempotency_key_reused",
             "the Idempotency-Key was used for a different request",
         );
@@ -215,6 +249,12 @@ fn shared_v1(operation: &mut Operation, command: bool, has_path_params: bool) {
             400,
             "invalid_query",
             "a query parameter is malformed",
+        );
+        add_response(
+            operation,
+            409,
+            "position_not_written",
+            "`min_position` is beyond the event store's head",
         );
         add_response(
             operation,

@@ -35,6 +35,9 @@ pub enum ProjectionError {
     /// again.
     #[error("projection worker: {0}")]
     Worker(String),
+    /// A query's `min_position` lies beyond the last position the event store has written.
+    #[error("position {min_position} has not been written (the store's head is {head})")]
+    PositionNotWritten { min_position: i64, head: i64 },
     /// A query's `min_position` was not applied by its read models within the wait.
     #[error("the read models have not reached position {min_position} after {}ms", waited.as_millis())]
     NotYetConsistent {

@@ -62,6 +62,9 @@ pub struct Page<T> {
 #[derive(Debug, Clone)]
 pub struct ReadModels {
     pub(crate) store: ReadStore,
+    /// The event store, to tell a `min_position` not written yet (answered at once) from one
+    /// written but not yet applied (waited for).
+    events: Option<plasma_commands::EventStore>,
     wait: Duration,
     /// Set by [`ReadModels::after`]: the position to wait for, and until when.
     min_position: Option<(i64, Instant)>,
@@ -116,9 +119,16 @@ impl ReadModels {
     pub fn new(store: ReadStore) -> Self {
         Self {
             store,
+            events: None,
             wait: Self::DEFAULT_WAIT,
             min_position: None,
         }
+    }
+
+    /// The event store whose head bounds a meaningful `min_position`.
+    pub fn with_event_store(mut self, events: plasma_commands::EventStore) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// How long a query with a `min_position` waits before giving up.
@@ -147,6 +157,19 @@ impl ReadModels {
         let Some((position, deadline)) = self.min_position else {
             return Ok(());
         };
+        // A position beyond the head may never be written: waiting for it would only delay
+        // the answer. Checked once the read models turn out not to be there yet.
+        if let Some(events) = &self.events {
+            if !self.wait_for(read_models, position, Duration::ZERO).await? {
+                let head = events.head().await?;
+                if position > head {
+                    return Err(ProjectionError::PositionNotWritten {
+                        min_position: position,
+                        head,
+                    });
+                }
+            }
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if self.wait_for(read_models, position, left).await? {
             Ok(())

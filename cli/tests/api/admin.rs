@@ -127,8 +127,8 @@ async fn rebuilds_are_for_admins_and_known_read_models(backend: Backend) {
             &json!({"source": "log"}),
         )
         .await,
-        400,
-        "invalid_body",
+        409,
+        "log_not_configured",
         "source",
     )
     .await;

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::{mention, problem, spawn_app, spawn_app_with, Backend};
+use crate::helpers::{
+    mention, position, problem, problem_with_field, spawn_app, spawn_app_with, Backend,
+};
 
 async fn a_query_with_the_commands_position_sees_the_write(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -45,15 +47,42 @@ async fn a_query_with_the_commands_position_sees_the_write(backend: Backend) {
     assert_eq!(stats["total"]["volume"], 25);
 }
 
-async fn a_query_waiting_for_a_position_far_ahead_answers_503_with_retry_after(backend: Backend) {
-    let wait = Duration::from_millis(300);
+async fn a_position_never_written_is_answered_409_at_once(backend: Backend) {
+    let wait = Duration::from_secs(5);
     let app = spawn_app_with(backend, |settings| {
         settings.consistency.min_position_wait = Some(wait);
     })
     .await;
     let token = app.admin();
+    app.register_brand(&token, "Acme").await;
     let started = Instant::now();
     let response = app.get("/v1/brands?min_position=1000000", &token).await;
+    let body = problem_with_field(response, 409, "position_not_written", "min_position").await;
+    assert!(
+        started.elapsed() < wait,
+        "it waited: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        body["detail"].as_str().unwrap().contains("head is 1"),
+        "{body}"
+    );
+}
+
+async fn a_written_position_not_yet_applied_answers_503_with_retry_after(backend: Backend) {
+    let wait = Duration::from_millis(300);
+    // No projection runs in this gateway: nothing applies what is written.
+    let app = spawn_app_with(backend, |settings| {
+        settings.consistency.min_position_wait = Some(wait);
+        settings.projections.mode = Some(plasma_cli::settings::ProjectionsMode::External);
+    })
+    .await;
+    let token = app.admin();
+    let written = position(&app.register_brand(&token, "Acme").await);
+    let started = Instant::now();
+    let response = app
+        .get(&format!("/v1/brands?min_position={written}"), &token)
+        .await;
     let elapsed = started.elapsed();
     let retry_after: u64 = response
         .headers()
@@ -74,5 +103,6 @@ async fn a_query_waiting_for_a_position_far_ahead_answers_503_with_retry_after(b
 
 plasma_testkit::on_both_backends!(
     a_query_with_the_commands_position_sees_the_write,
-    a_query_waiting_for_a_position_far_ahead_answers_503_with_retry_after,
+    a_position_never_written_is_answered_409_at_once,
+    a_written_position_not_yet_applied_answers_503_with_retry_after,
 );

@@ -379,7 +379,7 @@ async fn requesting_a_draft_twice_with_one_idempotency_key_creates_one_draft(bac
             &json!({"reason": "no"}),
         )
         .await;
-    problem(response, 422, "idempotency_key_reused").await;
+    problem(response, 409, "idempotency_key_reused").await;
 }
 
 async fn bad_draft_input_is_refused_with_the_field_and_writes_nothing(backend: Backend) {

@@ -63,7 +63,7 @@ async fn the_same_idempotency_key_twice_gives_the_same_answer_and_one_set_of_eve
         .send()
         .await
         .unwrap();
-    assert_eq!(other.status(), 422);
+    assert_eq!(other.status(), 409);
     let other: Value = other.json().await.unwrap();
     assert_eq!(other["code"], "idempotency_key_reused");
     assert_eq!(app.event_count(&token).await, 3);
@@ -96,7 +96,7 @@ async fn an_idempotency_key_reused_for_another_request_is_refused(backend: Backe
         .send()
         .await
         .unwrap();
-    problem(response, 422, "idempotency_key_reused").await;
+    problem(response, 409, "idempotency_key_reused").await;
     let response = app
         .client
         .post(app.url(&format!("/v1/brands/{other}/mentions")))
@@ -106,7 +106,7 @@ async fn an_idempotency_key_reused_for_another_request_is_refused(backend: Backe
         .send()
         .await
         .unwrap();
-    problem(response, 422, "idempotency_key_reused").await;
+    problem(response, 409, "idempotency_key_reused").await;
 
     let response = app
         .client

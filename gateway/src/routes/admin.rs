@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{Authorized, Operations};
 use crate::error::ApiError;
-use crate::extract::{Json, PathParams};
+use crate::extract::{Json, NoParams, PathParams, ReadQuery};
 use crate::rebuilds::{RebuildSource, RebuildStatus, StartError};
 use crate::state::AppState;
 
@@ -43,7 +43,8 @@ struct StartRebuild {
         (status = 202, description = "Started", body = RebuildStatus),
         (status = 404, description = "`not_found`: no such read model"),
         (status = 409, description = "`already_exists`: a rebuild of it is running"),
-        (status = 400, description = "`invalid_body`: an unknown source, or `log` with no log configured"),
+        (status = 400, description = "`invalid_body`: an unknown source"),
+        (status = 409, description = "`log_not_configured`: `source` is `log` and this gateway has no log (embedded mode)"),
     )
 )]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.read_model = %path.name))]
@@ -62,10 +63,7 @@ async fn start_rebuild(
         .map_err(|error| match error {
             StartError::UnknownReadModel(_) => ApiError::NotFound(error.to_string()),
             StartError::AlreadyRunning(_) => ApiError::AlreadyExists(error.to_string()),
-            StartError::NoLog => ApiError::InvalidBody {
-                field: Some("source".to_owned()),
-                message: error.to_string(),
-            },
+            StartError::NoLog => ApiError::LogNotConfigured(error.to_string()),
         })?;
     tracing::info!(?source, "read-model rebuild started");
     Ok((StatusCode::ACCEPTED, axum::Json(status)))
@@ -87,6 +85,9 @@ async fn rebuild_status(
     State(state): State<AppState>,
     caller: Authorized<Operations>,
     PathParams(path): PathParams<ReadModelPath>,
+    // Validated like every query's (a rebuild's status needs no `min_position`, but a
+    // malformed one is still refused).
+    _query: ReadQuery<NoParams>,
 ) -> Result<axum::Json<RebuildStatus>, ApiError> {
     state
         .rebuilds()

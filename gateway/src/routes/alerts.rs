@@ -147,8 +147,10 @@ struct AlertsQuery {
     #[param(inline)]
     kind: Option<AlertKind>,
     /// Page size, 1 ..= 500; 50 by default.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     /// The `next_cursor` of the previous page.
+    #[param(min_length = 1, pattern = r"^-?[0-9]{1,18}\.[0-9a-f]{32}$")]
     after: Option<String>,
 }
 

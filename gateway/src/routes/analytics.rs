@@ -38,24 +38,21 @@ fn invalid(field: &str, message: impl Into<String>) -> ApiError {
     }
 }
 
-/// `from .. to`, by default the 7 days up to now; refused when empty or too long.
+/// `from .. to`, by default the 7 days up to now: at most `max_days` long (the last ones are
+/// kept), empty when `from` is not before `to`.
 fn range(
     state: &AppState,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     max_days: i64,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    // Every pair the schema allows is answered: a window longer than `max_days` keeps its last
+    // `max_days` days, and a `from` at or after `to` is an empty window. The answer states the
+    // window it covers.
     let to = to.unwrap_or_else(|| state.now());
-    let from = from.unwrap_or(to - Duration::days(DEFAULT_RANGE_DAYS));
-    if from >= to {
-        return Err(invalid("from", "`from` must be earlier than `to`"));
-    }
-    if to - from > Duration::days(max_days) {
-        return Err(invalid(
-            "from",
-            format!("at most {max_days} days per request"),
-        ));
-    }
+    let from = from
+        .unwrap_or(to - Duration::days(DEFAULT_RANGE_DAYS))
+        .clamp(to - Duration::days(max_days), to);
     Ok((from, to))
 }
 
@@ -63,7 +60,8 @@ fn range(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct RangeQuery {
-    /// Published at or after (RFC 3339); 7 days before `to` by default.
+    /// Published at or after (RFC 3339); 7 days before `to` by default. A window longer than
+    /// 366 days keeps its last 366; a `from` at or after `to` is an empty window.
     from: Option<DateTime<Utc>>,
     /// Published before (RFC 3339); now by default.
     to: Option<DateTime<Utc>>,
@@ -83,6 +81,10 @@ struct TimelineQuery {
 #[derive(Debug, Serialize, ToSchema)]
 struct Timeline {
     interval: Interval,
+    /// The window answered: `to` as asked (now by default), `from` within the interval's
+    /// longest window (31 days hourly, 366 daily) before it.
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
     points: Vec<TimelinePoint>,
 }
 
@@ -112,7 +114,12 @@ async fn timeline(
     let points = reads
         .brand_timeline(caller.tenant(), id, from, to, interval)
         .await?;
-    Ok(JsonBody(Timeline { interval, points }))
+    Ok(JsonBody(Timeline {
+        interval,
+        from,
+        to,
+        points,
+    }))
 }
 
 /// Share of voice per day against each competitor: the brand's mentions against the mentions
@@ -148,8 +155,14 @@ struct AuthorsQuery {
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     /// Page size, 1 ..= 500; 20 by default.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     /// The `next_cursor` of the previous page.
+    #[param(
+        min_length = 1,
+        max_length = 2068,
+        pattern = r"^[0-9]{1,18}\.([0-9a-f]{2})*$"
+    )]
     after: Option<String>,
 }
 
@@ -220,12 +233,15 @@ struct TrendingQuery {
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     /// Days before the window its baseline covers, 1 ..= 90; 7 by default.
+    #[param(minimum = 1, maximum = 90)]
     baseline_days: Option<u32>,
     /// Only hashtags.
     hashtags: Option<bool>,
-    /// A term needs at least this many mentions in the window; 3 by default.
+    /// A term needs at least this many mentions in the window (0 counts as 1); 3 by default.
+    #[param(maximum = 1000000)]
     min_mentions: Option<u32>,
     /// At most this many terms, 1 ..= 100; 20 by default.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 

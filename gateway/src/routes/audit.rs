@@ -231,9 +231,11 @@ async fn history(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct AsOf {
-    /// The state right after this version (sequence) was applied.
+    /// The state right after this version (sequence) was applied (0: before any event).
+    #[param(minimum = 0)]
     as_of_version: Option<i64>,
-    /// The state as recorded at this instant (RFC 3339).
+    /// The state as recorded at this instant (RFC 3339). With `as_of_version` too, the state
+    /// after the events that satisfy both.
     as_of: Option<DateTime<Utc>>,
 }
 
@@ -278,12 +280,7 @@ async fn state_as_of(
         as_of_version,
         as_of,
     } = query.params;
-    if as_of_version.is_some() && as_of.is_some() {
-        return Err(ApiError::InvalidQuery {
-            field: Some("as_of".to_owned()),
-            message: "give `as_of_version` or `as_of`, not both".to_owned(),
-        });
-    }
+    // Both together: the events that satisfy both (the earlier of the two points).
     if as_of_version.is_some_and(|v| v < 0) {
         return Err(ApiError::InvalidQuery {
             field: Some("as_of_version".to_owned()),
@@ -317,7 +314,10 @@ async fn state_as_of(
 #[into_params(parameter_in = Query)]
 struct EventsQuery {
     /// The first position to return (inclusive); 1 by default.
+    #[param(minimum = 0)]
     from_position: Option<i64>,
+    /// Events per page, 1 ..= 1000; 100 by default.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 

@@ -306,8 +306,10 @@ struct MentionsQuery {
     sentiment: Option<SentimentLabel>,
     source: Option<String>,
     /// Page size, 1 ..= 500; 50 by default.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     /// The `next_cursor` of the previous page.
+    #[param(min_length = 1, pattern = r"^-?[0-9]{1,18}\.[0-9a-f]{32}$")]
     after: Option<String>,
 }
 
@@ -332,14 +334,8 @@ async fn mentions(
         MAX_MENTION_LIMIT,
         params.after,
     )?;
-    if let (Some(from), Some(to)) = (params.from, params.to) {
-        if from > to {
-            return Err(ApiError::InvalidQuery {
-                field: Some("from".to_owned()),
-                message: "`from` must not be later than `to`".to_owned(),
-            });
-        }
-    }
+    // A `from` after `to` is an empty window: the page comes back empty, like any filter
+    // nothing matches.
     let reads = state.read().after(query.min_position);
     existing_brand(&reads, &caller, id).await?;
     let filter = MentionFilter {
@@ -385,18 +381,11 @@ async fn stats(
             .checked_sub_days(Days::new(DEFAULT_STATS_DAYS - 1))
             .unwrap_or(to),
     };
-    if from > to {
-        return Err(ApiError::InvalidQuery {
-            field: Some("from".to_owned()),
-            message: "`from` must not be later than `to`".to_owned(),
-        });
-    }
-    if (to - from).num_days() >= MAX_STATS_DAYS {
-        return Err(ApiError::InvalidQuery {
-            field: Some("from".to_owned()),
-            message: format!("at most {MAX_STATS_DAYS} days per request"),
-        });
-    }
+    // A longer range keeps its last MAX_STATS_DAYS days; a `from` after `to` has no days.
+    let earliest = to
+        .checked_sub_days(Days::new(MAX_STATS_DAYS as u64 - 1))
+        .unwrap_or(to);
+    let from = from.max(earliest);
     let reads = state.read().after(query.min_position);
     existing_brand(&reads, &caller, id).await?;
     let stats = reads.brand_stats(caller.tenant(), id, from, to).await?;

@@ -393,8 +393,10 @@ struct DraftsQuery {
     #[param(inline)]
     brand_id: Option<BrandId>,
     /// Page size, 1 ..= 500; 50 by default.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     /// The `next_cursor` of the previous page.
+    #[param(min_length = 1, pattern = r"^-?[0-9]{1,18}\.[0-9a-f]{32}$")]
     after: Option<String>,
 }
 

@@ -70,6 +70,12 @@ pub fn router(state: AppState, request_timeout: std::time::Duration) -> Router {
     ));
     let (api, mut openapi) = api(v1).split_for_parts();
     openapi::finish(&mut openapi);
+    let models: Vec<String> = state
+        .embedders()
+        .iter()
+        .map(|e| e.model().name.clone())
+        .collect();
+    crate::schema_rules::loaded_models(&mut openapi, &models);
     Router::new()
         .merge(api)
         .merge(openapi::routes(openapi))

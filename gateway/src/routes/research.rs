@@ -89,6 +89,17 @@ fn invalid(field: &str, message: impl Into<String>) -> ApiError {
     }
 }
 
+/// A body's `min_position`: like the query parameter of GET queries, never negative.
+fn min_position(position: Option<i64>) -> Result<Option<i64>, ApiError> {
+    match position {
+        Some(p) if p < 0 => Err(invalid(
+            "min_position",
+            "`min_position` must be a non-negative integer",
+        )),
+        other => Ok(other),
+    }
+}
+
 /// The embedder called `name`, or the first one; an error naming the models there are.
 fn embedder(state: &AppState, name: Option<&str>) -> Result<Arc<dyn Embedder>, ApiError> {
     let embedders = state.embedders();
@@ -158,7 +169,7 @@ async fn search(
         ingested_from: body.ingested_from,
         ingested_to: body.ingested_to,
     };
-    let reads = state.read().after(body.min_position);
+    let reads = state.read().after(min_position(body.min_position)?);
     let mode = body.mode.unwrap_or_default();
     let lexical = match mode {
         SearchMode::Vector => None,
@@ -255,7 +266,7 @@ async fn similar(
     }
     let model = embedder(&state, body.model.as_deref())?.model().clone();
     let document = DocumentId::from_uuid(body.document_id);
-    let reads = state.read().after(body.min_position);
+    let reads = state.read().after(min_position(body.min_position)?);
     let vectors = reads
         .chunk_vectors(
             caller.tenant(),

@@ -329,7 +329,8 @@ fn parse_rank_cursor(raw: &str) -> Result<(i64, String), ProjectionError> {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
         .collect::<Result<Vec<u8>, _>>()
         .map_err(|_| bad())?;
-    Ok((count, String::from_utf8(bytes).map_err(|_| bad())?))
+    // Only this API writes cursors; a hand-made one that is not UTF-8 still names a place.
+    Ok((count, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 impl ReadModels {

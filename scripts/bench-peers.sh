@@ -6,7 +6,8 @@
 #   scripts/bench-peers.sh [--events N] [--clients C] [--batch B]     defaults 100000 2 1000
 #
 # 1. `plasma bench ingest`: Plasma's bulk ingest (validation, VADER scoring, dedupe, receipt),
-#    the raw COPY ceiling and stock postgres-es, on fresh databases of the cluster.
+#    the same without scoring, the raw COPY ceiling and stock postgres-es, on fresh databases
+#    of the cluster.
 # 2. The MentionIngested events Plasma stored (same payloads) are exported and appended by:
 #    - message-db 1.3.1 (npm @eventide/message-db: its SQL installed with its own install.sh;
 #      `write_message` calls, BATCH per transaction, from Python psycopg 3 clients);
@@ -78,12 +79,14 @@ cp bench/peers/emmett.mjs "$node/emmett.mjs"
 results+=("$(cd "$node" && node emmett.mjs "$base/peer_emmett" "$work/events.jsonl" "$clients" "$batch")")
 
 # Plasma's figures from its own table: "| PostgreSQL bulk ingest | N | s | rate |".
-plasma_rate=$(awk -F'|' '/PostgreSQL bulk ingest/ {gsub(/ /, "", $5); print $5}' "$work/plasma.md")
+plasma_rate=$(awk -F'|' '$2 == " PostgreSQL bulk ingest " {gsub(/ /, "", $5); print $5}' "$work/plasma.md")
 ceiling_rate=$(awk -F'|' '/COPY ceiling/ {gsub(/ /, "", $5); print $5}' "$work/plasma.md")
+unscored_rate=$(awk -F'|' '/bulk ingest, no scoring/ {gsub(/ /, "", $5); print $5}' "$work/plasma.md")
 echo
 echo "| store | events | seconds | events/s | Plasma ÷ it |"
 echo "|---|---:|---:|---:|---:|"
 printf '| Plasma bulk ingest (scoring included) | %s | | %s | 1.00 |\n' "$events" "$plasma_rate"
+printf '| Plasma bulk ingest, no scoring | %s | | %s | %.2f |\n' "$events" "$unscored_rate" "$(echo "$plasma_rate / $unscored_rate" | bc -l)"
 printf '| raw COPY ceiling (no indexes) | %s | | %s | %.2f |\n' "$events" "$ceiling_rate" "$(echo "$plasma_rate / $ceiling_rate" | bc -l)"
 for line in "${results[@]}"; do
   python3 - "$line" "$plasma_rate" <<'PY'

@@ -124,6 +124,25 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
             .await?,
         );
         results.push(copy_ceiling(&pool).await?);
+        // The same append without VADER (every mention neutral), on a database of its own.
+        let unscored = EventStore::open(&StoreConfig::Postgres {
+            url: fresh_database(admin_url, "plasma_bench_unscored").await?,
+            max_connections: 8,
+        })
+        .await?;
+        results.push(
+            bulk_ingest_with(
+                "PostgreSQL bulk ingest, no scoring",
+                &unscored,
+                &mentions,
+                args.batch,
+                args.clients,
+                || MentionServices {
+                    scorer: Arc::new(NoScoring),
+                },
+            )
+            .await?,
+        );
         let read = ReadStore::open(&ReadStoreConfig::Postgres { pool }).await?;
         results.push(catch_up_projections("PostgreSQL projection catch-up", &store, &read).await?);
 
@@ -209,12 +228,41 @@ pub(crate) fn register_brand() -> BrandCommand {
     }
 }
 
+/// A scorer that does no work: every mention neutral. Only to measure the append without
+/// VADER, next to peers that store events as given.
+#[derive(Debug)]
+struct NoScoring;
+
+impl plasma_domain::brand::SentimentScorer for NoScoring {
+    fn score_millis(&self, _text: &str) -> i16 {
+        0
+    }
+
+    fn info(&self) -> plasma_domain::brand::ScorerInfo {
+        plasma_domain::brand::ScorerInfo {
+            name: "none".into(),
+            version: "0".into(),
+        }
+    }
+}
+
 async fn bulk_ingest(
     what: &str,
     store: &EventStore,
     mentions: &Arc<Vec<MentionInput>>,
     batch: usize,
     clients: usize,
+) -> Result<Measured> {
+    bulk_ingest_with(what, store, mentions, batch, clients, services).await
+}
+
+async fn bulk_ingest_with(
+    what: &str,
+    store: &EventStore,
+    mentions: &Arc<Vec<MentionInput>>,
+    batch: usize,
+    clients: usize,
+    services: fn() -> MentionServices,
 ) -> Result<Measured> {
     let handler = CommandHandler::new(store.clone());
     let brand = BrandId::from_uuid(Uuid::now_v7());

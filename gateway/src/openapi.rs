@@ -184,18 +184,7 @@ fn shared_v1(operation: &mut Operation, kind: Kind, has_path_params: bool) {
     }
     let parameters = operation.parameters.get_or_insert_with(Vec::new);
     if kind == Kind::QueryByPost {
-        add_response(
-            operation,
-            409,
-            "position_not_written",
-            "`min_position` is beyond the event store's head",
-        );
-        add_response(
-            operation,
-            503,
-            "not_yet_consistent",
-            "the read models did not reach `min_position` in time",
-        );
+        min_position_answers(operation);
     } else if kind == Kind::Command {
         parameters.push(uuid_header(
             IDEMPOTENCY_KEY,
@@ -250,19 +239,24 @@ fn shared_v1(operation: &mut Operation, kind: Kind, has_path_params: bool) {
             "invalid_query",
             "a query parameter is malformed",
         );
-        add_response(
-            operation,
-            409,
-            "position_not_written",
-            "`min_position` is beyond the event store's head",
-        );
-        add_response(
-            operation,
-            503,
-            "not_yet_consistent",
-            "the read models did not reach `min_position` in time",
-        );
+        min_position_answers(operation);
     }
+}
+
+/// What a query with `min_position` may answer besides its result.
+fn min_position_answers(operation: &mut Operation) {
+    add_response(
+        operation,
+        409,
+        "position_not_written",
+        "`min_position` is beyond the event store's head",
+    );
+    add_response(
+        operation,
+        503,
+        "not_yet_consistent",
+        "the read models did not reach `min_position` in time",
+    );
 }
 
 fn uuid_header(name: &str, description: &str) -> Parameter {

@@ -10,14 +10,19 @@ use std::sync::Mutex;
 
 use super::*;
 
-/// Sends SIGTERM and waits (bounded) for a clean exit.
-fn terminate(proc: &mut Proc) {
-    let mut child = proc.child.take().expect("a running process");
+/// Sends SIGTERM to the process.
+fn sigterm(proc: &Proc) {
+    let child = proc.child.as_ref().expect("a running process");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Waits (bounded, without blocking the load clients) for the process to exit cleanly.
+async fn exits_cleanly(proc: &mut Proc) {
+    let mut child = proc.child.take().expect("a running process");
     let deadline = Instant::now() + Duration::from_secs(30);
     let exit = loop {
         if let Some(exit) = child.try_wait().unwrap() {
@@ -29,7 +34,7 @@ fn terminate(proc: &mut Proc) {
             proc.name,
             proc.output()
         );
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(
         exit.success(),
@@ -53,7 +58,7 @@ async fn ready(client: &reqwest::Client, url: &str) -> (u16, Value) {
 struct Load {
     accepted_mentions: AtomicU64,
     /// Answers other than 2xx (5xx above all): there must be none.
-    server_errors: Mutex<Vec<(u16, String)>>,
+    refused: Mutex<Vec<(u16, String)>>,
     /// When each 2xx answer arrived.
     accepted_at: Mutex<Vec<Instant>>,
     stop: AtomicBool,
@@ -202,7 +207,7 @@ async fn sigterm_drains_every_process_kind_without_5xx_loss_or_duplicates() {
                     Ok(response) => {
                         let status = response.status().as_u16();
                         let body = response.text().await.unwrap_or_default();
-                        load.server_errors.lock().unwrap().push((status, body));
+                        load.refused.lock().unwrap().push((status, body));
                     }
                     // The listener closed: the gateway is gone (or going).
                     Err(_) => {
@@ -219,12 +224,14 @@ async fn sigterm_drains_every_process_kind_without_5xx_loss_or_duplicates() {
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // The relay leader first: the standby takes over, nothing is published twice.
-    terminate(&mut relay_a);
+    sigterm(&relay_a);
+    exits_cleanly(&mut relay_a).await;
     wait_for_log(&relay_b, "relay is the leader").await;
 
     tokio::time::sleep(Duration::from_millis(1000)).await;
     // A projection worker: it stops cleanly; a new one carries on where it committed.
-    terminate(&mut worker);
+    sigterm(&worker);
+    exits_cleanly(&mut worker).await;
     let _worker = spawn(
         "projector-2",
         &["project", "--read-model", "mentions", "--batch", "200"],
@@ -233,11 +240,7 @@ async fn sigterm_drains_every_process_kind_without_5xx_loss_or_duplicates() {
 
     tokio::time::sleep(Duration::from_millis(1000)).await;
     // The gateway: /ready fails at once, requests are still served through the drain delay.
-    let kill = Command::new("kill")
-        .args(["-TERM", &gateway.child.as_ref().unwrap().id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    sigterm(&gateway);
     let signalled = Instant::now();
     let not_ready_at = loop {
         let (status, body) = ready(&client, &format!("http://{listen}/ready")).await;
@@ -252,26 +255,13 @@ async fn sigterm_drains_every_process_kind_without_5xx_loss_or_duplicates() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     // Let the drain finish (delay, then in-flight requests), then stop the clients.
-    let mut gateway_child = gateway.child.take().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        if let Some(exit) = gateway_child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not stop:\n{}",
-            gateway.output()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(exit.success(), "gateway exit {exit}:\n{}", gateway.output());
+    exits_cleanly(&mut gateway).await;
     load.stop.store(true, Ordering::SeqCst);
     for client in clients {
         client.await.unwrap();
     }
 
-    let errors = load.server_errors.lock().unwrap().clone();
+    let errors = load.refused.lock().unwrap().clone();
     assert!(errors.is_empty(), "answers other than 2xx: {errors:?}");
     let served_while_draining = load
         .accepted_at

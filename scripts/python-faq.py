@@ -106,4 +106,5 @@ def main():
     print(f"{len(docs)} entries, {sum(len(d['answer']) for d in docs)} characters", file=sys.stderr)
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -13,7 +13,7 @@ use plasma_adapters::VaderScorer;
 use plasma_commands::{CommandHandler, EventStore, Services, StoreConfig, StoreError};
 use plasma_domain::brand::MentionServices;
 use plasma_domain::content::DraftServices;
-use plasma_domain::research::Embedder;
+use plasma_domain::research::{Embedder, RuleExtractor};
 use plasma_domain::TenantId;
 use plasma_gateway::auth::{TokenIssuer, TokenVerifier};
 use plasma_gateway::rate_limit::RateLimiter;
@@ -21,8 +21,10 @@ use plasma_gateway::state::{AppState, StateParts};
 use plasma_gateway::{metrics, routes, Clock, SystemClock};
 use plasma_log::KafkaReplay;
 use plasma_processes::alerts;
+use plasma_processes::communities::{CommunityOptions, CommunityWorker};
 use plasma_processes::delivery::{DeliveryOptions, DeliveryWorker};
 use plasma_processes::embedding::EmbeddingWorker;
+use plasma_processes::extraction::ExtractionWorker;
 use plasma_processes::Process;
 use plasma_projections::{
     all_projections, ProjectionError, ReadModels, ReadStore, ReadStoreConfig, Rebuilder,
@@ -204,6 +206,10 @@ impl Application {
         let read = ReadStore::open(&read_config)
             .await
             .map_err(StartupError::ReadStore)?;
+        // Written by the communities worker, read by graph queries: there before either runs.
+        plasma_projections::models::communities::create_tables(&read)
+            .await
+            .map_err(StartupError::ReadStore)?;
         let handler = CommandHandler::new(store.clone());
         let embedders = load_embedders(&settings);
         let (workers, projections) = match settings.projections {
@@ -216,11 +222,21 @@ impl Application {
                     })
                     .collect();
                 processes.push(alerts::detector(handler.clone()));
+                processes.push(Arc::new(ExtractionWorker::new(
+                    handler.clone(),
+                    ReadModels::new(read.clone()),
+                    Arc::new(RuleExtractor),
+                )));
                 let workers = ProjectionWorkers::prepare(&read, &store, RunnerOptions::default())
                     .await
                     .map_err(StartupError::Projections)?
                     .with_processes(processes)
-                    .with_delivery(delivery_worker(&settings.alerts, &handler)?);
+                    .with_delivery(delivery_worker(&settings.alerts, &handler)?)
+                    .with_communities(Arc::new(CommunityWorker::new(
+                        ReadModels::new(read.clone()),
+                        embedders.first().cloned(),
+                        CommunityOptions::default(),
+                    )));
                 let names = workers.projection_names();
                 (workers, names)
             }
@@ -261,6 +277,8 @@ impl Application {
             metrics: {
                 let recorder = metrics::recorder();
                 plasma_processes::embedding::describe_metrics();
+                plasma_processes::extraction::describe_metrics();
+                plasma_processes::communities::describe_metrics();
                 plasma_processes::alerts::describe_metrics();
                 plasma_processes::delivery::describe_metrics();
                 recorder

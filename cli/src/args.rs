@@ -45,6 +45,13 @@ pub enum Command {
     Embed(log::EmbedArgs),
     /// Detect brand alerts and deliver their webhooks, from the topics (server mode).
     Alerts(log::AlertsArgs),
+    /// Extract the entities of chunked documents, from the topics (server mode).
+    Extract(log::ExtractArgs),
+    /// Compute the knowledge graph's communities whenever a tenant's graph changes.
+    Communities(log::CommunitiesArgs),
+    /// The knowledge graph: export a tenant's graph as GraphML or Cypher.
+    #[command(subcommand)]
+    Graph(crate::graph::GraphCommand),
     /// Rebuild a read model from the topics (or the event store) and swap it in.
     Replay(log::ReplayArgs),
     /// Print a topic's events as JSON lines, decoded through the schema registry.

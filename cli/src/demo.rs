@@ -700,6 +700,7 @@ async fn load_documents(loader: &mut Loader<'_>) -> Result<u32, DemoError> {
                     .filter(|c| c.slice(text).contains(name))
                     .map(|c| c.index)
                     .collect(),
+                aliases: Vec::new(),
             };
             let entities = vec![
                 entity("Acme Rockets", "organization"),
@@ -726,6 +727,7 @@ async fn load_documents(loader: &mut Loader<'_>) -> Result<u32, DemoError> {
                     name: "demo-ner".to_owned(),
                     version: "1".to_owned(),
                 },
+                replace: true,
                 at: loader.ago(minutes - 2),
             };
             loader

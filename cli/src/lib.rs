@@ -11,6 +11,7 @@
 pub mod app;
 pub mod args;
 pub mod demo;
+pub mod graph;
 pub mod log;
 pub mod settings;
 pub mod supervisor;

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use plasma_adapters::KnownModel;
 use plasma_commands::{CommandHandler, EventStore, StoreConfig};
-use plasma_domain::research::Embedder;
+use plasma_domain::research::{Embedder, RuleExtractor};
 use plasma_gateway::Secret;
 use plasma_log::admin::{create_topics, TopicCreated};
 use plasma_log::subscription::group_id;
@@ -21,7 +21,9 @@ use plasma_log::{
     SubscriptionOptions,
 };
 use plasma_processes::alerts::AlertDetector;
+use plasma_processes::communities::{CommunityOptions, CommunityWorker};
 use plasma_processes::embedding::EmbeddingWorker;
+use plasma_processes::extraction::ExtractionWorker;
 use plasma_processes::{Process, ProcessOptions, ProcessRunner};
 use plasma_projections::{
     projection_named, ProjectionRunner, ReadModels, ReadStore, ReadStoreConfig, RebuildSource,
@@ -728,4 +730,114 @@ pub async fn topics(command: TopicsCommand) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// Serve /metrics and /ready here.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// `plasma extract`: the extraction worker (the rule extractor), fed by the research topic as
+/// a member of its consumer group, restarted on failure. Any number of replicas: a document's
+/// events share a partition, and the command ids are derived from the chunking event.
+pub async fn extract(args: ExtractArgs) -> Result<ExitCode> {
+    let settings = args.log.settings()?;
+    let config = log_config(&settings)?;
+    let (store, read) = open_store(&settings).await?;
+    let shutdown = stop_on_signal();
+    if let Some(listen) = args.metrics_listen {
+        serve_metrics(listen, Readiness::new(&store, Some(&config), &shutdown)?).await?;
+        plasma_processes::extraction::describe_metrics();
+    }
+    let worker: Arc<dyn Process> = Arc::new(ExtractionWorker::new(
+        CommandHandler::new(store.clone()),
+        ReadModels::new(read.clone()),
+        Arc::new(RuleExtractor),
+    ));
+    eprintln!(
+        "plasma extract: extracting entities of chunked documents (group {})",
+        group_id(worker.name())
+    );
+    supervise(format!("process {}", worker.name()), shutdown, |_, stop| {
+        let (read, store, worker, config) =
+            (read.clone(), store.clone(), worker.clone(), config.clone());
+        async move {
+            let subscription = LogSubscription::start(
+                read.clone(),
+                store,
+                worker.name(),
+                worker.contexts(),
+                &config,
+                SubscriptionOptions::default(),
+            )
+            .await?;
+            ProcessRunner::start(read, worker, subscription, ProcessOptions::default())
+                .await?
+                .run(stop)
+                .await
+        }
+    })
+    .await;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct CommunitiesArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// The model that embeds community reports for global search (the gateway must load the
+    /// same one), or `none`.
+    #[arg(long, default_value = "all-MiniLM-L6-v2")]
+    pub model: String,
+    /// How often to look for graphs that changed.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Serve /metrics and /ready here.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// `plasma communities`: recomputes the communities of every tenant whose knowledge graph
+/// changed, from the graph read model (not the log), until SIGTERM. Replicas are safe (each
+/// computation replaces a tenant's communities in one transaction) but only add load: run one.
+pub async fn communities(args: CommunitiesArgs) -> Result<ExitCode> {
+    let settings = args.log.settings()?;
+    let (store, read) = open_store(&settings).await?;
+    let shutdown = stop_on_signal();
+    if let Some(listen) = args.metrics_listen {
+        serve_metrics(listen, Readiness::new(&store, None, &shutdown)?).await?;
+        plasma_processes::communities::describe_metrics();
+    }
+    let embedder: Option<Arc<dyn Embedder>> = if args.model == "none" {
+        None
+    } else {
+        let model = KnownModel::parse(&args.model).ok_or_else(|| {
+            let known: Vec<&str> = KnownModel::ALL.iter().map(|m| m.name()).collect();
+            anyhow!(
+                "`{}` is not a model: use {} or none",
+                args.model,
+                known.join(", ")
+            )
+        })?;
+        Some(Arc::from(model.load(&settings.research.models_dir)?))
+    };
+    let worker = Arc::new(CommunityWorker::new(
+        ReadModels::new(read),
+        embedder,
+        CommunityOptions {
+            interval: args.interval,
+            ..CommunityOptions::default()
+        },
+    ));
+    eprintln!("plasma communities: following the graph read model");
+    supervise("communities", shutdown, |_, stop| {
+        let worker = worker.clone();
+        async move { worker.run(stop).await }
+    })
+    .await;
+    Ok(ExitCode::SUCCESS)
 }

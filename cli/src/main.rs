@@ -32,11 +32,14 @@ async fn main() -> ExitCode {
         | Command::Project(_)
         | Command::Embed(_)
         | Command::Alerts(_)
+        | Command::Extract(_)
+        | Command::Communities(_)
         | Command::Replay(_) => "info,sqlx=warn,rdkafka=warn",
         Command::Token(_)
         | Command::Bench(_)
         | Command::Openapi
         | Command::Tail(_)
+        | Command::Graph(_)
         | Command::Schemas(_)
         | Command::Topics(_) => "warn",
     };
@@ -47,6 +50,8 @@ async fn main() -> ExitCode {
         Command::Project(_) => "projector",
         Command::Embed(_) => "embedder",
         Command::Alerts(_) => "alerts",
+        Command::Extract(_) => "extractor",
+        Command::Communities(_) => "communities",
         Command::Replay(_) => "replay",
         _ => "cli",
     };
@@ -62,6 +67,9 @@ async fn main() -> ExitCode {
         Command::Project(args) => log::project(args).await,
         Command::Embed(args) => log::embed(args).await,
         Command::Alerts(args) => log::alerts(args).await,
+        Command::Extract(args) => log::extract(args).await,
+        Command::Communities(args) => log::communities(args).await,
+        Command::Graph(command) => plasma_cli::graph::run(command).await,
         Command::Replay(args) => log::replay(args).await,
         Command::Tail(args) => log::tail(args).await,
         Command::Schemas(command) => log::schemas(command).await,

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use plasma_commands::EventStore;
+use plasma_processes::communities::CommunityWorker;
 use plasma_processes::delivery::DeliveryWorker;
 use plasma_processes::{Process, ProcessOptions, ProcessRunner};
 use plasma_projections::{
@@ -26,6 +27,8 @@ pub struct ProjectionWorkers {
     processes: Vec<Arc<dyn Process>>,
     /// Delivery workers whose dispatchers send what their processes schedule.
     dispatchers: Vec<Arc<DeliveryWorker>>,
+    /// The graph's communities worker, which follows the graph read model.
+    communities: Option<Arc<CommunityWorker>>,
 }
 
 impl ProjectionWorkers {
@@ -53,6 +56,7 @@ impl ProjectionWorkers {
             runners,
             processes: Vec::new(),
             dispatchers: Vec::new(),
+            communities: None,
         })
     }
 
@@ -69,6 +73,12 @@ impl ProjectionWorkers {
         self
     }
 
+    /// Runs the communities worker too.
+    pub fn with_communities(mut self, worker: Arc<CommunityWorker>) -> Self {
+        self.communities = Some(worker);
+        self
+    }
+
     /// No in-process runners: the read models are maintained by `plasma project` workers.
     pub fn external(read: &ReadStore, store: &EventStore) -> Self {
         Self {
@@ -78,6 +88,7 @@ impl ProjectionWorkers {
             runners: Vec::new(),
             processes: Vec::new(),
             dispatchers: Vec::new(),
+            communities: None,
         }
     }
 
@@ -96,6 +107,7 @@ impl ProjectionWorkers {
                     .iter()
                     .map(|d| format!("dispatcher {}", d.name())),
             )
+            .chain(self.communities.iter().map(|_| "communities".to_owned()))
             .collect()
     }
 
@@ -164,6 +176,16 @@ impl ProjectionWorkers {
                 component,
                 shutdown.clone(),
                 move |_, stop| worker.clone().dispatch(read.clone(), stop),
+            )));
+        }
+        if let Some(worker) = self.communities {
+            handles.push(tokio::spawn(supervise(
+                "communities",
+                shutdown.clone(),
+                move |_, stop| {
+                    let worker = worker.clone();
+                    async move { worker.run(stop).await }
+                },
             )));
         }
         handles

@@ -138,6 +138,10 @@ uuid_id!(
     DocumentId, "document id"
 );
 uuid_id!(
+    /// An entity of a tenant's knowledge graph (derived from its name, not an aggregate).
+    EntityId, "entity id"
+);
+uuid_id!(
     /// An alert: one detector finding for one brand, kind and hourly window.
     AlertId, "alert id"
 );

@@ -24,6 +24,7 @@ pub mod openapi;
 pub mod options;
 pub mod rate_limit;
 pub mod rebuilds;
+mod retrieval;
 pub mod routes;
 mod schema_rules;
 pub mod secret;

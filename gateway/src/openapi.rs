@@ -111,7 +111,11 @@ pub(crate) fn finish(openapi: &mut OpenApi) {
 
 /// Queries that take their parameters (and `min_position`) in a JSON body: no command
 /// headers, nothing appended.
-const QUERIES_BY_POST: [&str; 2] = ["/v1/research/search", "/v1/research/similar"];
+const QUERIES_BY_POST: [&str; 3] = [
+    "/v1/research/search",
+    "/v1/research/similar",
+    "/v1/research/answer",
+];
 
 /// What an operation is, for what it shares with the others of its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -127,6 +127,18 @@ fn rules() -> Vec<(&'static str, &'static str, Value)> {
             "model",
             json!({"enum": ["all-MiniLM-L6-v2", "wordllama-l2-supercat-256", null]}),
         ),
+        (
+            "AnswerRequest",
+            "question",
+            json!({"minLength": 1, "maxLength": 2000, "pattern": r"\S"}),
+        ),
+        ("AnswerRequest", "k", json!({"minimum": 1, "maximum": 50})),
+        ("AnswerRequest", "min_position", json!({"minimum": 0})),
+        (
+            "AnswerRequest",
+            "model",
+            json!({"enum": ["all-MiniLM-L6-v2", "wordllama-l2-supercat-256", null]}),
+        ),
         ("SimilarRequest", "k", json!({"minimum": 1, "maximum": 100})),
         ("SimilarRequest", "min_position", json!({"minimum": 0})),
         (
@@ -194,7 +206,7 @@ pub(crate) fn loaded_models(openapi: &mut OpenApi, names: &[String]) {
     };
     let mut allowed: Vec<Value> = names.iter().map(|n| Value::from(n.as_str())).collect();
     allowed.push(Value::Null);
-    for schema in ["SearchRequest", "SimilarRequest"] {
+    for schema in ["SearchRequest", "SimilarRequest", "AnswerRequest"] {
         if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(schema) {
             if let Some(RefOr::T(model)) = object.properties.get_mut("model") {
                 merge(model, &json!({ "enum": allowed }));

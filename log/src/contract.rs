@@ -252,6 +252,11 @@ const SOURCES: &[(Context, &str, &str)] = &[
         "DocumentEmbeddingRequested",
         include_str!("../../schemas/avro/research/DocumentEmbeddingRequested.avsc"),
     ),
+    (
+        Context::Research,
+        "DocumentRemoved",
+        include_str!("../../schemas/avro/research/DocumentRemoved.avsc"),
+    ),
 ];
 
 /// Every event type's schema, by event type.

@@ -83,7 +83,7 @@ impl EmbeddingWorker {
             .handler
             .load::<Document>(&context, chunked.aggregate_id)
             .await?;
-        if document.embedded_with.contains(&model.key()) {
+        if document.removed || document.embedded_with.contains(&model.key()) {
             return Ok(());
         }
         let texts: Vec<String> = document

@@ -4,6 +4,7 @@
 //!
 //! - [`ProcessRunner`]: handles a batch, then records its progress in the checkpoint table.
 //! - [`embedding::EmbeddingWorker`]: embeds chunked documents and records the vectors.
+//! - [`extraction::ExtractionWorker`]: records the entities and relations of chunked documents.
 //!
 //! The agent runtime, the scheduler and the alerter land here too, each in its own module; run
 //! in-process by `plasma dev` and as processes of their own in server mode.
@@ -14,8 +15,10 @@
 mod runner;
 
 pub mod alerts;
+pub mod communities;
 pub mod delivery;
 pub mod embedding;
+pub mod extraction;
 
 use async_trait::async_trait;
 use plasma_commands::RecordedEvent;

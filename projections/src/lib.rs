@@ -28,8 +28,16 @@ pub use models::alerts::{
 };
 pub use models::brands::BrandView;
 pub use models::chunks::{fuse_by_rank, ChunkFilter, ChunkHit};
+pub use models::communities::{
+    Citation, CommunityEntity, CommunityRelation, CommunityReport, CommunityRun, CommunityView,
+    ComputedCommunities,
+};
 pub use models::documents::{DocumentEntityView, DocumentView};
 pub use models::drafts::{DraftFilter, DraftView};
+pub use models::graph::{
+    EdgeView, EntityRanking, EntityView, GraphSnapshot, NeighbourView, NeighbourhoodView, PathStep,
+    PathView,
+};
 pub use models::mentions::{MentionFilter, MentionView};
 pub use models::stats::{DailyStats, StatsView};
 pub use models::{

@@ -68,6 +68,8 @@ pub struct ReadModels {
     wait: Duration,
     /// Set by [`ReadModels::after`]: the position to wait for, and until when.
     min_position: Option<(i64, Instant)>,
+    /// Tenants' graph snapshots, shared by every clone of this handle.
+    pub(crate) graph_cache: std::sync::Arc<crate::models::graph::GraphCache>,
 }
 
 pub(crate) fn from_micros(us: i64) -> DateTime<Utc> {
@@ -122,6 +124,7 @@ impl ReadModels {
             events: None,
             wait: Self::DEFAULT_WAIT,
             min_position: None,
+            graph_cache: Default::default(),
         }
     }
 

@@ -292,7 +292,7 @@ pub async fn create_read_models(
         checkpoint::ensure(&mut tx, &Tables::LIVE.checkpoint_name(projection.name())).await?;
         tx.commit().await?;
     }
-    Ok(())
+    crate::models::communities::create_tables(read).await
 }
 
 /// What one [`ProjectionRunner::step`] did.

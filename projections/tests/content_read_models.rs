@@ -342,6 +342,7 @@ fn entity(name: &str, kind: &str, chunk_indexes: Vec<usize>) -> Entity {
         name: name.into(),
         kind: kind.into(),
         chunk_indexes,
+        aliases: Vec::new(),
     }
 }
 
@@ -365,6 +366,7 @@ fn extraction(
             name: "ner".into(),
             version: version.into(),
         },
+        replace: true,
         at: env.at(),
     }
 }
@@ -934,6 +936,7 @@ async fn a_document_shows_its_counts_and_a_new_extraction_replaces_its_entities(
             name: "ner".into(),
             version: "2".into(),
         },
+        replace: true,
         at,
     };
     let receipt = env.document(&t, id, command).await;

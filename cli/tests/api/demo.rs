@@ -145,7 +145,7 @@ async fn the_demos_first_search_finds_the_faq_answer_to_a_question(backend: Back
     let token = app.token(DEMO_TENANT, &[plasma_gateway::Role::Viewer]);
     let body = serde_json::json!({
         "query": "How do I turn my script into a program that runs without Python installed?",
-        "mode": "hybrid",
+        "mode": "vector_lexical",
         "k": 3,
     });
     let expected = "How can I create a stand-alone binary from a Python script?";

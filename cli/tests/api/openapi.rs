@@ -62,10 +62,17 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/documents"),
     ("GET", "/v1/documents"),
     ("GET", "/v1/documents/{id}"),
+    ("DELETE", "/v1/documents/{id}"),
     ("POST", "/v1/documents/{id}/chunk"),
     ("POST", "/v1/documents/{id}/entities"),
     ("POST", "/v1/research/search"),
     ("POST", "/v1/research/similar"),
+    ("POST", "/v1/research/answer"),
+    ("GET", "/v1/research/entities"),
+    ("GET", "/v1/research/entities/{id}"),
+    ("GET", "/v1/research/paths"),
+    ("GET", "/v1/research/communities"),
+    ("GET", "/v1/research/communities/{level}/{community}"),
     ("POST", "/v1/documents/{id}/embeddings"),
     ("POST", "/v1/research/embeddings"),
     ("GET", "/v1/audit/events"),
@@ -136,7 +143,7 @@ async fn the_openapi_document_is_openapi_3_1_and_lists_exactly_the_routes_the_ro
     // document every model the platform knows.
     let mut offline = serde_json::to_value(plasma_gateway::routes::openapi_document()).unwrap();
     let mut served = document.clone();
-    for schema in ["SearchRequest", "SimilarRequest"] {
+    for schema in ["SearchRequest", "SimilarRequest", "AnswerRequest"] {
         let model = |d: &mut Value| {
             d["components"]["schemas"][schema]["properties"]["model"]["enum"].take()
         };

@@ -30,6 +30,7 @@ const MAX_SOURCE: usize = 2048;
 const MAX_ENTITIES: usize = 1000;
 const MAX_RELATIONS: usize = 5000;
 const MAX_NAME: usize = 200;
+const MAX_ALIASES: usize = 20;
 const MAX_KIND: usize = 64;
 const MAX_INFO: usize = 100;
 /// The widest vector a model may record.
@@ -43,10 +44,18 @@ pub enum DocumentStatus {
     Ingested,
     Chunked,
     EntitiesExtracted,
+    /// Taken out of research: its chunks, vectors and graph contribution are gone from the read
+    /// models; its events stay, for audit.
+    Removed,
 }
 
 impl DocumentStatus {
-    pub const ALL: [Self; 3] = [Self::Ingested, Self::Chunked, Self::EntitiesExtracted];
+    pub const ALL: [Self; 4] = [
+        Self::Ingested,
+        Self::Chunked,
+        Self::EntitiesExtracted,
+        Self::Removed,
+    ];
 
     /// The wire name, identical to the serde form.
     pub fn as_str(self) -> &'static str {
@@ -54,6 +63,7 @@ impl DocumentStatus {
             Self::Ingested => "ingested",
             Self::Chunked => "chunked",
             Self::EntitiesExtracted => "entities_extracted",
+            Self::Removed => "removed",
         }
     }
 
@@ -70,6 +80,9 @@ pub struct Entity {
     pub kind: String,
     /// The chunks the entity appears in (recorded sorted and deduplicated).
     pub chunk_indexes: Vec<usize>,
+    /// Other spellings found for it (case, plural, possessive variants), without `name`.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// A directed, typed link between two extracted entities, named as in the entity list.
@@ -129,11 +142,15 @@ pub enum DocumentCommand {
         overlap: usize,
         at: DateTime<Utc>,
     },
-    /// Record what an extractor (outside the domain) found in the chunks.
+    /// Record what an extractor (outside the domain) found in the chunks. With `replace`
+    /// false, a document that already has an extraction keeps it (the extraction worker's
+    /// default must not override what another extractor recorded meanwhile).
     RecordEntities {
         entities: Vec<Entity>,
         relations: Vec<Relation>,
         extractor: ExtractorInfo,
+        #[serde(default = "replaces")]
+        replace: bool,
         at: DateTime<Utc>,
     },
     /// Record the vectors a model (outside the domain) computed for every chunk.
@@ -145,6 +162,8 @@ pub enum DocumentCommand {
     /// Ask the embedding worker of the model named `model` to embed the chunks (again): after
     /// a new version of its weights, or with a model enabled after the document was embedded.
     RequestEmbedding { model: String, at: DateTime<Utc> },
+    /// Take the document out of research: search, the graph and the workers forget it.
+    Remove { at: DateTime<Utc> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +197,9 @@ pub enum DocumentEvent {
     /// Someone asked for the chunks to be embedded with the model named `model`; its worker
     /// records `DocumentChunksEmbedded` unless that model's current version already did.
     DocumentEmbeddingRequested { model: String, at: DateTime<Utc> },
+    /// The document was taken out of research; read models drop its chunks, vectors and graph
+    /// contribution. Final: no command changes it afterwards.
+    DocumentRemoved { at: DateTime<Utc> },
 }
 
 impl DomainEvent for DocumentEvent {
@@ -188,6 +210,7 @@ impl DomainEvent for DocumentEvent {
             Self::DocumentEntitiesExtracted { .. } => "DocumentEntitiesExtracted",
             Self::DocumentChunksEmbedded { .. } => "DocumentChunksEmbedded",
             Self::DocumentEmbeddingRequested { .. } => "DocumentEmbeddingRequested",
+            Self::DocumentRemoved { .. } => "DocumentRemoved",
         }
         .to_owned()
     }
@@ -204,6 +227,7 @@ impl EventName for DocumentEvent {
         ("DocumentEntitiesExtracted", 1),
         ("DocumentChunksEmbedded", 1),
         ("DocumentEmbeddingRequested", 1),
+        ("DocumentRemoved", 1),
     ];
 }
 
@@ -213,6 +237,8 @@ pub enum DocumentError {
     AlreadyIngested,
     #[error("the document does not exist")]
     NotFound,
+    #[error("the document was removed")]
+    Removed,
     #[error("`max_chars` must be between {min} and {max}, not {max_chars}")]
     ChunkSizeOutOfRange {
         max_chars: usize,
@@ -265,10 +291,18 @@ pub struct Document {
     pub chunks: Vec<ChunkSpan>,
     /// Keys (`name@version`) of the models whose vectors are recorded.
     pub embedded_with: Vec<String>,
+    pub removed: bool,
 }
 
 impl Document {
     fn decide(&self, command: DocumentCommand) -> Result<Vec<DocumentEvent>, DocumentError> {
+        if self.removed {
+            // Removing again is a no-op, so a retried removal succeeds.
+            return match command {
+                DocumentCommand::Remove { .. } => Ok(Vec::new()),
+                _ => Err(DocumentError::Removed),
+            };
+        }
         match command {
             DocumentCommand::Ingest {
                 title,
@@ -330,6 +364,7 @@ impl Document {
                 entities,
                 relations,
                 extractor,
+                replace,
                 at,
             } => {
                 if self.status.is_none() {
@@ -337,6 +372,9 @@ impl Document {
                 }
                 if self.chunking.is_none() {
                     return Err(DocumentError::NotChunked);
+                }
+                if !replace && self.status == Some(DocumentStatus::EntitiesExtracted) {
+                    return Ok(Vec::new());
                 }
                 let entities = self.validated_entities(entities)?;
                 let relations = validated_relations(&entities, relations)?;
@@ -385,6 +423,12 @@ impl Document {
                     model,
                     at,
                 }])
+            }
+            DocumentCommand::Remove { at } => {
+                if self.status.is_none() {
+                    return Err(DocumentError::NotFound);
+                }
+                Ok(vec![DocumentEvent::DocumentRemoved { at }])
             }
         }
     }
@@ -463,14 +507,34 @@ impl Document {
             let mut chunk_indexes = entity.chunk_indexes;
             chunk_indexes.sort_unstable();
             chunk_indexes.dedup();
+            if entity.aliases.len() > MAX_ALIASES {
+                return Err(TextError::TooMany {
+                    field: "entities.aliases",
+                    len: entity.aliases.len(),
+                    max: MAX_ALIASES,
+                }
+                .into());
+            }
+            let mut aliases = Vec::with_capacity(entity.aliases.len());
+            for alias in &entity.aliases {
+                let alias = text::required("entities.aliases", alias, MAX_NAME)?;
+                if alias != name && !aliases.contains(&alias) {
+                    aliases.push(alias);
+                }
+            }
             out.push(Entity {
                 name,
                 kind,
                 chunk_indexes,
+                aliases,
             });
         }
         Ok(out)
     }
+}
+
+fn replaces() -> bool {
+    true
 }
 
 /// Chunks neither too small nor too large, overlapping at most half a chunk.
@@ -565,6 +629,10 @@ impl Aggregate for Document {
                 self.embedded_with.push(model.key());
             }
             DocumentEvent::DocumentEmbeddingRequested { .. } => {}
+            DocumentEvent::DocumentRemoved { .. } => {
+                self.status = Some(DocumentStatus::Removed);
+                self.removed = true;
+            }
         }
     }
 }
@@ -616,6 +684,7 @@ mod tests {
             name: name.into(),
             kind: "org".into(),
             chunk_indexes,
+            aliases: Vec::new(),
         }
     }
 
@@ -639,6 +708,7 @@ mod tests {
             entities,
             relations,
             extractor: extractor(),
+            replace: true,
             at: at(),
         }
     }
@@ -873,6 +943,7 @@ mod tests {
                     name: "".into(),
                     version: "1".into(),
                 },
+                replace: true,
                 at: at(),
             })
             .then_expect_error(DocumentError::Invalid(TextError::Empty {
@@ -1092,5 +1163,97 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", status.as_str()));
             assert_eq!(DocumentStatus::parse(status.as_str()), Some(status));
         }
+    }
+
+    #[test]
+    fn an_extraction_that_does_not_replace_keeps_an_earlier_one() {
+        let earlier = DocumentEvent::DocumentEntitiesExtracted {
+            entities: vec![entity("Acme", vec![0])],
+            relations: vec![],
+            extractor: extractor(),
+            at: at(),
+        };
+        let DocumentCommand::RecordEntities {
+            entities,
+            relations,
+            extractor,
+            at,
+            ..
+        } = record(vec![entity("Globex", vec![1])], vec![])
+        else {
+            unreachable!()
+        };
+        let keep = DocumentCommand::RecordEntities {
+            entities,
+            relations,
+            extractor,
+            replace: false,
+            at,
+        };
+        test()
+            .given(vec![ingested(), chunked(), earlier])
+            .when(keep)
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn removing_a_document_records_its_removal() {
+        test()
+            .given(vec![ingested(), chunked()])
+            .when(DocumentCommand::Remove { at: at() })
+            .then_expect_events(vec![DocumentEvent::DocumentRemoved { at: at() }]);
+    }
+
+    #[test]
+    fn removing_again_records_nothing() {
+        test()
+            .given(vec![
+                ingested(),
+                DocumentEvent::DocumentRemoved { at: at() },
+            ])
+            .when(DocumentCommand::Remove { at: at() })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_removed_document_refuses_every_other_command() {
+        test()
+            .given(vec![
+                ingested(),
+                chunked(),
+                DocumentEvent::DocumentRemoved { at: at() },
+            ])
+            .when(record(vec![entity("Acme", vec![0])], vec![]))
+            .then_expect_error(DocumentError::Removed);
+    }
+
+    #[test]
+    fn removing_an_unknown_document_is_refused() {
+        test()
+            .given_no_previous_events()
+            .when(DocumentCommand::Remove { at: at() })
+            .then_expect_error(DocumentError::NotFound);
+    }
+
+    #[test]
+    fn aliases_are_trimmed_and_never_repeat_the_name() {
+        let mut acme = entity("Acme", vec![0]);
+        acme.aliases = vec![
+            " ACME ".into(),
+            "Acme".into(),
+            "ACME".into(),
+            "Acme's".into(),
+        ];
+        let mut expected = entity("Acme", vec![0]);
+        expected.aliases = vec!["ACME".into(), "Acme's".into()];
+        test()
+            .given(vec![ingested(), chunked()])
+            .when(record(vec![acme], vec![]))
+            .then_expect_events(vec![DocumentEvent::DocumentEntitiesExtracted {
+                entities: vec![expected],
+                relations: vec![],
+                extractor: extractor(),
+                at: at(),
+            }]);
     }
 }

@@ -4,6 +4,8 @@
 mod chunker;
 mod document;
 mod embedding;
+mod extraction;
+pub mod leiden;
 
 pub use chunker::{chunk_text, ChunkSpan};
 pub use document::{
@@ -11,3 +13,4 @@ pub use document::{
     Entity, ExtractorInfo, Relation, MAX_CHUNK_CHARS, MAX_DIMENSION, MAX_TEXT, MIN_CHUNK_CHARS,
 };
 pub use embedding::{cosine, EmbedError, Embedder, EmbeddingModel};
+pub use extraction::{EntityExtractor, Extraction, Gazetteer, RuleExtractor, CO_OCCURS};

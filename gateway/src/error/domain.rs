@@ -181,7 +181,9 @@ impl From<DocumentError> for ApiError {
             DocumentError::NotFound => Self::NotFound("the document does not exist".into()),
             DocumentError::ChunkSizeOutOfRange { .. } => invalid("max_chars", err),
             DocumentError::OverlapTooLarge { .. } => invalid("overlap", err),
-            DocumentError::AlreadyChunked { .. } | DocumentError::NotChunked => transition(err),
+            DocumentError::AlreadyChunked { .. }
+            | DocumentError::NotChunked
+            | DocumentError::Removed => transition(err),
             DocumentError::UnknownChunk { .. } | DocumentError::DuplicateEntity(_) => {
                 invalid("entities", err)
             }

@@ -24,7 +24,7 @@ use crate::state::AppState;
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(ingest, list))
-        .routes(routes!(show))
+        .routes(routes!(show, remove))
         .routes(routes!(chunk))
         .routes(routes!(record_entities))
         .routes(routes!(request_embedding))
@@ -212,6 +212,9 @@ struct EntityBody {
     /// The chunks it appears in.
     #[serde(default)]
     chunk_indexes: Vec<usize>,
+    /// Other spellings of it (at most 20); the graph finds the entity by these too.
+    #[serde(default)]
+    aliases: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -268,6 +271,7 @@ async fn record_entities(
                 name: e.name,
                 kind: e.kind,
                 chunk_indexes: e.chunk_indexes,
+                aliases: e.aliases,
             })
             .collect(),
         relations: body
@@ -283,6 +287,7 @@ async fn record_entities(
             name: body.extractor.name,
             version: body.extractor.version,
         },
+        replace: true,
         at: state.now(),
     };
     run(&state, &caller, &meta, id, command).await
@@ -319,6 +324,30 @@ async fn list(
     let reads = state.read().after(query.min_position);
     let documents = reads.documents(caller.tenant(), &page).await?;
     Ok(JsonBody(documents))
+}
+
+/// Takes the document out of research: search, the knowledge graph and its communities forget
+/// its chunks, vectors and entities; the workers leave it alone. Its events stay, for audit,
+/// and the document answers with status `removed`. Removing it again changes nothing.
+#[utoipa::path(
+    delete,
+    path = "/documents/{id}",
+    tag = "documents",
+    params(("id" = Uuid, Path, description = "The document's id")),
+    responses(
+        (status = 200, description = "Removed (or already so: `events_appended` 0)", body = CommandOutcome),
+        (status = 404, description = "`not_found`: no such document"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.document.id = %id))]
+async fn remove(
+    State(state): State<AppState>,
+    caller: Authorized<Commands>,
+    PathId(id): PathId<DocumentId>,
+    meta: CommandMeta,
+) -> Result<Accepted<CommandOutcome>, ApiError> {
+    let command = DocumentCommand::Remove { at: state.now() };
+    run(&state, &caller, &meta, id, command).await
 }
 
 /// One document as it stands (without its text), with the entities of the latest extraction.

@@ -38,6 +38,7 @@ mod audit;
 mod brands;
 mod documents;
 mod drafts;
+mod graph;
 mod mentions;
 mod ops;
 mod research;
@@ -119,6 +120,7 @@ fn v1() -> OpenApiRouter<AppState> {
         .merge(agent_runs::routes())
         .merge(documents::routes())
         .merge(research::routes())
+        .merge(graph::routes())
         .merge(admin::routes())
         .merge(audit::routes())
 }

@@ -8,11 +8,15 @@ use axum::http::StatusCode;
 use axum::Json as JsonBody;
 use chrono::{DateTime, Utc};
 use plasma_domain::ids::{CommandId, DocumentId};
+use plasma_domain::research::cosine;
 use plasma_domain::research::{
     Document, DocumentCommand, DocumentStatus, Embedder, EmbeddingModel,
 };
 use plasma_domain::AggregateId;
-use plasma_projections::{fuse_by_rank, ChunkFilter, ChunkHit, Cursor, PageRequest};
+use plasma_domain::TenantId;
+use plasma_projections::{
+    fuse_by_rank, ChunkFilter, ChunkHit, CommunityView, Cursor, EntityView, PageRequest, ReadModels,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -22,6 +26,7 @@ use uuid::Uuid;
 use crate::auth::{Authorized, Commands, Queries};
 use crate::error::ApiError;
 use crate::extract::{CommandMeta, Json};
+use crate::retrieval::{compose_answer, graph_ranking, AnswerSentence};
 use crate::state::AppState;
 
 /// Results a search answers with unless asked otherwise, and at most.
@@ -33,11 +38,12 @@ const MAX_QUERY_CHARS: usize = 2000;
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(search))
+        .routes(routes!(answer))
         .routes(routes!(similar))
         .routes(routes!(request_embeddings))
 }
 
-/// How a search compares chunks with the question.
+/// How a search finds chunks for the question.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum SearchMode {
@@ -46,8 +52,23 @@ enum SearchMode {
     Vector,
     /// By words: full-text search (PostgreSQL text search, SQLite FTS5), any of the words.
     Lexical,
-    /// Both, fused by reciprocal rank.
+    /// Vector and lexical, fused by reciprocal rank.
+    VectorLexical,
+    /// Through the knowledge graph: the entities the question names and those in the best
+    /// vector hits, their neighbours, and the chunks mentioning them, fused with the vector
+    /// ranking (relevance and graph proximity).
+    Local,
+    /// Through the graph's communities: those whose reports are nearest the question, and the
+    /// chunks their reports cite.
+    Global,
+    /// Vector, local and global fused by reciprocal rank (LightRAG's "mix").
     Hybrid,
+}
+
+impl SearchMode {
+    fn needs_vector(self) -> bool {
+        !matches!(self, Self::Lexical)
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -55,7 +76,7 @@ enum SearchMode {
 struct SearchRequest {
     /// What to look for, in words (1 to 2,000 characters).
     query: String,
-    /// `vector` (default), `lexical` or `hybrid`.
+    /// `vector` (default), `lexical`, `vector_lexical`, `local`, `global` or `hybrid`.
     mode: Option<SearchMode>,
     /// How many chunks to answer with (1 ..= 100); 10 by default.
     k: Option<u32>,
@@ -80,6 +101,20 @@ struct SearchAnswer {
     /// The model whose vectors were compared; absent for a lexical search.
     model: Option<EmbeddingModel>,
     results: Vec<ChunkHit>,
+    /// Local and hybrid: the graph's entities the search started from, strongest first (at
+    /// most 10).
+    entities: Vec<EntityView>,
+    /// Global and hybrid: the communities whose reports are nearest the question (at most 3).
+    communities: Vec<RankedCommunity>,
+}
+
+/// A community global search picked, with its similarity to the question.
+#[derive(Debug, Serialize, ToSchema)]
+struct RankedCommunity {
+    /// Cosine similarity of the question and the community's report.
+    score: f64,
+    #[serde(flatten)]
+    community: CommunityView,
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ApiError {
@@ -171,41 +206,283 @@ async fn search(
     };
     let reads = state.read().after(min_position(body.min_position)?);
     let mode = body.mode.unwrap_or_default();
-    let lexical = match mode {
-        SearchMode::Vector => None,
-        // Twice as deep for fusion, so a chunk ranked lower in one list can still surface.
-        SearchMode::Lexical | SearchMode::Hybrid => Some(
-            reads
-                .matching_chunks(caller.tenant(), &query, k * 2, &filter)
-                .await?,
-        ),
-    };
-    let (model, vector) = match mode {
-        SearchMode::Lexical => (None, None),
-        SearchMode::Vector | SearchMode::Hybrid => {
-            let embedder = embedder(&state, body.model.as_deref())?;
-            let model = embedder.model().clone();
-            let vector = embed_query(embedder, query).await?;
-            let hits = reads
-                .nearest_chunks(caller.tenant(), &model.name, &vector, k * 2, &filter)
-                .await?
-                .ok_or_else(|| invalid("model", format!("`{}` has no index here", model.name)))?;
-            (Some(model), Some(hits))
-        }
-    };
+    let found = retrieve(
+        &state,
+        &reads,
+        caller.tenant(),
+        &query,
+        mode,
+        k,
+        body.model.as_deref(),
+        &filter,
+    )
+    .await?;
+    Ok(JsonBody(found))
+}
+
+/// Retrieved chunks and what led to them, by `mode`.
+#[allow(clippy::too_many_arguments)]
+async fn retrieve(
+    state: &AppState,
+    reads: &ReadModels,
+    tenant: &TenantId,
+    query: &str,
+    mode: SearchMode,
+    k: u32,
+    model: Option<&str>,
+    filter: &ChunkFilter,
+) -> Result<SearchAnswer, ApiError> {
     let take = k as usize;
-    let results = match (vector, lexical) {
-        (Some(vector), Some(lexical)) => fuse_by_rank(&[vector, lexical], take),
-        (Some(mut hits), None) | (None, Some(mut hits)) => {
+    let lexical = match mode {
+        // Twice as deep for fusion, so a chunk ranked lower in one list can still surface.
+        SearchMode::Lexical | SearchMode::VectorLexical => {
+            Some(reads.matching_chunks(tenant, query, k * 2, filter).await?)
+        }
+        _ => None,
+    };
+    let (model, probe, vector) = if mode.needs_vector() {
+        let embedder = embedder(state, model)?;
+        let model = embedder.model().clone();
+        let probe = embed_query(embedder, query.to_owned()).await?;
+        // Deeper for the graph modes: their lists are fused with this one.
+        let depth = if matches!(mode, SearchMode::Vector) {
+            k
+        } else {
+            (k * 3).max(30)
+        };
+        let hits = reads
+            .nearest_chunks(tenant, &model.name, &probe, depth, filter)
+            .await?
+            .ok_or_else(|| invalid("model", format!("`{}` has no index here", model.name)))?;
+        (Some(model), Some(probe), Some(hits))
+    } else {
+        (None, None, None)
+    };
+    let mut entities = Vec::new();
+    let local = if matches!(mode, SearchMode::Local | SearchMode::Hybrid) {
+        let graph = reads.graph(tenant).await?;
+        let ranking = graph_ranking(&graph, query, vector.as_deref().unwrap_or_default());
+        entities = ranking
+            .seeds
+            .iter()
+            .take(10)
+            .filter_map(|&n| graph.entity(n).cloned())
+            .collect();
+        let keys: Vec<(Uuid, i64)> = ranking
+            .chunks
+            .iter()
+            .take((take * 3).max(30))
+            .map(|(key, _)| *key)
+            .collect();
+        let scores: Vec<f64> = ranking.chunks.iter().map(|(_, s)| *s).collect();
+        let mut hits = reads
+            .chunks_at(tenant, &keys, |i| scores.get(i).copied().unwrap_or(0.0))
+            .await?;
+        hits.retain(|hit| filter.admits(hit));
+        Some(hits)
+    } else {
+        None
+    };
+    let mut communities = Vec::new();
+    let global = match (&model, &probe) {
+        (Some(model), Some(probe)) if matches!(mode, SearchMode::Global | SearchMode::Hybrid) => {
+            let mut ranked: Vec<(f64, CommunityView)> = reads
+                .embedded_communities(tenant, &model.name)
+                .await?
+                .into_iter()
+                .map(|(view, vector)| (f64::from(cosine(probe, &vector)), view))
+                .collect();
+            ranked.sort_by(|a, b| {
+                b.0.total_cmp(&a.0)
+                    .then(a.1.level.cmp(&b.1.level))
+                    .then(a.1.community.cmp(&b.1.community))
+            });
+            ranked.truncate(3);
+            let mut keys = Vec::new();
+            let mut scores = Vec::new();
+            for (score, view) in &ranked {
+                for citation in &view.report.citations {
+                    let key = (citation.document_id, citation.chunk_index);
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                        scores.push(*score);
+                    }
+                }
+            }
+            let mut hits = reads
+                .chunks_at(tenant, &keys, |i| scores.get(i).copied().unwrap_or(0.0))
+                .await?;
+            hits.retain(|hit| filter.admits(hit));
+            communities = ranked
+                .into_iter()
+                .map(|(score, community)| RankedCommunity { score, community })
+                .collect();
+            Some(hits)
+        }
+        _ => None,
+    };
+    let results = match mode {
+        SearchMode::Vector | SearchMode::Lexical => {
+            let mut hits = vector.or(lexical).unwrap_or_default();
             hits.truncate(take);
             hits
         }
-        (None, None) => Vec::new(),
+        SearchMode::VectorLexical => fuse_by_rank(
+            &[vector.unwrap_or_default(), lexical.unwrap_or_default()],
+            take,
+        ),
+        SearchMode::Local => fuse_by_rank(
+            &[vector.unwrap_or_default(), local.unwrap_or_default()],
+            take,
+        ),
+        SearchMode::Global => {
+            let mut hits = global.unwrap_or_default();
+            hits.truncate(take);
+            hits
+        }
+        SearchMode::Hybrid => fuse_by_rank(
+            &[
+                vector.unwrap_or_default(),
+                local.unwrap_or_default(),
+                global.unwrap_or_default(),
+            ],
+            take,
+        ),
     };
-    Ok(JsonBody(SearchAnswer {
+    Ok(SearchAnswer {
         mode,
         model,
         results,
+        entities,
+        communities,
+    })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct AnswerRequest {
+    /// The question (1 to 2,000 characters).
+    question: String,
+    /// How to retrieve the evidence: `hybrid` by default; any search mode.
+    mode: Option<SearchMode>,
+    /// Chunks retrieved as evidence (1 ..= 50); 8 by default.
+    k: Option<u32>,
+    /// The embedding model to search with; the first loaded one by default.
+    model: Option<String>,
+    /// Read your writes: wait until the read models have applied this position.
+    min_position: Option<i64>,
+}
+
+/// A chunk an answer cites.
+#[derive(Debug, Serialize, ToSchema)]
+struct AnswerCitation {
+    /// The number sentences cite it by (1-based).
+    n: usize,
+    #[serde(flatten)]
+    chunk: ChunkHit,
+}
+
+/// An answer composed from retrieved chunks.
+#[derive(Debug, Serialize, ToSchema)]
+struct Answer {
+    question: String,
+    mode: SearchMode,
+    /// How the answer was written: `extractive` (sentences quoted from the evidence).
+    method: String,
+    /// The sentences joined, each followed by its citation marks, e.g. `... [2]`; empty when
+    /// the evidence holds nothing that shares a term with the question.
+    answer: String,
+    /// Every sentence with the numbers of the chunks it cites.
+    sentences: Vec<AnswerSentence>,
+    /// The retrieved chunks, numbered; sentences cite only these.
+    citations: Vec<AnswerCitation>,
+    /// The graph's entities and communities retrieval started from (local, global, hybrid).
+    entities: Vec<EntityView>,
+    communities: Vec<RankedCommunity>,
+}
+
+/// Answers a question from the caller's documents: retrieves evidence (hybrid by default:
+/// vector, graph neighbourhood and community reports fused), then composes an answer of
+/// sentences quoted from it, each citing the chunk it comes from. Extractive: no sentence is
+/// generated, so none can state what the evidence does not.
+#[utoipa::path(
+    post,
+    path = "/research/answer",
+    tag = "research",
+    request_body = AnswerRequest,
+    responses(
+        (status = 200, description = "The answer, its sentences and their citations", body = Answer),
+        (status = 422, description = "`validation_failed`: an empty or too long `question`, `k` out of range, or a `model` that is not loaded"),
+        (status = 503, description = "`not_yet_consistent`: the read models have not reached `min_position` in time"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant()))]
+async fn answer(
+    State(state): State<AppState>,
+    caller: Authorized<Queries>,
+    Json(body): Json<AnswerRequest>,
+) -> Result<JsonBody<Answer>, ApiError> {
+    let question = body.question.trim().to_owned();
+    if question.is_empty() {
+        return Err(invalid("question", "`question` must not be empty"));
+    }
+    let chars = question.chars().count();
+    if chars > MAX_QUERY_CHARS {
+        return Err(invalid(
+            "question",
+            format!("`question` is too long: {chars} characters, at most {MAX_QUERY_CHARS}"),
+        ));
+    }
+    let k = body.k.unwrap_or(8);
+    if !(1..=50).contains(&k) {
+        return Err(invalid(
+            "k",
+            format!("`k` must be between 1 and 50, not {k}"),
+        ));
+    }
+    let mode = body.mode.unwrap_or(SearchMode::Hybrid);
+    let reads = state.read().after(min_position(body.min_position)?);
+    let tenant = caller.tenant();
+    let found = retrieve(
+        &state,
+        &reads,
+        tenant,
+        &question,
+        mode,
+        k,
+        body.model.as_deref(),
+        &ChunkFilter::default(),
+    )
+    .await?;
+    let keys: Vec<(Uuid, i64)> = found
+        .results
+        .iter()
+        .map(|hit| (hit.document_id, hit.chunk_index))
+        .collect();
+    let bodies = reads.chunk_bodies(tenant, &keys).await?;
+    let sentences = compose_answer(&question, &found.results, &bodies);
+    let answer = sentences
+        .iter()
+        .map(|s| {
+            let marks: Vec<String> = s.citations.iter().map(|n| format!("[{n}]")).collect();
+            format!("{} {}", s.text, marks.join(""))
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(JsonBody(Answer {
+        question,
+        mode,
+        method: "extractive".to_owned(),
+        answer,
+        sentences,
+        citations: found
+            .results
+            .into_iter()
+            .enumerate()
+            .map(|(i, chunk)| AnswerCitation { n: i + 1, chunk })
+            .collect(),
+        entities: found.entities,
+        communities: found.communities,
     }))
 }
 
@@ -317,6 +594,8 @@ async fn similar(
         mode: SearchMode::Vector,
         model: Some(model),
         results,
+        entities: Vec::new(),
+        communities: Vec::new(),
     }))
 }
 

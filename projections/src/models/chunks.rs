@@ -323,12 +323,46 @@ impl Projection for ChunksProjection {
                             .map_err(ProjectionError::db("projecting a chunk vector"))?);
                     }
                 }
+                DocumentEvent::DocumentRemoved { .. } => remove_document(tx, tables, event).await?,
                 DocumentEvent::DocumentEntitiesExtracted { .. }
                 | DocumentEvent::DocumentEmbeddingRequested { .. } => {}
             }
         }
         Ok(())
     }
+}
+
+/// Deletes every row of `event`'s document: text, chunks, words and vectors.
+async fn remove_document(
+    tx: &mut ReadTx,
+    tables: &Tables,
+    event: &RecordedEvent,
+) -> Result<(), ProjectionError> {
+    let postgres = tx.is_postgres();
+    for base in TABLES {
+        let table = tables.name(base);
+        // SQLite's virtual tables (FTS5, vec0) delete by rowid.
+        let virtual_table = matches!(
+            *base,
+            "rm_chunks_text" | "rm_chunk_vectors_minilm" | "rm_chunk_vectors_wordllama"
+        );
+        let sql = if postgres || !virtual_table {
+            format!("DELETE FROM {table} WHERE tenant_id = $1 AND document_id = $2")
+        } else {
+            format!(
+                "DELETE FROM {table} WHERE rowid IN \
+                 (SELECT rowid FROM {table} WHERE tenant_id = $1 AND document_id = $2)"
+            )
+        };
+        on_tx!(tx, |c| sqlx::query(&sql)
+            .bind(event.tenant.as_str())
+            .bind(event.aggregate_id)
+            .execute(c)
+            .await
+            .map(|_| ())
+            .map_err(ProjectionError::db("removing a document's chunks"))?);
+    }
+    Ok(())
 }
 
 /// Records that `event`'s document now has `table`'s vectors from `version`, deleting the
@@ -404,6 +438,14 @@ pub struct ChunkFilter {
 }
 
 impl ChunkFilter {
+    /// Whether `hit` passes the filter (for results found other than through the index).
+    pub fn admits(&self, hit: &ChunkHit) -> bool {
+        self.document.is_none_or(|d| d.as_uuid() == hit.document_id)
+            && self.source.as_ref().is_none_or(|s| *s == hit.source)
+            && self.ingested_from.is_none_or(|t| hit.ingested_at >= t)
+            && self.ingested_to.is_none_or(|t| hit.ingested_at < t)
+    }
+
     fn is_empty(&self) -> bool {
         self.document.is_none()
             && self.source.is_none()
@@ -590,6 +632,66 @@ impl ReadModels {
     /// probe, `$2` the tenant and `$3` how many), with their text and document, filtered, best
     /// first. Filters apply after ranking, so it ranks further when there are any. With
     /// `ef_search` (PostgreSQL), the HNSW scan considers that many candidates.
+    /// The chunks at `keys` (document, chunk index) that exist, in the order given, each
+    /// with score `score(position in keys)`.
+    pub async fn chunks_at(
+        &self,
+        tenant: &TenantId,
+        keys: &[(Uuid, i64)],
+        score: impl Fn(usize) -> f64,
+    ) -> Result<Vec<ChunkHit>, ProjectionError> {
+        self.settle(&[NAME]).await?;
+        let sql = "SELECT CAST(0.0 AS DOUBLE PRECISION) AS score, c.document_id, d.title, d.source, c.chunk_index, \
+             c.start_char, c.end_char, c.body, d.ingested_at \
+             FROM rm_chunks c \
+             JOIN rm_chunk_documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id \
+             WHERE c.tenant_id = $1 AND c.document_id = $2 AND c.chunk_index = $3";
+        let mut hits = Vec::with_capacity(keys.len());
+        for (at, (document, chunk)) in keys.iter().enumerate() {
+            let found: Option<ChunkHit> = on_pool!(&self.store, |p| sqlx::query(sql)
+                .bind(tenant.as_str())
+                .bind(*document)
+                .bind(*chunk)
+                .fetch_optional(p)
+                .await
+                .map_err(ProjectionError::db("reading chunks"))?
+                .map(|row| hit(&row))
+                .transpose()
+                .map_err(ProjectionError::db("reading chunks"))?);
+            if let Some(mut found) = found {
+                found.score = score(at);
+                hits.push(found);
+            }
+        }
+        Ok(hits)
+    }
+
+    /// The full texts of the chunks at `keys` (document, chunk index) that exist.
+    pub async fn chunk_bodies(
+        &self,
+        tenant: &TenantId,
+        keys: &[(Uuid, i64)],
+    ) -> Result<std::collections::HashMap<(Uuid, i64), String>, ProjectionError> {
+        self.settle(&[NAME]).await?;
+        let mut bodies = std::collections::HashMap::with_capacity(keys.len());
+        for &(document, chunk) in keys {
+            let body: Option<String> = on_pool!(&self.store, |p| sqlx::query_scalar(
+                "SELECT body FROM rm_chunks WHERE tenant_id = $1 AND document_id = $2 \
+                 AND chunk_index = $3"
+            )
+            .bind(tenant.as_str())
+            .bind(document)
+            .bind(chunk)
+            .fetch_optional(p)
+            .await
+            .map_err(ProjectionError::db("reading chunk texts"))?);
+            if let Some(body) = body {
+                bodies.insert((document, chunk), body);
+            }
+        }
+        Ok(bodies)
+    }
+
     async fn ranked_chunks(
         &self,
         tenant: &TenantId,

@@ -121,6 +121,10 @@ impl Projection for DocumentsProjection {
                 // position move on.
                 DocumentEvent::DocumentChunksEmbedded { at, .. }
                 | DocumentEvent::DocumentEmbeddingRequested { at, .. } => (None, at, Vec::new()),
+                // The row stays, marked, so the document's history can still be found.
+                DocumentEvent::DocumentRemoved { at } => {
+                    (Some(DocumentStatus::Removed), at, Vec::new())
+                }
                 DocumentEvent::DocumentChunked { chunks, at, .. } => (
                     Some(DocumentStatus::Chunked),
                     at,

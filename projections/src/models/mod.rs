@@ -6,8 +6,10 @@ pub mod agent_runs;
 pub mod alerts;
 pub mod brands;
 pub mod chunks;
+pub mod communities;
 pub mod documents;
 pub mod drafts;
+pub mod graph;
 pub mod mentions;
 pub mod stats;
 
@@ -20,6 +22,7 @@ pub use brands::BrandsProjection;
 pub use chunks::ChunksProjection;
 pub use documents::DocumentsProjection;
 pub use drafts::DraftsProjection;
+pub use graph::GraphProjection;
 pub use mentions::MentionsProjection;
 use plasma_commands::RecordedEvent;
 pub use stats::BrandStatsProjection;
@@ -39,6 +42,7 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(AgentRunsProjection),
         Arc::new(DocumentsProjection),
         Arc::new(ChunksProjection),
+        Arc::new(GraphProjection),
     ]
 }
 

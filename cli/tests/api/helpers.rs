@@ -219,6 +219,15 @@ impl TestApp {
         self.send_json(Method::PUT, path, token, body).await
     }
 
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// POSTs without a body (a voice check, an archive, a resume from the latest checkpoint).
     pub async fn post_empty(&self, path: &str, token: &str) -> Response {
         self.client

@@ -18,6 +18,7 @@ mod consistency;
 mod demo;
 mod documents;
 mod drafts;
+mod graph;
 mod idempotency;
 mod oidc;
 mod openapi;

@@ -17,11 +17,17 @@ later files override earlier ones, as with `helm -f`). Checked for every case:
   dropped, no service account token;
 - no Secret is rendered, and no env var or ConfigMap key named like a secret (SECRET, KEY,
   PASSWORD, TOKEN, DATABASE_URL) carries a literal value: only secretKeyRef;
-- the relay runs 2 replicas without an HPA; the alerts worker 1 replica, Recreate;
-- every consumer (projection and embed workers): replicas and HPA maxReplicas at most the
-  partition count of its topic, taken from the values files (kafka.partitions);
+- the relay runs 2 replicas without an HPA; the alerts worker 1 replica, Recreate; the
+  communities worker exactly 1 replica without an HPA, its --model the one of the values
+  (communities.model, else the first of embed.models, else none) and among embed.models, the
+  models volume mounted exactly when it has a model; one extract and one communities
+  Deployment each when enabled;
+- every consumer (projection, embed and extract workers): replicas and HPA maxReplicas at most
+  the partition count of its topic, taken from the values files (kafka.partitions);
 - one projection Deployment per read model of projections/src/models (their NAME constants);
-- every pod is selected by a NetworkPolicy when networkPolicy.enabled;
+- every pod is selected by a NetworkPolicy when networkPolicy.enabled; the policies selecting
+  the communities worker let it reach the database's ports but not the broker's or the
+  registry's, those selecting the extract worker all three;
 - PrometheusRule: seed 004's thresholds (p95 0.2 s, p99 1 s, 5xx ratio 0.01), projection lag,
   relay outbox depth; ServiceMonitors scrape /metrics on ports their Services have;
 - the Grafana dashboard ConfigMap carries grafana_dashboard: "1" and the chart's JSON;
@@ -231,6 +237,10 @@ def check_case(rendered: Path, values: dict, chart: Path, repo: Path, f: Failure
     partitions = values["kafka"]["partitions"]
     read_models_rendered = set()
     relay = []
+    extract = []
+    communities = []
+    embed_models = values.get("embed", {}).get("models") or []
+    community_model = (values.get("communities", {}).get("model") or (embed_models[0] if embed_models else "none"))
     for name, dep in deployments.items():
         args = dep["spec"]["template"]["spec"]["containers"][0].get("args") or []
         sub = args[0] if args else ""
@@ -243,7 +253,19 @@ def check_case(rendered: Path, values: dict, chart: Path, repo: Path, f: Failure
             f.check(dep["spec"].get("replicas") == 1, where, "alerts replicas is not 1")
             f.check(dep["spec"].get("strategy", {}).get("type") == "Recreate", where, "alerts strategy is not Recreate")
             f.check(name not in hpas, where, "the alerts worker has an HPA")
-        if sub in ("relay", "project", "embed", "alerts"):
+        if sub == "extract":
+            extract.append(dep)
+        if sub == "communities":
+            communities.append(dep)
+            f.check(dep["spec"].get("replicas") == 1, where, f"communities replicas {dep['spec'].get('replicas')}, expected 1")
+            f.check(name not in hpas, where, "the communities worker has an HPA")
+            model = args[args.index("--model") + 1] if "--model" in args else None
+            f.check(model == community_model, where, f"communities --model {model}, expected {community_model}")
+            f.check(model == "none" or model in embed_models, where, f"communities model {model} is not among embed.models {embed_models}")
+            f.check("--interval" in args, where, "no --interval")
+            volumes = {v["name"] for v in dep["spec"]["template"]["spec"].get("volumes") or []}
+            f.check(("models" in volumes) == (model != "none"), where, f"models volume {'missing' if model != 'none' else 'mounted without a model'}")
+        if sub in ("relay", "project", "embed", "extract", "communities", "alerts"):
             f.check("--metrics-listen" in args, where, "no --metrics-listen")
         if sub == "serve":
             # SIGTERM: /ready fails and serving goes on for the drain delay, then in-flight
@@ -262,6 +284,8 @@ def check_case(rendered: Path, values: dict, chart: Path, repo: Path, f: Failure
             context = override.get("context")
         elif sub == "embed":
             context = values.get("embed", {}).get("context")
+        elif sub == "extract":
+            context = values.get("extract", {}).get("context")
         if context is not None:
             bound = partitions.get(context)
             if not f.check(bound is not None, where, f"no partition count for context {context}"):
@@ -273,6 +297,9 @@ def check_case(rendered: Path, values: dict, chart: Path, repo: Path, f: Failure
             else:
                 f.check(dep["spec"].get("replicas", 1) <= bound, where, f"replicas exceed the {bound} partitions of the {context} topic")
     f.check(len(relay) == 1, case, f"expected one relay Deployment, found {len(relay)}")
+    for what, found in (("extract", extract), ("communities", communities)):
+        want = 1 if values.get(what, {}).get("enabled", True) else 0
+        f.check(len(found) == want, case, f"expected {want} {what} Deployment, found {len(found)}")
     if values.get("projections", {}).get("enabled", True):
         expected = {m for m, o in (values["projections"]["readModels"] or {}).items() if (o or {}).get("enabled", True)}
         f.check(read_models_rendered == expected, case, f"projection Deployments {sorted(read_models_rendered)} != read models in values {sorted(expected)}")
@@ -294,6 +321,24 @@ def check_case(rendered: Path, values: dict, chart: Path, repo: Path, f: Failure
             covered = [p for p in policies if selector_matches(p["spec"]["podSelector"], labels)
                        and "Ingress" in p["spec"].get("policyTypes", []) and "Egress" in p["spec"].get("policyTypes", [])]
             f.check(bool(covered), f"{case} {name_of(doc)}", "no NetworkPolicy restricts its ingress and egress")
+        # Which external endpoints the extract and communities workers may reach.
+        endpoints = values["networkPolicy"].get("egress") or {}
+        ports_of = lambda key: {p.get("port") for rule in endpoints.get(key) or [] for p in rule.get("ports") or []}
+        needs = {"extract": ({"database", "kafka", "schemaRegistry"}, set()),
+                 "communities": ({"database"}, {"kafka", "schemaRegistry"})}
+        for dep in (extract + communities):
+            sub = dep["spec"]["template"]["spec"]["containers"][0]["args"][0]
+            labels = pod_labels(dep)
+            rules = [r for p in policies if selector_matches(p["spec"]["podSelector"], labels)
+                     and "Egress" in p["spec"].get("policyTypes", []) for r in p["spec"].get("egress") or []]
+            where = f"{case} {name_of(dep)}"
+            f.check(all(r.get("ports") for r in rules), where, "an egress rule opens every port")
+            allowed = {p.get("port") for r in rules for p in r.get("ports") or []}
+            reach, never = needs[sub]
+            for key in reach:
+                f.check(ports_of(key) <= allowed, where, f"egress to {key} ports {sorted(ports_of(key))} is not allowed")
+            for key in never:
+                f.check(not (ports_of(key) & allowed), where, f"egress to {key} ports {sorted(ports_of(key) & allowed)} is allowed")
 
     # PDBs select pods of a rendered Deployment.
     for pdb in by_kind.get("PodDisruptionBudget", []):

@@ -10,11 +10,12 @@
 #    validated against the prometheus-operator CRD schemas, and every alert rule and dashboard
 #    query is parsed with Prometheus's PromQL grammar;
 # 3. the chart's guards: values that must fail to render (a secret in `config`, more consumers
-#    than partitions, no Secret name);
+#    than partitions, no Secret name, a communities model the gateway does not load);
 # 4. checkov (`--framework helm --skip-download`, k8s/plasma/.checkov.yaml, whose skipped
 #    checks are justified there) with each values file: zero failed checks;
 # 5. scripts/check-chart.py on the rendered manifests: hooks, probes, security contexts, no
-#    plaintext secret, relay replicas, HPA bounds, rules, dashboard, metric names.
+#    plaintext secret, relay and communities replicas, HPA bounds, the communities worker's
+#    egress, rules, dashboard, metric names.
 #
 #   scripts/check-chart.sh
 #
@@ -176,9 +177,14 @@ must_refuse "an HPA exceeds its topic's partitions" "exceeds the 6 partitions" \
   --set projections.readModels.drafts.autoscaling.enabled=true --set projections.readModels.drafts.autoscaling.maxReplicas=7
 must_refuse "replicas exceed the topic's partitions" "exceeds the 12 partitions" --set projections.readModels.mentions.replicas=13
 must_refuse "embed workers exceed the research partitions" "exceeds the 6 partitions" --set embed.replicas=7
+must_refuse "extract workers exceed the research partitions" "exceeds the 6 partitions" --set extract.replicas=7
+must_refuse "the extract HPA exceeds the research partitions" "exceeds the 6 partitions" \
+  --set extract.autoscaling.enabled=true --set extract.autoscaling.maxReplicas=8
 must_refuse "no Secret is named" "secrets.existingSecret is required" --set secrets.existingSecret=
 must_refuse "no models volume for the embed workers" "models.existingClaim" --set models.existingClaim=
-guards=7
+must_refuse "the communities model is not one the gateway loads" "is not one of embed.models" \
+  --set communities.model=wordllama-l2-supercat-256
+guards=10
 
 # 4. checkov, once per values file.
 checkov_passed=0

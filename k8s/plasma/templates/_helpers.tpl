@@ -289,7 +289,18 @@ An HPA bounded by a topic's partition count, or the check of a fixed replica cou
 
 {{/* Egress of every pod: DNS, the external endpoints, the OTLP collector. */}}
 {{- define "plasma.egressRules" -}}
-{{- $np := .Values.networkPolicy }}
+{{- include "plasma.egressRulesTo" (dict "root" . "endpoints" (list "database" "kafka" "schemaRegistry")) }}
+{{- end }}
+
+{{/*
+Egress to DNS, some of the external endpoints (networkPolicy.egress keys) and the OTLP
+collector: {root, endpoints}.
+*/}}
+{{- define "plasma.egressRulesTo" -}}
+{{- $np := .root.Values.networkPolicy }}
+{{- if not (kindIs "map" $np.egress) }}
+{{- fail "networkPolicy.egress is a map of NetworkPolicyEgressRule lists: database, kafka, schemaRegistry" }}
+{{- end }}
 - to:
     - namespaceSelector:
         matchLabels:
@@ -302,10 +313,12 @@ An HPA bounded by a topic's partition count, or the check of a fixed replica cou
       protocol: UDP
     - port: 53
       protocol: TCP
-{{- with $np.egress }}
+{{- range .endpoints }}
+{{- with index $np.egress . }}
 {{ toYaml . }}
 {{- end }}
-{{- if and .Values.otel.endpoint $np.otelPorts }}
+{{- end }}
+{{- if and .root.Values.otel.endpoint $np.otelPorts }}
 - ports:
     {{- range $np.otelPorts }}
     - port: {{ . }}

@@ -1,6 +1,7 @@
 {{/*
-A headless process (relay, projection, embed or alerts worker): a Deployment serving /metrics,
-/health and /ready on the metrics port, and its HPA and PDB when asked for.
+A headless process (relay, projection, embed, extract, communities or alerts worker): a
+Deployment serving /metrics, /health and /ready on the metrics port, and its HPA and PDB when
+asked for.
 
 {root, component, kind, args (after the subcommand), cfg, secrets (secrets.keys entries),
  models (bool), partitions (0: not a consumer group), context, recreate (bool)}

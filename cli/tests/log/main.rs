@@ -34,6 +34,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 mod drain;
+mod graph;
 mod traces;
 
 const SECRET: &str = "log-test-secret-log-test-secret-0123456";

@@ -13,6 +13,7 @@
 
 pub mod alerts;
 pub mod embed;
+pub mod graph;
 pub mod ingest;
 pub mod log;
 pub mod mentions;
@@ -35,6 +36,9 @@ pub enum Bench {
     /// Research search: quality on a labelled set; recall and latency at scale (needs a
     /// running plasma; see scripts/bench-search.sh).
     Search(search::SearchBenchArgs),
+    /// The knowledge graph: search quality per mode on the FAQ and multi-hop sets, latency,
+    /// extraction and graph-update throughput, Leiden next to leidenalg.
+    Graph(graph::GraphBenchArgs),
     /// Brand alerts: detector throughput, latency to the webhook, detection quality.
     Alerts(alerts::AlertsBenchArgs),
 }
@@ -46,6 +50,7 @@ pub async fn run(bench: Bench) -> Result<ExitCode> {
         Bench::Embed(args) => embed::embed(args).await?,
         Bench::Search(args) => search::search(args).await?,
         Bench::Alerts(args) => alerts::alerts(args).await?,
+        Bench::Graph(args) => graph::graph(args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,7 @@
 //!
 //! - `quality`: the labelled Python FAQ set (`data/python-faq/`, 174 questions, each with the
 //!   chunks of its own answer as the relevant ones): recall@10 and MRR@10 of lexical search,
-//!   vector search with each model, and hybrid search with each model.
+//!   vector search with each model, and vector and lexical fused with each model.
 //! - `scale`: a corpus of at least 100,000 chunks (real text: Debian's Python and Perl
 //!   documentation), ingested through the API and embedded and indexed by the platform's own
 //!   pipeline; then recall@10 of the HNSW index against exact search, over a range of
@@ -39,13 +39,13 @@ enum Part {
 }
 
 #[derive(Debug, Args)]
-struct Server {
+pub(crate) struct Server {
     /// The running plasma's base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
+    pub(crate) url: String,
     /// A token of the tenant to load and search (`plasma token --tenant T --role admin`).
     #[arg(long, env = "PLASMA_BENCH_TOKEN")]
-    token: String,
+    pub(crate) token: String,
 }
 
 #[derive(Debug, Args)]
@@ -112,27 +112,27 @@ struct FaqFile {
 }
 
 #[derive(Debug, Deserialize)]
-struct FaqEntry {
-    page: String,
-    question: String,
-    answer: String,
+pub(crate) struct FaqEntry {
+    pub(crate) page: String,
+    pub(crate) question: String,
+    pub(crate) answer: String,
 }
 
-fn read_faq(path: &Path) -> Result<Vec<FaqEntry>> {
+pub(crate) fn read_faq(path: &Path) -> Result<Vec<FaqEntry>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {path:?}"))?;
     let file: FaqFile = serde_json::from_str(&text).with_context(|| format!("parsing {path:?}"))?;
     Ok(file.entries)
 }
 
 /// The running plasma, over HTTP.
-struct Api {
+pub(crate) struct Api {
     client: reqwest::Client,
     url: String,
     token: String,
 }
 
 impl Api {
-    fn new(server: &Server) -> Result<Self> {
+    pub(crate) fn new(server: &Server) -> Result<Self> {
         Ok(Self {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
@@ -153,13 +153,13 @@ impl Api {
         Ok(body)
     }
 
-    async fn post(&self, path: &str, body: &Value) -> Result<Value> {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> Result<Value> {
         self.send(self.client.post(format!("{}{path}", self.url)).json(body))
             .await
             .with_context(|| format!("POST {path}"))
     }
 
-    async fn get(&self, path: &str) -> Result<Value> {
+    pub(crate) async fn get(&self, path: &str) -> Result<Value> {
         self.send(self.client.get(format!("{}{path}", self.url)))
             .await
             .with_context(|| format!("GET {path}"))
@@ -177,15 +177,15 @@ impl Api {
 }
 
 /// A document to ingest.
-struct NewDocument {
-    title: String,
-    source: String,
-    text: String,
+pub(crate) struct NewDocument {
+    pub(crate) title: String,
+    pub(crate) source: String,
+    pub(crate) text: String,
 }
 
 /// Ingests `documents` (8 requests in flight) and answers their ids, in order, and the
 /// position of the last event.
-async fn ingest(
+pub(crate) async fn ingest(
     api: &Api,
     documents: Vec<NewDocument>,
     chunking: Option<(usize, usize)>,
@@ -213,7 +213,7 @@ async fn ingest(
 }
 
 /// Every document's chunk count, once the documents read model has reached `position`.
-async fn chunk_counts(api: &Api, position: i64) -> Result<HashMap<Uuid, u64>> {
+pub(crate) async fn chunk_counts(api: &Api, position: i64) -> Result<HashMap<Uuid, u64>> {
     let mut counts = HashMap::new();
     let mut after: Option<String> = None;
     loop {
@@ -256,7 +256,7 @@ async fn embedded_chunks(api: &Api) -> Result<HashMap<String, u64>> {
 
 /// Waits until every model's worker has embedded `chunks` chunks and the chunks index has
 /// applied everything stored; answers how long that took.
-async fn wait_indexed(api: &Api, models: &[String], chunks: u64) -> Result<Duration> {
+pub(crate) async fn wait_indexed(api: &Api, models: &[String], chunks: u64) -> Result<Duration> {
     let start = Instant::now();
     let deadline = start + Duration::from_secs(3600);
     let mut last_report = Instant::now();
@@ -295,7 +295,7 @@ async fn wait_indexed(api: &Api, models: &[String], chunks: u64) -> Result<Durat
 }
 
 /// What one search answered: (document, chunk index) pairs, best first.
-fn hits(answer: &Value) -> Vec<(Uuid, i64)> {
+pub(crate) fn hits(answer: &Value) -> Vec<(Uuid, i64)> {
     answer["results"]
         .as_array()
         .into_iter()
@@ -353,8 +353,8 @@ async fn quality(args: QualityArgs) -> Result<()> {
     }
     for model in &args.models {
         configurations.push((
-            format!("hybrid {model}"),
-            json!({"mode": "hybrid", "model": model}),
+            format!("vector+lexical {model}"),
+            json!({"mode": "vector_lexical", "model": model}),
         ));
     }
     println!("| {} | recall@10 | MRR@10 | p50 ms |", args.label);
@@ -394,7 +394,7 @@ async fn quality(args: QualityArgs) -> Result<()> {
 }
 
 /// The `p` quantile (0..=1) of `values`, nearest rank.
-fn percentile(values: &mut [f64], p: f64) -> f64 {
+pub(crate) fn percentile(values: &mut [f64], p: f64) -> f64 {
     if values.is_empty() {
         return f64::NAN;
     }
@@ -405,7 +405,7 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
 
 /// Every text file under `dirs`, as documents of at most `MAX_TEXT` characters (longer files
 /// in parts).
-fn corpus_documents(dirs: &[PathBuf]) -> Result<Vec<NewDocument>> {
+pub(crate) fn corpus_documents(dirs: &[PathBuf]) -> Result<Vec<NewDocument>> {
     const MAX_TEXT: usize = 900_000;
     let mut files = Vec::new();
     for dir in dirs {
@@ -553,7 +553,7 @@ async fn scale(args: ScaleArgs) -> Result<()> {
     );
     println!("| mode | requests | errors | p50 ms | p99 ms | max ms |");
     println!("|---|---|---|---|---|---|");
-    for mode in ["vector", "hybrid", "lexical"] {
+    for mode in ["vector", "vector_lexical", "lexical"] {
         let (mut latencies, errors) = steady_searches(&api, &questions, mode, &args).await;
         let n = latencies.len();
         println!(

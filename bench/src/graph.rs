@@ -359,7 +359,6 @@ async fn wait_graphed(api: &Api, ids: &[Uuid]) -> Result<Instant> {
     let wanted: HashSet<Uuid> = ids.iter().copied().collect();
     loop {
         let mut extracted = 0;
-        let mut last = 0;
         let mut after: Option<String> = None;
         loop {
             let mut path = "/v1/documents?limit=500".to_owned();
@@ -375,7 +374,6 @@ async fn wait_graphed(api: &Api, ids: &[Uuid]) -> Result<Instant> {
                     && item["status"] == "entities_extracted"
                 {
                     extracted += 1;
-                    last = last.max(item["position"].as_i64().unwrap_or(0));
                 }
             }
             match page["next_cursor"].as_str() {
@@ -385,7 +383,8 @@ async fn wait_graphed(api: &Api, ids: &[Uuid]) -> Result<Instant> {
         }
         if extracted == wanted.len() {
             let run = api.get("/v1/research/communities?limit=1").await?;
-            if run["run"]["graph_position"].as_i64().unwrap_or(0) >= last {
+            let graph = run["graph_position"].as_i64().unwrap_or(0);
+            if graph > 0 && run["run"]["graph_position"].as_i64() == Some(graph) {
                 return Ok(Instant::now());
             }
         }

@@ -54,7 +54,7 @@ enum Ranking {
 #[into_params(parameter_in = Query)]
 struct EntitiesQuery {
     /// Entities whose name or an alias contains this (any case); exact names first.
-    #[param(min_length = 1, max_length = 200)]
+    #[param(min_length = 1, max_length = 200, pattern = r"\S")]
     q: Option<String>,
     /// Without `q`: `degree` (default), `weighted_degree` or `chunks`.
     #[param(inline)]
@@ -309,6 +309,9 @@ struct CommunityList {
     /// When the communities were computed and how well they divide the graph; absent until the
     /// communities worker has run for the caller's graph.
     run: Option<CommunityRun>,
+    /// The position of the graph's last change: the communities are current when
+    /// `run.graph_position` equals it, and recomputed in the background otherwise.
+    graph_position: i64,
     /// Largest first.
     communities: Vec<CommunityView>,
 }
@@ -346,7 +349,12 @@ async fn communities(
     let communities = reads
         .communities(caller.tenant(), level, limit as u32)
         .await?;
-    Ok(JsonBody(CommunityList { run, communities }))
+    let graph_position = reads.graph_position(caller.tenant()).await?;
+    Ok(JsonBody(CommunityList {
+        run,
+        graph_position,
+        communities,
+    }))
 }
 
 #[derive(Debug, Deserialize)]

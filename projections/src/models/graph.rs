@@ -664,8 +664,8 @@ pub(crate) struct GraphCache {
 
 impl ReadModels {
     /// The tenant's graph as it stands, from the cache while its position has not changed.
-    pub async fn graph(&self, tenant: &TenantId) -> Result<Arc<GraphSnapshot>, ProjectionError> {
-        self.settle(&[NAME]).await?;
+    /// The position of the last event that changed the tenant's graph (0 for none).
+    pub async fn graph_position(&self, tenant: &TenantId) -> Result<i64, ProjectionError> {
         let position: Option<i64> = on_pool!(&self.store, |p| sqlx::query_scalar(
             "SELECT MAX(position) FROM rm_graph_documents WHERE tenant_id = $1"
         )
@@ -673,7 +673,12 @@ impl ReadModels {
         .fetch_one(p)
         .await
         .map_err(ProjectionError::db("reading the graph's position"))?);
-        let position = position.unwrap_or(0);
+        Ok(position.unwrap_or(0))
+    }
+
+    pub async fn graph(&self, tenant: &TenantId) -> Result<Arc<GraphSnapshot>, ProjectionError> {
+        self.settle(&[NAME]).await?;
+        let position = self.graph_position(tenant).await?;
         if let Ok(cache) = self.graph_cache.snapshots.lock() {
             if let Some(snapshot) = cache.get(tenant.as_str()) {
                 if snapshot.position == position {

@@ -8,7 +8,8 @@
 #            through HTTP with the FAQ set and the multi-hop set (data/python-faq,
 #            data/multihop), waited for until embedded, extracted and their communities
 #            computed; recall@10 and MRR@10 per search mode, then search latency at 20 req/s.
-#   extract: in process: rule extraction and graph-update throughput over the Python docs,
+#   extract: in process: rule extraction and graph-update throughput over the Python and Perl
+#            docs (python3.11-doc, perl-doc),
 #            Leiden on that corpus's graph and on a planted-partition graph, next to leidenalg.
 # PostgreSQL is a throwaway cluster with durable defaults, from pgserver (scripts/install-deps.sh).
 set -euo pipefail
@@ -73,10 +74,12 @@ fi
 if [[ $part == extract || $part == all ]]; then
   corpora=${PLASMA_CORPORA_DIR:-$HOME/.cache/plasma/corpora}
   mkdir -p "$corpora"
-  if [[ ! -d "$corpora/python3.11-doc" ]]; then
-    (cd "$corpora" && apt-get download python3.11-doc 2>/dev/null && dpkg-deb -x python3.11-doc_*.deb python3.11-doc.tmp \
-      && mv python3.11-doc.tmp python3.11-doc && rm -f python3.11-doc_*.deb)
-  fi
+  for package in python3.11-doc perl-doc; do
+    if [[ ! -d "$corpora/$package" ]]; then
+      (cd "$corpora" && apt-get download "$package" 2>/dev/null && dpkg-deb -x "$package"_*.deb "$package.tmp" \
+        && mv "$package.tmp" "$package" && rm -f "$package"_*.deb)
+    fi
+  done
   $plasma bench graph extract --peer-python "$peer" --database-url "$(database extract)" \
-    --corpus "$corpora/python3.11-doc/usr/share/doc/python3.11/html/_sources"
+    --corpus "$corpora/python3.11-doc/usr/share/doc/python3.11/html/_sources" "$corpora/perl-doc/usr/share/perl"
 fi

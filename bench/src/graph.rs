@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use cqrs_es::DomainEvent as _;
-use futures::{stream, StreamExt};
 use plasma_commands::RecordedEvent;
 use plasma_domain::research::leiden::{leiden, modularity, Graph, LeidenOptions};
 use plasma_domain::research::{
@@ -34,8 +33,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::search::{
-    chunk_counts, corpus_documents, hits, ingest, percentile, read_faq, wait_indexed, Api,
-    NewDocument, Server,
+    chunk_counts, corpus_documents, hits, ingest, percentile, read_faq, steady_searches,
+    wait_indexed, Api, NewDocument, Server,
 };
 
 #[derive(Debug, Args)]
@@ -339,7 +338,7 @@ async fn quality(args: QualityArgs) -> Result<()> {
         println!("|---|---:|---:|---:|---:|---:|");
         for mode in ["vector", "local", "hybrid"] {
             let (mut latencies, errors) =
-                steady(&api, &all, mode, &args.model, args.rate, args.seconds).await;
+                steady_searches(&api, &all, mode, &args.model, args.rate, args.seconds).await;
             println!(
                 "| {mode} | {} | {errors} | {:.1} | {:.1} | {:.1} |",
                 latencies.len() + errors,
@@ -393,42 +392,6 @@ async fn wait_graphed(api: &Api, ids: &[Uuid]) -> Result<Instant> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-/// Searches at `rate` per second for `seconds`, each request sent at its scheduled time;
-/// answers the latencies (ms, from the scheduled time) of the successful ones and the errors.
-async fn steady(
-    api: &Api,
-    questions: &[String],
-    mode: &str,
-    model: &str,
-    rate: u32,
-    seconds: u32,
-) -> (Vec<f64>, usize) {
-    let total = (rate * seconds) as usize;
-    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
-    let start = tokio::time::Instant::now() + Duration::from_millis(100);
-    let requests = (0..total).map(|i| {
-        let scheduled = start + interval * i as u32;
-        let question = &questions[i % questions.len().max(1)];
-        let body = json!({"query": question, "mode": mode, "model": model, "k": 10});
-        async move {
-            tokio::time::sleep_until(scheduled).await;
-            let result = api.post("/v1/research/search", &body).await;
-            (result.is_ok(), scheduled.elapsed().as_secs_f64() * 1e3)
-        }
-    });
-    let results: Vec<(bool, f64)> = stream::iter(requests)
-        .buffer_unordered(total.max(1))
-        .collect()
-        .await;
-    let errors = results.iter().filter(|(ok, _)| !ok).count();
-    let latencies = results
-        .into_iter()
-        .filter(|(ok, _)| *ok)
-        .map(|(_, ms)| ms)
-        .collect();
-    (latencies, errors)
 }
 
 // Extraction, graph update, Leiden.

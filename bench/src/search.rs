@@ -554,7 +554,8 @@ async fn scale(args: ScaleArgs) -> Result<()> {
     println!("| mode | requests | errors | p50 ms | p99 ms | max ms |");
     println!("|---|---|---|---|---|---|");
     for mode in ["vector", "vector_lexical", "lexical"] {
-        let (mut latencies, errors) = steady_searches(&api, &questions, mode, &args).await;
+        let (mut latencies, errors) =
+            steady_searches(&api, &questions, mode, &args.model, args.rate, args.seconds).await;
         let n = latencies.len();
         println!(
             "| {mode} | {} | {errors} | {:.1} | {:.1} | {:.1} |",
@@ -607,19 +608,21 @@ async fn top_ten(
 /// Searches at `args.rate` per second for `args.seconds`, each request sent at its scheduled
 /// time whatever the earlier ones are doing; answers the latencies (ms, from the scheduled
 /// time) of the successful ones and how many failed.
-async fn steady_searches(
+pub(crate) async fn steady_searches(
     api: &Api,
     questions: &[String],
     mode: &str,
-    args: &ScaleArgs,
+    model: &str,
+    rate: u32,
+    seconds: u32,
 ) -> (Vec<f64>, usize) {
-    let total = (args.rate * args.seconds) as usize;
-    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
+    let total = (rate * seconds) as usize;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let start = tokio::time::Instant::now() + Duration::from_millis(100);
     let requests = (0..total).map(|i| {
         let scheduled = start + interval * i as u32;
         let question = &questions[i % questions.len().max(1)];
-        let body = json!({"query": question, "mode": mode, "model": args.model, "k": 10});
+        let body = json!({"query": question, "mode": mode, "model": model, "k": 10});
         async move {
             tokio::time::sleep_until(scheduled).await;
             let result = api.post("/v1/research/search", &body).await;

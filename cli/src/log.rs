@@ -105,6 +105,41 @@ async fn open_store(settings: &Settings) -> Result<(EventStore, ReadStore)> {
     Ok((store, read))
 }
 
+/// Runs `process` fed by its contexts' topics, as a member of its consumer group, restarted
+/// on failure until `shutdown`.
+async fn follow_topics(
+    process: Arc<dyn Process>,
+    read: &ReadStore,
+    store: &EventStore,
+    config: &LogConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> crate::supervisor::Exit {
+    supervise(
+        format!("process {}", process.name()),
+        shutdown,
+        |_, stop| {
+            let (read, store, process, config) =
+                (read.clone(), store.clone(), process.clone(), config.clone());
+            async move {
+                let subscription = LogSubscription::start(
+                    read.clone(),
+                    store,
+                    process.name(),
+                    process.contexts(),
+                    &config,
+                    SubscriptionOptions::default(),
+                )
+                .await?;
+                ProcessRunner::start(read, process, subscription, ProcessOptions::default())
+                    .await?
+                    .run(stop)
+                    .await
+            }
+        },
+    )
+    .await
+}
+
 /// What a headless process's `/ready` checks: its own dependencies — the database, and the
 /// broker and schema registry when it uses the log — and whether it is shutting down. A
 /// projection's lag is reported but never makes it unready: a lagging worker is the one that
@@ -416,26 +451,7 @@ pub async fn embed(args: EmbedArgs) -> Result<ExitCode> {
         model.name(),
         group_id(worker.name())
     );
-    supervise(format!("process {}", worker.name()), shutdown, |_, stop| {
-        let (read, store, worker, config) =
-            (read.clone(), store.clone(), worker.clone(), config.clone());
-        async move {
-            let subscription = LogSubscription::start(
-                read.clone(),
-                store,
-                worker.name(),
-                worker.contexts(),
-                &config,
-                SubscriptionOptions::default(),
-            )
-            .await?;
-            ProcessRunner::start(read, worker, subscription, ProcessOptions::default())
-                .await?
-                .run(stop)
-                .await
-        }
-    })
-    .await;
+    follow_topics(worker, &read, &store, &config, shutdown).await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -489,32 +505,6 @@ pub async fn alerts(args: AlertsArgs) -> Result<ExitCode> {
             },
         )
     };
-    let follow = |process: Arc<dyn Process>| {
-        let (read, store, config) = (read.clone(), store.clone(), config.clone());
-        supervise(
-            format!("process {}", process.name()),
-            shutdown.clone(),
-            move |_, stop| {
-                let (read, store, config, process) =
-                    (read.clone(), store.clone(), config.clone(), process.clone());
-                async move {
-                    let subscription = LogSubscription::start(
-                        read.clone(),
-                        store,
-                        process.name(),
-                        process.contexts(),
-                        &config,
-                        SubscriptionOptions::default(),
-                    )
-                    .await?;
-                    ProcessRunner::start(read, process, subscription, ProcessOptions::default())
-                        .await?
-                        .run(stop)
-                        .await
-                }
-            },
-        )
-    };
     let dispatcher = {
         let (reads, delivery) = (ReadModels::new(read.clone()), delivery.clone());
         supervise(
@@ -523,7 +513,11 @@ pub async fn alerts(args: AlertsArgs) -> Result<ExitCode> {
             move |_, stop| delivery.clone().dispatch(reads.clone(), stop),
         )
     };
-    tokio::join!(detect, follow(delivery), dispatcher);
+    tokio::join!(
+        detect,
+        follow_topics(delivery, &read, &store, &config, shutdown.clone()),
+        dispatcher
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -762,26 +756,7 @@ pub async fn extract(args: ExtractArgs) -> Result<ExitCode> {
         "plasma extract: extracting entities of chunked documents (group {})",
         group_id(worker.name())
     );
-    supervise(format!("process {}", worker.name()), shutdown, |_, stop| {
-        let (read, store, worker, config) =
-            (read.clone(), store.clone(), worker.clone(), config.clone());
-        async move {
-            let subscription = LogSubscription::start(
-                read.clone(),
-                store,
-                worker.name(),
-                worker.contexts(),
-                &config,
-                SubscriptionOptions::default(),
-            )
-            .await?;
-            ProcessRunner::start(read, worker, subscription, ProcessOptions::default())
-                .await?
-                .run(stop)
-                .await
-        }
-    })
-    .await;
+    follow_topics(worker, &read, &store, &config, shutdown).await;
     Ok(ExitCode::SUCCESS)
 }
 

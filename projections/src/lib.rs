@@ -27,7 +27,7 @@ pub use models::alerts::{
     AlertDetailView, AlertFilter, AlertView, DeliveryAttemptView, DeliveryView,
 };
 pub use models::brands::BrandView;
-pub use models::chunks::{fuse_by_rank, ChunkFilter, ChunkHit};
+pub use models::chunks::{fuse_by_rank, fuse_by_weighted_rank, ChunkFilter, ChunkHit};
 pub use models::communities::{
     Citation, CommunityEntity, CommunityRelation, CommunityReport, CommunityRun, CommunityView,
     ComputedCommunities,

@@ -15,7 +15,8 @@ use plasma_domain::research::{
 use plasma_domain::AggregateId;
 use plasma_domain::TenantId;
 use plasma_projections::{
-    fuse_by_rank, ChunkFilter, ChunkHit, CommunityView, Cursor, EntityView, PageRequest, ReadModels,
+    fuse_by_rank, fuse_by_weighted_rank, ChunkFilter, ChunkHit, CommunityView, Cursor, EntityView,
+    PageRequest, ReadModels,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -32,6 +33,12 @@ use crate::state::AppState;
 /// Results a search answers with unless asked otherwise, and at most.
 const DEFAULT_K: u32 = 10;
 const MAX_K: u32 = 100;
+/// How much each ranking counts when the graph modes fuse them (reciprocal rank, weighted):
+/// the question's own meaning first, the graph's pointers after, the communities' last. With
+/// equal weights the graph lists outvoted a clear vector hit (docs/benchmarks.md).
+const VECTOR_WEIGHT: f64 = 1.0;
+const GRAPH_WEIGHT: f64 = 0.5;
+const COMMUNITY_WEIGHT: f64 = 0.25;
 /// The longest question accepted, in characters.
 const MAX_QUERY_CHARS: usize = 2000;
 
@@ -331,8 +338,11 @@ async fn retrieve(
             &[vector.unwrap_or_default(), lexical.unwrap_or_default()],
             take,
         ),
-        SearchMode::Local => fuse_by_rank(
-            &[vector.unwrap_or_default(), local.unwrap_or_default()],
+        SearchMode::Local => fuse_by_weighted_rank(
+            &[
+                (vector.as_deref().unwrap_or_default(), VECTOR_WEIGHT),
+                (local.as_deref().unwrap_or_default(), GRAPH_WEIGHT),
+            ],
             take,
         ),
         SearchMode::Global => {
@@ -340,11 +350,11 @@ async fn retrieve(
             hits.truncate(take);
             hits
         }
-        SearchMode::Hybrid => fuse_by_rank(
+        SearchMode::Hybrid => fuse_by_weighted_rank(
             &[
-                vector.unwrap_or_default(),
-                local.unwrap_or_default(),
-                global.unwrap_or_default(),
+                (vector.as_deref().unwrap_or_default(), VECTOR_WEIGHT),
+                (local.as_deref().unwrap_or_default(), GRAPH_WEIGHT),
+                (global.as_deref().unwrap_or_default(), COMMUNITY_WEIGHT),
             ],
             take,
         ),

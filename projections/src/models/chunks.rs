@@ -641,29 +641,52 @@ impl ReadModels {
         score: impl Fn(usize) -> f64,
     ) -> Result<Vec<ChunkHit>, ProjectionError> {
         self.settle(&[NAME]).await?;
-        let sql = "SELECT CAST(0.0 AS DOUBLE PRECISION) AS score, c.document_id, d.title, d.source, c.chunk_index, \
-             c.start_char, c.end_char, c.body, d.ingested_at \
-             FROM rm_chunks c \
-             JOIN rm_chunk_documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id \
-             WHERE c.tenant_id = $1 AND c.document_id = $2 AND c.chunk_index = $3";
-        let mut hits = Vec::with_capacity(keys.len());
-        for (at, (document, chunk)) in keys.iter().enumerate() {
-            let found: Option<ChunkHit> = on_pool!(&self.store, |p| sqlx::query(sql)
-                .bind(tenant.as_str())
-                .bind(*document)
-                .bind(*chunk)
-                .fetch_optional(p)
-                .await
-                .map_err(ProjectionError::db("reading chunks"))?
-                .map(|row| hit(&row))
-                .transpose()
-                .map_err(ProjectionError::db("reading chunks"))?);
-            if let Some(mut found) = found {
-                found.score = score(at);
-                hits.push(found);
+        let mut found: std::collections::HashMap<(Uuid, i64), ChunkHit> =
+            std::collections::HashMap::with_capacity(keys.len());
+        // One statement per 200 keys, not one per key: a graph search cites dozens.
+        for batch in keys.chunks(200) {
+            let rows: Vec<ChunkHit> = on_pool!(&self.store, |p| {
+                let mut query = sqlx::QueryBuilder::new(
+                    "SELECT CAST(0.0 AS DOUBLE PRECISION) AS score, c.document_id, d.title, \
+                     d.source, c.chunk_index, c.start_char, c.end_char, c.body, d.ingested_at \
+                     FROM rm_chunks c JOIN rm_chunk_documents d \
+                     ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id \
+                     WHERE c.tenant_id = ",
+                );
+                query.push_bind(tenant.as_str());
+                query.push(" AND (c.document_id, c.chunk_index) IN (");
+                let mut keys = query.separated(", ");
+                for (document, chunk) in batch {
+                    keys.push("(")
+                        .push_bind_unseparated(*document)
+                        .push_unseparated(", ")
+                        .push_bind_unseparated(*chunk)
+                        .push_unseparated(")");
+                }
+                query.push(")");
+                query
+                    .build()
+                    .fetch_all(p)
+                    .await
+                    .map_err(ProjectionError::db("reading chunks"))?
+                    .iter()
+                    .map(hit)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(ProjectionError::db("reading chunks"))?
+            });
+            for row in rows {
+                found.insert((row.document_id, row.chunk_index), row);
             }
         }
-        Ok(hits)
+        Ok(keys
+            .iter()
+            .enumerate()
+            .filter_map(|(at, key)| {
+                let mut hit = found.get(key)?.clone();
+                hit.score = score(at);
+                Some(hit)
+            })
+            .collect())
     }
 
     /// The full texts of the chunks at `keys` (document, chunk index) that exist.
@@ -674,18 +697,29 @@ impl ReadModels {
     ) -> Result<std::collections::HashMap<(Uuid, i64), String>, ProjectionError> {
         self.settle(&[NAME]).await?;
         let mut bodies = std::collections::HashMap::with_capacity(keys.len());
-        for &(document, chunk) in keys {
-            let body: Option<String> = on_pool!(&self.store, |p| sqlx::query_scalar(
-                "SELECT body FROM rm_chunks WHERE tenant_id = $1 AND document_id = $2 \
-                 AND chunk_index = $3"
-            )
-            .bind(tenant.as_str())
-            .bind(document)
-            .bind(chunk)
-            .fetch_optional(p)
-            .await
-            .map_err(ProjectionError::db("reading chunk texts"))?);
-            if let Some(body) = body {
+        for batch in keys.chunks(200) {
+            let rows: Vec<(Uuid, i64, String)> = on_pool!(&self.store, |p| {
+                let mut query = sqlx::QueryBuilder::new(
+                    "SELECT document_id, chunk_index, body FROM rm_chunks WHERE tenant_id = ",
+                );
+                query.push_bind(tenant.as_str());
+                query.push(" AND (document_id, chunk_index) IN (");
+                let mut keys = query.separated(", ");
+                for (document, chunk) in batch {
+                    keys.push("(")
+                        .push_bind_unseparated(*document)
+                        .push_unseparated(", ")
+                        .push_bind_unseparated(*chunk)
+                        .push_unseparated(")");
+                }
+                query.push(")");
+                query
+                    .build_query_as()
+                    .fetch_all(p)
+                    .await
+                    .map_err(ProjectionError::db("reading chunk texts"))?
+            });
+            for (document, chunk, body) in rows {
                 bodies.insert((document, chunk), body);
             }
         }
@@ -863,11 +897,17 @@ where
 /// Reciprocal-rank fusion (Cormack et al., 2009): each list gives a chunk 1 / (60 + rank); the
 /// chunks with the highest sums come first. The score reported is that sum.
 pub fn fuse_by_rank(lists: &[Vec<ChunkHit>], k: usize) -> Vec<ChunkHit> {
+    let weighted: Vec<(&[ChunkHit], f64)> = lists.iter().map(|l| (l.as_slice(), 1.0)).collect();
+    fuse_by_weighted_rank(&weighted, k)
+}
+
+/// [`fuse_by_rank`] with a weight per list: a hit adds `weight / (60 + rank)`.
+pub fn fuse_by_weighted_rank(lists: &[(&[ChunkHit], f64)], k: usize) -> Vec<ChunkHit> {
     const RRF_K: f64 = 60.0;
     let mut fused: Vec<ChunkHit> = Vec::new();
-    for list in lists {
+    for (list, weight) in lists {
         for (rank, hit) in list.iter().enumerate() {
-            let add = 1.0 / (RRF_K + rank as f64 + 1.0);
+            let add = weight / (RRF_K + rank as f64 + 1.0);
             match fused
                 .iter_mut()
                 .find(|f| f.document_id == hit.document_id && f.chunk_index == hit.chunk_index)

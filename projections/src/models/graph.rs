@@ -35,6 +35,9 @@ const ENTITY_NAMESPACE: Uuid = Uuid::from_u128(0x51c3_e0a7_2b9d_4f61_8e05_93d2_a
 /// relation) is kept with this chunk index: evidence of the document as a whole.
 const WHOLE_DOCUMENT: i64 = -1;
 
+/// Rows per multi-row INSERT (6 values each: well under both stores' parameter limits).
+const INSERT_BATCH: usize = 500;
+
 const TABLES: &[&str] = &[
     "rm_graph_documents",
     "rm_graph_entities",
@@ -277,11 +280,7 @@ async fn insert_extraction(
          chunk_count) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
         tables.name("rm_graph_entities")
     );
-    let mentions_sql = format!(
-        "INSERT INTO {} (tenant_id, entity_id, document_id, chunk_index) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT DO NOTHING",
-        tables.name("rm_graph_mentions")
-    );
+    let mut mentions: Vec<(Uuid, i64)> = Vec::new();
     for (key, (entity, chunks, aliases)) in &merged {
         let id = entity_id(key);
         let aliases: Vec<&String> = aliases.iter().filter(|a| **a != entity.name).collect();
@@ -298,23 +297,34 @@ async fn insert_extraction(
             .await
             .map(|_| ())
             .map_err(ProjectionError::db("projecting a graph entity"))?);
-        for chunk in chunks {
-            on_tx!(tx, |c| sqlx::query(&mentions_sql)
-                .bind(event.tenant.as_str())
-                .bind(id)
-                .bind(event.aggregate_id)
-                .bind(i64::try_from(*chunk).unwrap_or(i64::MAX))
+        mentions.extend(
+            chunks
+                .iter()
+                .map(|chunk| (id, i64::try_from(*chunk).unwrap_or(i64::MAX))),
+        );
+    }
+    let table = tables.name("rm_graph_mentions");
+    for batch in mentions.chunks(INSERT_BATCH) {
+        on_tx!(tx, |c| {
+            let mut query = sqlx::QueryBuilder::new(format!(
+                "INSERT INTO {table} (tenant_id, entity_id, document_id, chunk_index) "
+            ));
+            query.push_values(batch, |mut row, (id, chunk)| {
+                row.push_bind(event.tenant.as_str())
+                    .push_bind(*id)
+                    .push_bind(event.aggregate_id)
+                    .push_bind(*chunk);
+            });
+            query.push(" ON CONFLICT DO NOTHING");
+            query
+                .build()
                 .execute(c)
                 .await
                 .map(|_| ())
-                .map_err(ProjectionError::db("projecting an entity mention"))?);
-        }
+                .map_err(ProjectionError::db("projecting entity mentions"))?
+        });
     }
-    let edges_sql = format!(
-        "INSERT INTO {} (tenant_id, source_id, target_id, kind, document_id, chunk_index) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        tables.name("rm_graph_edges")
-    );
+    let mut edges: Vec<(Uuid, Uuid, &str, i64)> = Vec::new();
     for relation in relations {
         let (Some(from), Some(to)) = (
             key_of.get(relation.from.as_str()),
@@ -339,19 +349,35 @@ async fn insert_extraction(
         if source > target {
             std::mem::swap(&mut source, &mut target);
         }
-        for chunk in shared {
-            on_tx!(tx, |c| sqlx::query(&edges_sql)
-                .bind(event.tenant.as_str())
-                .bind(source)
-                .bind(target)
-                .bind(&relation.kind)
-                .bind(event.aggregate_id)
-                .bind(chunk)
+        edges.extend(
+            shared
+                .into_iter()
+                .map(|chunk| (source, target, relation.kind.as_str(), chunk)),
+        );
+    }
+    let table = tables.name("rm_graph_edges");
+    for batch in edges.chunks(INSERT_BATCH) {
+        on_tx!(tx, |c| {
+            let mut query = sqlx::QueryBuilder::new(format!(
+                "INSERT INTO {table} (tenant_id, source_id, target_id, kind, document_id, \
+                 chunk_index) "
+            ));
+            query.push_values(batch, |mut row, (source, target, kind, chunk)| {
+                row.push_bind(event.tenant.as_str())
+                    .push_bind(*source)
+                    .push_bind(*target)
+                    .push_bind(*kind)
+                    .push_bind(event.aggregate_id)
+                    .push_bind(*chunk);
+            });
+            query.push(" ON CONFLICT DO NOTHING");
+            query
+                .build()
                 .execute(c)
                 .await
                 .map(|_| ())
-                .map_err(ProjectionError::db("projecting a graph edge"))?);
-        }
+                .map_err(ProjectionError::db("projecting graph edges"))?
+        });
     }
     Ok(())
 }

@@ -775,32 +775,39 @@ impl ReadModels {
             };
         }
         let failed = ProjectionError::db("searching chunks");
-        let rows: Result<Vec<ChunkHit>, sqlx::Error> = if let (
-            crate::ReadStore::Postgres { pool },
-            Some(ef_search),
-        ) = (&self.store, ef_search)
-        {
-            let candidates = ef_search.max(fetch).min(HNSW_EF_SEARCH_MAX);
-            let mut tx = pool.begin().await.map_err(failed)?;
-            sqlx::query(&format!("SET LOCAL hnsw.ef_search = {candidates}"))
-                .execute(&mut *tx)
-                .await
-                .map_err(ProjectionError::db("searching chunks"))?;
-            search!()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(ProjectionError::db("searching chunks"))?
-                .iter()
-                .map(hit)
-                .collect()
-        } else {
-            on_pool!(&self.store, |p| search!()
-                .fetch_all(p)
+        let rows: Result<Vec<ChunkHit>, sqlx::Error> = match &self.store {
+            crate::ReadStore::Postgres { pool } => {
+                let mut tx = pool.begin().await.map_err(failed)?;
+                // A custom plan every time: after five runs of one statement PostgreSQL may
+                // settle on a generic plan, which casts the text probe to a vector once per
+                // row instead of once, and scans instead of using the index (measured: 10 ms
+                // turned into 650 ms at 449 chunks; docs/benchmarks.md, knowledge graph).
+                let mut settings = vec!["SET LOCAL plan_cache_mode = force_custom_plan".to_owned()];
+                if let Some(ef_search) = ef_search {
+                    let candidates = ef_search.max(fetch).min(HNSW_EF_SEARCH_MAX);
+                    settings.push(format!("SET LOCAL hnsw.ef_search = {candidates}"));
+                }
+                for setting in &settings {
+                    sqlx::query(setting)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(ProjectionError::db("searching chunks"))?;
+                }
+                search!()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(ProjectionError::db("searching chunks"))?
+                    .iter()
+                    .map(hit)
+                    .collect()
+            }
+            crate::ReadStore::Sqlite { reader, .. } => search!()
+                .fetch_all(reader)
                 .await
                 .map_err(failed)?
                 .iter()
                 .map(hit)
-                .collect())
+                .collect(),
         };
         rows.map_err(ProjectionError::db("decoding search results"))
     }

@@ -37,7 +37,18 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 PLASMA_RATE_LIMIT_PER_SECOND=0 PLASMA_EMBEDDERS=all-MiniLM-L6-v2 "$binary" dev --data-dir "$work/data" \
   --listen "127.0.0.1:$port" --demo >"$work/server.log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
+stop_server() {
+  local code=0
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || code=$?
+  if [[ $code -ne 0 ]]; then
+    echo "check-contract: the server exited with $code on SIGTERM; its log's end:" >&2
+    tail -n 40 "$work/server.log" >&2 || true
+  fi
+  rm -rf "$work"
+  return "$code"
+}
+trap stop_server EXIT
 for _ in $(seq 1 180); do
   curl -sf "http://127.0.0.1:$port/ready" >/dev/null && break
   kill -0 $server 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }

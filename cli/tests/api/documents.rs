@@ -82,7 +82,12 @@ async fn a_document_is_ingested_chunked_and_its_entities_recorded_then_re_record
         .await;
     let again = accepted(response, 200).await;
     assert_eq!(again["events_appended"], 0);
-    assert_eq!(again["version"], chunked["version"]);
+    // The document's version may have moved on meanwhile: the extraction worker records its
+    // entities as soon as it is chunked.
+    assert!(
+        again["version"].as_i64() >= chunked["version"].as_i64(),
+        "{again}"
+    );
     let response = app
         .post_json(
             &format!("{location}/chunk"),

@@ -109,6 +109,9 @@ async fn entities(
         .after(query.min_position)
         .graph(caller.tenant())
         .await?;
+    if params.q.as_deref().is_some_and(|q| q.chars().count() > 200) {
+        return Err(invalid_query("q", "`q` is longer than 200 characters"));
+    }
     let found = match params.q.as_deref().map(str::trim) {
         Some("") => return Err(invalid_query("q", "`q` must not be blank")),
         Some(q) => graph.search(q, limit),

@@ -100,7 +100,12 @@ impl CommunityWorker {
                     let Ok(tenant_id) = TenantId::parse(&tenant) else {
                         continue;
                     };
-                    self.compute(&tenant_id).await?;
+                    // A shutdown does not wait for a long computation: dropping it before its
+                    // one transaction commits leaves the previous communities.
+                    tokio::select! {
+                        computed = self.compute(&tenant_id) => { computed?; }
+                        _ = stop.changed() => return Ok(()),
+                    }
                     seen.remove(&tenant);
                     // One tenant per tick: the others' ingest is not held up by a long run.
                     break;

@@ -5,14 +5,16 @@
 //! - [`embedding`]: the domain's `Embedder`: all-MiniLM-L6-v2 (candle) and WordLlama static
 //!   vectors, loaded from local model files.
 //! - [`webhook`]: the domain's `ChannelSecrets` and `WebhookSender`: HMAC-signed POSTs.
-//!
-//! Entity extractors and text generators arrive here as the research and agent work lands; the
-//! domain only ever sees the port.
+//! - [`openai`]: the domain's `TextGenerator` over any OpenAI-compatible chat-completions API.
+//! - [`outbound`]: the agent's `OutboundHttp` (allow-listed hosts) and `DraftPublisher` (a
+//!   signed webhook).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod bert;
 pub mod embedding;
+pub mod openai;
+pub mod outbound;
 pub mod sentiment;
 pub mod webhook;
 

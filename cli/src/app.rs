@@ -8,11 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use plasma_adapters::openai::{OpenAiChat, OpenAiSettings};
+use plasma_adapters::outbound::{AllowListedHttp, WebhookPublisher};
 use plasma_adapters::webhook::{HttpWebhookSender, WebhookKey};
 use plasma_adapters::VaderScorer;
 use plasma_commands::{CommandHandler, EventStore, Services, StoreConfig, StoreError};
 use plasma_domain::brand::MentionServices;
 use plasma_domain::content::DraftServices;
+use plasma_domain::content::{TemplateGenerator, TextGenerator};
 use plasma_domain::research::{Embedder, RuleExtractor};
 use plasma_domain::TenantId;
 use plasma_gateway::auth::{TokenIssuer, TokenVerifier};
@@ -20,6 +23,7 @@ use plasma_gateway::rate_limit::RateLimiter;
 use plasma_gateway::state::{AppState, StateParts};
 use plasma_gateway::{metrics, routes, Clock, SystemClock};
 use plasma_log::KafkaReplay;
+use plasma_processes::agent::{AgentOptions, AgentWorker, ToolBox};
 use plasma_processes::alerts;
 use plasma_processes::communities::{CommunityOptions, CommunityWorker};
 use plasma_processes::delivery::{DeliveryOptions, DeliveryWorker};
@@ -34,7 +38,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::demo::{self, DemoError, DemoOutcome};
-use crate::settings::{AlertSettings, ProjectionsMode, Settings, StoreSettings};
+use crate::settings::{
+    AgentSettings, AlertSettings, LlmProvider, ProjectionsMode, Settings, StoreSettings,
+};
 use crate::workers::ProjectionWorkers;
 
 /// The embedded event store's file in the data dir.
@@ -96,6 +102,68 @@ pub fn delivery_worker(
     )))
 }
 
+/// The agent worker these settings describe: its text-generation provider, its allow-listed
+/// HTTP client and its publisher.
+pub fn agent_worker(
+    settings: &AgentSettings,
+    handler: &CommandHandler,
+    read: ReadModels,
+) -> Result<Arc<AgentWorker>, StartupError> {
+    let generator: Arc<dyn TextGenerator> = match &settings.provider {
+        LlmProvider::Template => Arc::new(TemplateGenerator),
+        LlmProvider::OpenAi {
+            base_url,
+            model,
+            api_key,
+        } => Arc::new(
+            OpenAiChat::new(OpenAiSettings {
+                base_url: base_url.clone(),
+                model: model.clone(),
+                api_key: api_key.as_ref().map(|k| k.expose().to_owned()),
+                timeout: settings.llm_timeout,
+                max_retries: settings.llm_max_retries,
+                max_retry_after: Duration::from_secs(60),
+            })
+            .map_err(|e| StartupError::Agent(e.to_string()))?,
+        ),
+    };
+    let http = AllowListedHttp::new(settings.http_allowed_hosts.clone(), Duration::from_secs(30))
+        .map_err(|e| StartupError::Agent(e.to_string()))?;
+    let secret = settings
+        .publish_secret
+        .as_ref()
+        .map(|s| s.expose().to_owned())
+        .ok_or_else(|| {
+            StartupError::Agent(
+                "no publish secret: set PLASMA_PUBLISH_SECRET or PLASMA_WEBHOOK_KEY".into(),
+            )
+        })?;
+    let publisher = WebhookPublisher::new(
+        settings.publish_webhook_url.clone(),
+        secret,
+        Duration::from_secs(30),
+    )
+    .map_err(|e| StartupError::Agent(e.to_string()))?;
+    let tools = ToolBox {
+        handler: handler.clone(),
+        read: read.clone(),
+        generator,
+        http: Arc::new(http),
+        publisher: Arc::new(publisher),
+        draft_services: DraftServices::default(),
+    };
+    Ok(Arc::new(AgentWorker::new(
+        handler.clone(),
+        read,
+        tools,
+        AgentOptions {
+            concurrency: settings.concurrency,
+            lease: settings.lease,
+            ..AgentOptions::default()
+        },
+    )))
+}
+
 /// Records per transaction of a replay from the log.
 pub const REPLAY_BATCH: usize = 2000;
 /// How long the projection workers get to finish their batch after the server stopped.
@@ -112,6 +180,8 @@ pub enum StartupError {
     Projections(#[source] ProjectionError),
     #[error("building the webhook client: {0}")]
     Webhooks(String),
+    #[error("building the agent worker: {0}")]
+    Agent(String),
     #[error("listening on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -232,6 +302,11 @@ impl Application {
                     .map_err(StartupError::Projections)?
                     .with_processes(processes)
                     .with_delivery(delivery_worker(&settings.alerts, &handler)?)
+                    .with_agent(agent_worker(
+                        &settings.agent,
+                        &handler,
+                        ReadModels::new(read.clone()),
+                    )?)
                     .with_communities(Arc::new(CommunityWorker::new(
                         ReadModels::new(read.clone()),
                         embedders.first().cloned(),
@@ -281,6 +356,7 @@ impl Application {
                 plasma_processes::communities::describe_metrics();
                 plasma_processes::alerts::describe_metrics();
                 plasma_processes::delivery::describe_metrics();
+                plasma_processes::agent::describe_metrics();
                 recorder
             },
             rebuilder,

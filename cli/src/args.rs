@@ -47,6 +47,8 @@ pub enum Command {
     Alerts(log::AlertsArgs),
     /// Extract the entities of chunked documents, from the topics (server mode).
     Extract(log::ExtractArgs),
+    /// Execute agent workflow runs: follow the agent topic, claim due runs, drive them.
+    Agent(log::AgentArgs),
     /// Compute the knowledge graph's communities whenever a tenant's graph changes.
     Communities(log::CommunitiesArgs),
     /// The knowledge graph: export a tenant's graph as GraphML or Cypher.

@@ -761,6 +761,51 @@ pub async fn extract(args: ExtractArgs) -> Result<ExitCode> {
 }
 
 #[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// Serve /metrics and /ready here.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// `plasma agent`: the agent worker. Its schedule follows the agent topic as a member of its
+/// consumer group; its executor claims due runs under a lease and drives them. Any number of
+/// replicas: a run is driven by one executor at a time (`FOR UPDATE SKIP LOCKED`, renewed
+/// leases), and every effect carries an idempotency key derived from the run and the step.
+pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
+    let settings = args.log.settings()?;
+    let config = log_config(&settings)?;
+    let (store, read) = open_store(&settings).await?;
+    let shutdown = stop_on_signal();
+    if let Some(listen) = args.metrics_listen {
+        serve_metrics(listen, Readiness::new(&store, Some(&config), &shutdown)?).await?;
+        plasma_processes::agent::describe_metrics();
+    }
+    let worker = crate::app::agent_worker(
+        &settings.agent,
+        &CommandHandler::new(store.clone()),
+        ReadModels::new(read.clone()),
+    )?;
+    eprintln!(
+        "plasma agent: executing workflow runs (group {})",
+        group_id(worker.name())
+    );
+    let executor = {
+        let worker = worker.clone();
+        supervise("agent executor", shutdown.clone(), move |_, stop| {
+            worker.clone().execute(stop)
+        })
+    };
+    let schedule: Arc<dyn Process> = worker;
+    tokio::join!(
+        follow_topics(schedule, &read, &store, &config, shutdown),
+        executor
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
 pub struct CommunitiesArgs {
     #[command(flatten)]
     pub log: LogArgs,

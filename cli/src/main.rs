@@ -33,6 +33,7 @@ async fn main() -> ExitCode {
         | Command::Embed(_)
         | Command::Alerts(_)
         | Command::Extract(_)
+        | Command::Agent(_)
         | Command::Communities(_)
         | Command::Replay(_) => "info,sqlx=warn,rdkafka=warn",
         Command::Token(_)
@@ -51,6 +52,7 @@ async fn main() -> ExitCode {
         Command::Embed(_) => "embedder",
         Command::Alerts(_) => "alerts",
         Command::Extract(_) => "extractor",
+        Command::Agent(_) => "agent",
         Command::Communities(_) => "communities",
         Command::Replay(_) => "replay",
         _ => "cli",
@@ -68,6 +70,7 @@ async fn main() -> ExitCode {
         Command::Embed(args) => log::embed(args).await,
         Command::Alerts(args) => log::alerts(args).await,
         Command::Extract(args) => log::extract(args).await,
+        Command::Agent(args) => log::agent(args).await,
         Command::Communities(args) => log::communities(args).await,
         Command::Graph(command) => plasma_cli::graph::run(command).await,
         Command::Replay(args) => log::replay(args).await,

@@ -45,6 +45,19 @@
 //! retry_base = "2s"                      # PLASMA_WEBHOOK_RETRY_BASE, doubled per failure
 //! timeout = "10s"                        # PLASMA_WEBHOOK_TIMEOUT, per attempt
 //! allow_private_targets = false          # PLASMA_WEBHOOK_ALLOW_PRIVATE; true in `plasma dev`
+//!
+//! [agent]
+//! provider = "template"                  # PLASMA_LLM_PROVIDER: template (default) or openai
+//! openai_base_url = "https://api.openai.com/v1"   # PLASMA_OPENAI_BASE_URL (any compatible API)
+//! openai_model = "gpt-4o-mini"           # PLASMA_OPENAI_MODEL
+//! openai_api_key = "sk-…"                # PLASMA_OPENAI_API_KEY (optional for local servers)
+//! llm_timeout = "60s"                    # PLASMA_LLM_TIMEOUT, per attempt
+//! llm_max_retries = 3                    # PLASMA_LLM_MAX_RETRIES, on 429/5xx/timeouts
+//! http_allowed_hosts = ["api.example.com", "*.partner.io"]   # PLASMA_AGENT_HTTP_ALLOWED_HOSTS
+//! publish_webhook_url = "https://cms.example.com/hooks/plasma"   # PLASMA_PUBLISH_WEBHOOK_URL
+//! publish_secret = "…at least 32 bytes…" # PLASMA_PUBLISH_SECRET; default: from the webhook key
+//! concurrency = 32                       # PLASMA_AGENT_CONCURRENCY: runs driven at once
+//! lease = "10s"                          # PLASMA_AGENT_LEASE: a killed worker's runs wait this
 //! ```
 
 use std::fs::OpenOptions;
@@ -98,6 +111,35 @@ pub struct Settings {
     pub research: ResearchSettings,
     /// Alert notifications.
     pub alerts: AlertSettings,
+    /// The agent worker: text generation, tools, publishing.
+    pub agent: AgentSettings,
+}
+
+/// Which text-generation provider writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LlmProvider {
+    /// Deterministic templates in the brand's voice.
+    Template,
+    /// An OpenAI-compatible chat-completions API.
+    OpenAi {
+        base_url: String,
+        model: String,
+        api_key: Option<Secret>,
+    },
+}
+
+/// The agent worker's settings.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub provider: LlmProvider,
+    pub llm_timeout: Duration,
+    pub llm_max_retries: u32,
+    pub http_allowed_hosts: Vec<String>,
+    pub publish_webhook_url: Option<String>,
+    /// Signs published drafts; `None` when neither it nor a webhook key is known (a log tool).
+    pub publish_secret: Option<Secret>,
+    pub concurrency: usize,
+    pub lease: Duration,
 }
 
 /// How alert webhooks are signed and retried.
@@ -251,6 +293,106 @@ pub struct SettingsLayer {
     pub research: ResearchLayer,
     #[serde(default)]
     pub alerts: AlertsLayer,
+    #[serde(default)]
+    pub agent: AgentLayer,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLayer {
+    pub provider: Option<String>,
+    pub openai_base_url: Option<String>,
+    pub openai_model: Option<String>,
+    pub openai_api_key: Option<Secret>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub llm_timeout: Option<Duration>,
+    pub llm_max_retries: Option<u32>,
+    pub http_allowed_hosts: Option<Vec<String>>,
+    pub publish_webhook_url: Option<String>,
+    pub publish_secret: Option<Secret>,
+    pub concurrency: Option<usize>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub lease: Option<Duration>,
+}
+
+impl AgentLayer {
+    fn validate(self, alerts: &AlertSettings) -> Result<AgentSettings, SettingsError> {
+        let provider = match self
+            .provider
+            .as_deref()
+            .map(str::trim)
+            .unwrap_or("template")
+        {
+            "template" => LlmProvider::Template,
+            "openai" => {
+                let base_url = self.openai_base_url.ok_or(SettingsError::Missing {
+                    key: "agent.openai_base_url (PLASMA_OPENAI_BASE_URL)",
+                    hint: "the openai provider needs the API's base URL, e.g. https://api.openai.com/v1",
+                })?;
+                if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                    return Err(invalid(
+                        "agent.openai_base_url (PLASMA_OPENAI_BASE_URL)",
+                        "must be an http(s) URL",
+                    ));
+                }
+                let model = self.openai_model.ok_or(SettingsError::Missing {
+                    key: "agent.openai_model (PLASMA_OPENAI_MODEL)",
+                    hint: "the openai provider needs a model name",
+                })?;
+                LlmProvider::OpenAi {
+                    base_url,
+                    model,
+                    api_key: self.openai_api_key,
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "agent.provider (PLASMA_LLM_PROVIDER)",
+                    format!("`{other}` is not a provider: use template or openai"),
+                ))
+            }
+        };
+        let llm_timeout = self.llm_timeout.unwrap_or(Duration::from_secs(60));
+        let lease = self.lease.unwrap_or(Duration::from_secs(10));
+        for (key, value) in [
+            ("agent.llm_timeout (PLASMA_LLM_TIMEOUT)", llm_timeout),
+            ("agent.lease (PLASMA_AGENT_LEASE)", lease),
+        ] {
+            if value < Duration::from_millis(100) || value > Duration::from_secs(3600) {
+                return Err(invalid(key, "must be between 100ms and 1h"));
+            }
+        }
+        let concurrency = self.concurrency.unwrap_or(32);
+        if !(1..=1024).contains(&concurrency) {
+            return Err(invalid(
+                "agent.concurrency (PLASMA_AGENT_CONCURRENCY)",
+                "must be between 1 and 1024",
+            ));
+        }
+        let publish_secret = match self.publish_secret {
+            Some(secret) if secret.expose().len() < MIN_SECRET_BYTES => {
+                return Err(invalid(
+                    "agent.publish_secret (PLASMA_PUBLISH_SECRET)",
+                    format!("must be at least {MIN_SECRET_BYTES} bytes"),
+                ))
+            }
+            Some(secret) => Some(secret),
+            None => alerts
+                .webhook_key
+                .as_ref()
+                .map(|key| Secret::new(format!("plasma-publisher|{}", key.expose()))),
+        };
+        Ok(AgentSettings {
+            provider,
+            llm_timeout,
+            llm_max_retries: self.llm_max_retries.unwrap_or(3).min(10),
+            http_allowed_hosts: self.http_allowed_hosts.unwrap_or_default(),
+            publish_webhook_url: self.publish_webhook_url.filter(|u| !u.trim().is_empty()),
+            publish_secret,
+            concurrency,
+            lease,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -515,6 +657,32 @@ impl SettingsLayer {
         if let Some(v) = var("PLASMA_WEBHOOK_TIMEOUT") {
             layer.alerts.timeout = Some(parse_duration("PLASMA_WEBHOOK_TIMEOUT", &v)?);
         }
+        layer.agent.provider = var("PLASMA_LLM_PROVIDER");
+        layer.agent.openai_base_url = var("PLASMA_OPENAI_BASE_URL");
+        layer.agent.openai_model = var("PLASMA_OPENAI_MODEL");
+        layer.agent.openai_api_key = var("PLASMA_OPENAI_API_KEY").map(Secret::new);
+        if let Some(v) = var("PLASMA_LLM_TIMEOUT") {
+            layer.agent.llm_timeout = Some(parse_duration("PLASMA_LLM_TIMEOUT", &v)?);
+        }
+        if let Some(v) = var("PLASMA_LLM_MAX_RETRIES") {
+            layer.agent.llm_max_retries = Some(parse_number("PLASMA_LLM_MAX_RETRIES", &v)?);
+        }
+        if let Some(v) = var("PLASMA_AGENT_HTTP_ALLOWED_HOSTS") {
+            layer.agent.http_allowed_hosts = Some(
+                v.split(',')
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+                    .collect(),
+            );
+        }
+        layer.agent.publish_webhook_url = var("PLASMA_PUBLISH_WEBHOOK_URL");
+        layer.agent.publish_secret = var("PLASMA_PUBLISH_SECRET").map(Secret::new);
+        if let Some(v) = var("PLASMA_AGENT_CONCURRENCY") {
+            layer.agent.concurrency = Some(parse_number("PLASMA_AGENT_CONCURRENCY", &v)?);
+        }
+        if let Some(v) = var("PLASMA_AGENT_LEASE") {
+            layer.agent.lease = Some(parse_duration("PLASMA_AGENT_LEASE", &v)?);
+        }
         if let Some(v) = var("PLASMA_PROJECTIONS") {
             layer.projections.mode = Some(
                 v.trim()
@@ -589,6 +757,25 @@ impl SettingsLayer {
                     .allow_private_targets
                     .or(self.alerts.allow_private_targets),
             },
+            agent: AgentLayer {
+                provider: over.agent.provider.or(self.agent.provider),
+                openai_base_url: over.agent.openai_base_url.or(self.agent.openai_base_url),
+                openai_model: over.agent.openai_model.or(self.agent.openai_model),
+                openai_api_key: over.agent.openai_api_key.or(self.agent.openai_api_key),
+                llm_timeout: over.agent.llm_timeout.or(self.agent.llm_timeout),
+                llm_max_retries: over.agent.llm_max_retries.or(self.agent.llm_max_retries),
+                http_allowed_hosts: over
+                    .agent
+                    .http_allowed_hosts
+                    .or(self.agent.http_allowed_hosts),
+                publish_webhook_url: over
+                    .agent
+                    .publish_webhook_url
+                    .or(self.agent.publish_webhook_url),
+                publish_secret: over.agent.publish_secret.or(self.agent.publish_secret),
+                concurrency: over.agent.concurrency.or(self.agent.concurrency),
+                lease: over.agent.lease.or(self.agent.lease),
+            },
         }
     }
 }
@@ -626,6 +813,7 @@ impl Settings {
             jwt_configured || profile != Profile::LogTool,
             profile,
         )?;
+        let agent = layer.agent.validate(&alerts)?;
         Ok(Self {
             store,
             http,
@@ -636,6 +824,7 @@ impl Settings {
             projections,
             research,
             alerts,
+            agent,
         })
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use plasma_commands::EventStore;
+use plasma_processes::agent::AgentWorker;
 use plasma_processes::communities::CommunityWorker;
 use plasma_processes::delivery::DeliveryWorker;
 use plasma_processes::{Process, ProcessOptions, ProcessRunner};
@@ -29,6 +30,8 @@ pub struct ProjectionWorkers {
     dispatchers: Vec<Arc<DeliveryWorker>>,
     /// The graph's communities worker, which follows the graph read model.
     communities: Option<Arc<CommunityWorker>>,
+    /// The agent worker's executor (its schedule follows the log as a process).
+    agent: Option<Arc<AgentWorker>>,
 }
 
 impl ProjectionWorkers {
@@ -57,6 +60,7 @@ impl ProjectionWorkers {
             processes: Vec::new(),
             dispatchers: Vec::new(),
             communities: None,
+            agent: None,
         })
     }
 
@@ -70,6 +74,13 @@ impl ProjectionWorkers {
     pub fn with_delivery(mut self, worker: Arc<DeliveryWorker>) -> Self {
         self.processes.push(worker.clone());
         self.dispatchers.push(worker);
+        self
+    }
+
+    /// Runs the agent worker: its schedule (a process) and its executor.
+    pub fn with_agent(mut self, worker: Arc<AgentWorker>) -> Self {
+        self.processes.push(worker.clone());
+        self.agent = Some(worker);
         self
     }
 
@@ -89,6 +100,7 @@ impl ProjectionWorkers {
             processes: Vec::new(),
             dispatchers: Vec::new(),
             communities: None,
+            agent: None,
         }
     }
 
@@ -108,6 +120,7 @@ impl ProjectionWorkers {
                     .map(|d| format!("dispatcher {}", d.name())),
             )
             .chain(self.communities.iter().map(|_| "communities".to_owned()))
+            .chain(self.agent.iter().map(|_| "agent executor".to_owned()))
             .collect()
     }
 
@@ -176,6 +189,13 @@ impl ProjectionWorkers {
                 component,
                 shutdown.clone(),
                 move |_, stop| worker.clone().dispatch(read.clone(), stop),
+            )));
+        }
+        if let Some(worker) = self.agent {
+            handles.push(tokio::spawn(supervise(
+                "agent executor",
+                shutdown.clone(),
+                move |_, stop| worker.clone().execute(stop),
             )));
         }
         if let Some(worker) = self.communities {

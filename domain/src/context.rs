@@ -3,7 +3,7 @@
 
 use cqrs_es::Aggregate;
 
-use crate::agent::AgentRun;
+use crate::agent::{AgentRun, Workflow};
 use crate::brand::{Alert, Brand, Delivery, Mention};
 use crate::content::Draft;
 use crate::research::Document;
@@ -34,7 +34,7 @@ impl Context {
         match aggregate_type {
             Brand::TYPE | Mention::TYPE | Alert::TYPE | Delivery::TYPE => Some(Self::Brand),
             Draft::TYPE => Some(Self::Content),
-            AgentRun::TYPE => Some(Self::Agent),
+            AgentRun::TYPE | Workflow::TYPE => Some(Self::Agent),
             Document::TYPE => Some(Self::Research),
             _ => None,
         }

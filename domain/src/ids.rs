@@ -134,6 +134,10 @@ uuid_id!(
     RunId, "run id"
 );
 uuid_id!(
+    /// A workflow name of a tenant, with all its versions; derived from (tenant, name).
+    WorkflowId, "workflow id"
+);
+uuid_id!(
     /// A research document.
     DocumentId, "document id"
 );
@@ -213,6 +217,30 @@ impl DeliveryId {
     pub fn derive(alert_event: Uuid, channel: &str) -> Self {
         let key = format!("delivery|{alert_event}|{channel}");
         Self(Uuid::new_v5(&ALERT_NAMESPACE, key.as_bytes()))
+    }
+}
+
+/// Namespace for deriving workflow and drafting-run ids; fixed forever, since ids derived from it are stored.
+const AGENT_NAMESPACE: Uuid = Uuid::from_u128(0x5a1e_2c3d_4e5f_4061_8273_9a8b_7c6d_5e4f);
+
+impl WorkflowId {
+    /// One aggregate per (tenant, workflow name).
+    pub fn derive(tenant: &TenantId, name: &str) -> Self {
+        let key = format!(
+            "workflow|{}:{}|{}",
+            tenant.as_str().len(),
+            tenant.as_str(),
+            name
+        );
+        Self(Uuid::new_v5(&AGENT_NAMESPACE, key.as_bytes()))
+    }
+}
+
+impl RunId {
+    /// The run that drafts a generated draft: one per draft, so a retried request starts none twice.
+    pub fn for_draft(draft: DraftId) -> Self {
+        let key = format!("draft-run|{}", draft.0);
+        Self(Uuid::new_v5(&AGENT_NAMESPACE, key.as_bytes()))
     }
 }
 

@@ -44,6 +44,7 @@ mod tests {
             brand::DeliveryEvent::EVENT_NAMES,
             content::DraftEvent::EVENT_NAMES,
             agent::AgentRunEvent::EVENT_NAMES,
+            agent::WorkflowEvent::EVENT_NAMES,
             research::DocumentEvent::EVENT_NAMES,
         ]
         .concat();

@@ -16,11 +16,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cqrs_es::Aggregate;
 use plasma_commands::{BulkReceipt, CommandContext};
-use plasma_domain::agent::AgentRun;
+use plasma_domain::agent::{AgentRun, Workflow};
 use plasma_domain::brand::{Alert, Brand, Delivery, Mention, MentionInput, MentionServices};
 use plasma_domain::content::{Draft, DraftServices};
 use plasma_domain::ids::{
-    AlertId, BrandId, CommandId, DeliveryId, DocumentId, DraftId, MentionId, RunId,
+    AlertId, BrandId, CommandId, DeliveryId, DocumentId, DraftId, MentionId, RunId, WorkflowId,
 };
 use plasma_domain::research::Document;
 use plasma_domain::{AggregateId, TenantId};
@@ -91,6 +91,14 @@ impl CommandTarget for AgentRun {
     }
 }
 
+impl CommandTarget for Workflow {
+    type Id = WorkflowId;
+
+    fn services(_state: &AppState) -> &() {
+        &()
+    }
+}
+
 impl CommandTarget for Document {
     type Id = DocumentId;
 
@@ -115,6 +123,10 @@ pub struct CommandOutcome {
     pub events_appended: u32,
     /// The `Idempotency-Key` when one was sent, else a fresh id.
     pub command_id: Uuid,
+    /// The agent run the command started, when it started one (a generated draft's drafting
+    /// run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_run_id: Option<Uuid>,
     #[serde(skip)]
     pub replayed: bool,
 }
@@ -261,6 +273,7 @@ impl AppState {
             position: receipt.last_position,
             events_appended: receipt.events_appended,
             command_id: context.command_id.as_uuid(),
+            agent_run_id: None,
             replayed: receipt.replayed,
         })
     }

@@ -384,6 +384,23 @@ impl CommandMeta {
     }
 }
 
+impl CommandMeta {
+    /// The meta of a second command the same request issues (`purpose` tells them apart): its
+    /// id is derived from this one's, so a retry of the request repeats both exactly.
+    pub fn derived(&self, purpose: &str) -> Self {
+        const NAMESPACE: Uuid = Uuid::from_u128(0x3b9e_57d1_0c2a_4f86_b4e3_91d7_6a05_c2f8);
+        let base = plasma_domain::AggregateId::as_uuid(&self.command_id);
+        Self {
+            command_id: CommandId::from_uuid(Uuid::new_v5(
+                &NAMESPACE,
+                format!("{base}/{purpose}").as_bytes(),
+            )),
+            idempotency_key: self.idempotency_key,
+            correlation_id: self.correlation_id.or(Some(CorrelationId::from_uuid(base))),
+        }
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for CommandMeta {
     type Rejection = ApiError;
 

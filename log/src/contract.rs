@@ -228,6 +228,21 @@ const SOURCES: &[(Context, &str, &str)] = &[
         include_str!("../../schemas/avro/agent/AgentRunFailed.avsc"),
     ),
     (
+        Context::Agent,
+        "AgentStepItemCompleted",
+        include_str!("../../schemas/avro/agent/AgentStepItemCompleted.avsc"),
+    ),
+    (
+        Context::Agent,
+        "AgentRunCancelled",
+        include_str!("../../schemas/avro/agent/AgentRunCancelled.avsc"),
+    ),
+    (
+        Context::Agent,
+        "WorkflowDefined",
+        include_str!("../../schemas/avro/agent/WorkflowDefined.avsc"),
+    ),
+    (
         Context::Research,
         "DocumentIngested",
         include_str!("../../schemas/avro/research/DocumentIngested.avsc"),

@@ -10,7 +10,7 @@ use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::{Reader, Schema, Writer};
 use chrono::{DateTime, SecondsFormat, Utc};
 use plasma_commands::RecordedEvent;
-use plasma_domain::agent::AgentRunEvent;
+use plasma_domain::agent::{AgentRunEvent, WorkflowEvent};
 use plasma_domain::brand::{AlertEvent, BrandEvent, DeliveryEvent, MentionEvent};
 use plasma_domain::content::DraftEvent;
 use plasma_domain::research::DocumentEvent;
@@ -31,6 +31,7 @@ fn domain_event_types() -> BTreeSet<&'static str> {
         DeliveryEvent::EVENT_NAMES,
         DraftEvent::EVENT_NAMES,
         AgentRunEvent::EVENT_NAMES,
+        WorkflowEvent::EVENT_NAMES,
         DocumentEvent::EVENT_NAMES,
     ]
     .iter()
@@ -43,7 +44,7 @@ fn every_domain_event_type_has_exactly_one_schema() {
     let catalog = Catalog::get().expect("the compiled-in schemas parse");
     let schemas: BTreeSet<&str> = catalog.schemas().iter().map(|s| s.event_type).collect();
     assert_eq!(schemas, domain_event_types());
-    assert_eq!(schemas.len(), 39);
+    assert_eq!(schemas.len(), 42);
     // …and the files on disk are the ones compiled in.
     let mut on_disk = BTreeSet::new();
     for context in ["brand", "content", "agent", "research"] {
@@ -213,6 +214,7 @@ fn decodes_as_domain_event(event_type: &str, tagged: &Json) -> Result<Json, Stri
         (DocumentEvent::EVENT_NAMES, 4),
         (AlertEvent::EVENT_NAMES, 5),
         (DeliveryEvent::EVENT_NAMES, 6),
+        (WorkflowEvent::EVENT_NAMES, 7),
     ]
     .into_iter()
     .find(|(names, _)| names.iter().any(|(n, _)| *n == event_type))
@@ -225,6 +227,7 @@ fn decodes_as_domain_event(event_type: &str, tagged: &Json) -> Result<Json, Stri
         Some(4) => round::<DocumentEvent>(tagged),
         Some(5) => round::<AlertEvent>(tagged),
         Some(6) => round::<DeliveryEvent>(tagged),
+        Some(7) => round::<WorkflowEvent>(tagged),
         _ => Err(format!("no domain type for {event_type}")),
     }
 }
@@ -238,6 +241,7 @@ fn aggregate_type_of(event_type: &str) -> &'static str {
         (DocumentEvent::EVENT_NAMES, "Document"),
         (AlertEvent::EVENT_NAMES, "Alert"),
         (DeliveryEvent::EVENT_NAMES, "Delivery"),
+        (WorkflowEvent::EVENT_NAMES, "Workflow"),
     ]
     .into_iter()
     .find(|(names, _)| names.iter().any(|(n, _)| *n == event_type))

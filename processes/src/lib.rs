@@ -6,14 +6,16 @@
 //! - [`embedding::EmbeddingWorker`]: embeds chunked documents and records the vectors.
 //! - [`extraction::ExtractionWorker`]: records the entities and relations of chunked documents.
 //!
-//! The agent runtime, the scheduler and the alerter land here too, each in its own module; run
-//! in-process by `plasma dev` and as processes of their own in server mode.
+//! - [`agent::AgentWorker`]: executes runs of defined workflows durably, with its tools.
+//!
+//! Each runs in-process under `plasma dev` and as a process of its own in server mode.
 
 // Tests may unwrap (a panic is a failed test).
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod runner;
 
+pub mod agent;
 pub mod alerts;
 pub mod communities;
 pub mod delivery;

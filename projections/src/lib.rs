@@ -40,10 +40,11 @@ pub use models::graph::{
 };
 pub use models::mentions::{MentionFilter, MentionView};
 pub use models::stats::{DailyStats, StatsView};
+pub use models::workflows::{WorkflowVersionView, WorkflowView};
 pub use models::{
     all_projections, projection_named, AgentRunsProjection, AlertsProjection,
     BrandActivityProjection, BrandStatsProjection, BrandsProjection, ChunksProjection,
-    DocumentsProjection, DraftsProjection, MentionsProjection,
+    DocumentsProjection, DraftsProjection, MentionsProjection, WorkflowsProjection,
 };
 pub use projection::{Projection, Tables};
 pub use read_models::{Cursor, Page, PageRequest, ReadModels};

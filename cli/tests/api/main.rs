@@ -8,6 +8,7 @@ mod helpers;
 
 mod admin;
 mod agent_runs;
+mod agents;
 mod alerts;
 mod analytics;
 mod audit;

@@ -9,6 +9,7 @@
 //! resumed from a checkpoint (which abandons any step in progress) or failed. A completed or
 //! failed run never changes again.
 
+use std::collections::BTreeMap;
 use std::io;
 
 use chrono::{DateTime, Utc};
@@ -17,6 +18,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::ids::RunId;
 use crate::text::{self, TextError};
 use crate::EventName;
 
@@ -50,10 +52,17 @@ pub enum AgentRunStatus {
     Paused,
     Completed,
     Failed,
+    Cancelled,
 }
 
 impl AgentRunStatus {
-    pub const ALL: [Self; 4] = [Self::Running, Self::Paused, Self::Completed, Self::Failed];
+    pub const ALL: [Self; 5] = [
+        Self::Running,
+        Self::Paused,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+    ];
 
     /// The wire name, identical to the serde form.
     pub fn as_str(self) -> &'static str {
@@ -62,6 +71,7 @@ impl AgentRunStatus {
             Self::Paused => "paused",
             Self::Completed => "completed",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
 
@@ -129,6 +139,67 @@ pub enum AgentRunCommand {
         error: String,
         at: DateTime<Utc>,
     },
+    /// Starts a run the agent worker executes: `version` of a defined workflow, from the start
+    /// or (a fork) from a checkpoint's `state` of another run.
+    StartManaged {
+        workflow: String,
+        version: u32,
+        input: Value,
+        fork: Option<ForkOrigin>,
+        at: DateTime<Utc>,
+    },
+    /// The worker's intent to run a step: its kind and rendered input, recorded before any
+    /// effect; `wake_at` for a durable wait.
+    BeginStep {
+        index: u32,
+        name: String,
+        kind: String,
+        input: Value,
+        wake_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+    /// The step's output; the run continues at `next` (`None`: finished), and a checkpoint of
+    /// the state is saved with the previous checkpoint as its parent.
+    FinishStep {
+        index: u32,
+        output: Value,
+        next: Option<u32>,
+        at: DateTime<Utc>,
+    },
+    /// One element of a map step succeeded (a pending write: a retry skips it).
+    RecordItem {
+        index: u32,
+        item: u32,
+        output: Value,
+        at: DateTime<Utc>,
+    },
+    /// An attempt of the step failed; a transient failure is retried at `retry_at`.
+    FailAttempt {
+        index: u32,
+        error: String,
+        transient: bool,
+        retry_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+    /// A person's answer to the input step in progress; it becomes that step's output.
+    GiveInput {
+        value: Value,
+        at: DateTime<Utc>,
+    },
+    /// Stops the run for good; a step in progress is abandoned.
+    Cancel {
+        reason: String,
+        at: DateTime<Utc>,
+    },
+}
+
+/// Where a forked run came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForkOrigin {
+    pub run_id: RunId,
+    pub checkpoint: String,
+    /// The checkpoint's state, which the fork starts from.
+    pub state: Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,11 +208,32 @@ pub enum AgentRunEvent {
         workflow: String,
         input: Value,
         at: DateTime<Utc>,
+        /// The workflow version the agent worker executes; `None` for a run its caller drives.
+        #[serde(default)]
+        workflow_version: Option<u32>,
+        /// A fork's origin: the run and checkpoint it started from.
+        #[serde(default)]
+        forked_from: Option<RunId>,
+        #[serde(default)]
+        forked_checkpoint: Option<String>,
+        /// The state a fork starts from (`null`: from the first step).
+        #[serde(default)]
+        state: Value,
     },
     AgentStepStarted {
         index: u32,
         name: String,
         at: DateTime<Utc>,
+        /// For an executed run: the step's kind, its rendered input (the intent, recorded before
+        /// the effect), the attempt (1-based) and, for a wait, when it ends.
+        #[serde(default)]
+        kind: Option<String>,
+        #[serde(default)]
+        input: Value,
+        #[serde(default)]
+        attempt: u32,
+        #[serde(default)]
+        wake_at: Option<DateTime<Utc>>,
     },
     AgentStepCompleted {
         index: u32,
@@ -152,12 +244,31 @@ pub enum AgentRunEvent {
         index: u32,
         error: String,
         at: DateTime<Utc>,
+        /// Whether a retry may succeed; if so, when it is due.
+        #[serde(default)]
+        transient: bool,
+        #[serde(default)]
+        retry_at: Option<DateTime<Utc>>,
     },
     /// Replaces any earlier checkpoint of the same name.
     AgentCheckpointSaved {
         name: String,
         step_index: u32,
         state: Value,
+        at: DateTime<Utc>,
+        /// The checkpoint this one follows.
+        #[serde(default)]
+        parent: Option<String>,
+    },
+    /// One element of the map step in progress succeeded.
+    AgentStepItemCompleted {
+        index: u32,
+        item: u32,
+        output: Value,
+        at: DateTime<Utc>,
+    },
+    AgentRunCancelled {
+        reason: String,
         at: DateTime<Utc>,
     },
     AgentRunPaused {
@@ -193,6 +304,8 @@ impl DomainEvent for AgentRunEvent {
             Self::AgentRunResumed { .. } => "AgentRunResumed",
             Self::AgentRunCompleted { .. } => "AgentRunCompleted",
             Self::AgentRunFailed { .. } => "AgentRunFailed",
+            Self::AgentStepItemCompleted { .. } => "AgentStepItemCompleted",
+            Self::AgentRunCancelled { .. } => "AgentRunCancelled",
         }
         .to_owned()
     }
@@ -213,6 +326,8 @@ impl EventName for AgentRunEvent {
         ("AgentRunResumed", 1),
         ("AgentRunCompleted", 1),
         ("AgentRunFailed", 1),
+        ("AgentStepItemCompleted", 1),
+        ("AgentRunCancelled", 1),
     ];
 }
 
@@ -246,8 +361,37 @@ pub enum AgentRunError {
         len: usize,
         max: usize,
     },
+    #[error("the run is driven by its caller: only a run of a defined workflow does this")]
+    NotManaged,
+    #[error("a run of a defined workflow is driven by the agent worker, not step by step")]
+    Managed,
+    #[error("the run is not waiting for input")]
+    NotWaitingForInput,
+    #[error("step {index} is not a map")]
+    NotAMap { index: u32 },
+    #[error("a checkpoint's state must be {{\"cursor\": n, \"outputs\": {{...}}}}")]
+    BadState,
     #[error(transparent)]
     Invalid(#[from] TextError),
+}
+
+/// The step in progress of an executed run, as its start recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepInProgress {
+    pub index: u32,
+    pub name: String,
+    pub kind: String,
+    pub input: Value,
+    pub attempt: u32,
+    pub wake_at: Option<DateTime<Utc>>,
+    pub started_at: DateTime<Utc>,
+}
+
+/// What an executed run's checkpoints hold: where to continue and every output so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    pub cursor: Option<u32>,
+    pub outputs: BTreeMap<String, Value>,
 }
 
 /// A run's current state, rebuilt from its events.
@@ -260,15 +404,36 @@ pub struct AgentRun {
     pub current_step: Option<u32>,
     /// Oldest first; names are unique, and the last one is the latest.
     pub checkpoints: Vec<Checkpoint>,
+    /// Set for a run the agent worker executes.
+    pub workflow_version: Option<u32>,
+    pub input: Value,
+    /// Where an executed run continues (`None`: at its end) and what its steps returned.
+    pub state: RunState,
+    /// The executed step in progress.
+    pub step: Option<StepInProgress>,
+    /// Outputs of the map step in progress, by element.
+    pub items: BTreeMap<u32, Value>,
+    /// Failed attempts of the step at the cursor since it last began afresh.
+    pub failures: u32,
+    /// When the next attempt is due after a transient failure.
+    pub retry_at: Option<DateTime<Utc>>,
+    /// Resumes so far: part of every idempotency key, so a re-run step acts again.
+    pub epoch: u32,
+    /// Checkpoints saved so far (names the next one).
+    pub saved: u32,
+    /// The last step failure's error.
+    pub last_error: Option<String>,
 }
 
 impl AgentRun {
     fn status(&self) -> Result<AgentRunStatus, AgentRunError> {
         match self.status {
             None => Err(AgentRunError::NotFound),
-            Some(status @ (AgentRunStatus::Completed | AgentRunStatus::Failed)) => {
-                Err(AgentRunError::Finished(status))
-            }
+            Some(
+                status @ (AgentRunStatus::Completed
+                | AgentRunStatus::Failed
+                | AgentRunStatus::Cancelled),
+            ) => Err(AgentRunError::Finished(status)),
             Some(status) => Ok(status),
         }
     }
@@ -292,7 +457,32 @@ impl AgentRun {
         }
     }
 
-    fn decide(&self, command: AgentRunCommand) -> Result<AgentRunEvent, AgentRunError> {
+    fn decide(&self, command: AgentRunCommand) -> Result<Vec<AgentRunEvent>, AgentRunError> {
+        use AgentRunCommand as C;
+        match command {
+            C::StartManaged { .. }
+            | C::BeginStep { .. }
+            | C::FinishStep { .. }
+            | C::RecordItem { .. }
+            | C::FailAttempt { .. }
+            | C::GiveInput { .. }
+            | C::Cancel { .. } => self.decide_managed(command),
+            C::StartStep { .. }
+            | C::CompleteStep { .. }
+            | C::FailStep { .. }
+            | C::SaveCheckpoint { .. }
+                if self.workflow_version.is_some() =>
+            {
+                Err(AgentRunError::Managed)
+            }
+            C::Resume { from, at } if self.workflow_version.is_some() => {
+                self.resume_managed(from, at)
+            }
+            other => self.decide_one(other).map(|e| vec![e]),
+        }
+    }
+
+    fn decide_one(&self, command: AgentRunCommand) -> Result<AgentRunEvent, AgentRunError> {
         match command {
             AgentRunCommand::Start {
                 workflow,
@@ -308,6 +498,10 @@ impl AgentRun {
                     workflow,
                     input,
                     at,
+                    workflow_version: None,
+                    forked_from: None,
+                    forked_checkpoint: None,
+                    state: Value::Null,
                 })
             }
             AgentRunCommand::StartStep { index, name, at } => {
@@ -316,7 +510,15 @@ impl AgentRun {
                     return Err(AgentRunError::StepInProgress { index });
                 }
                 let name = text::required("name", &name, MAX_STEP_NAME)?;
-                Ok(AgentRunEvent::AgentStepStarted { index, name, at })
+                Ok(AgentRunEvent::AgentStepStarted {
+                    index,
+                    name,
+                    at,
+                    kind: None,
+                    input: Value::Null,
+                    attempt: 0,
+                    wake_at: None,
+                })
             }
             AgentRunCommand::CompleteStep { index, output, at } => {
                 self.ensure_running()?;
@@ -328,7 +530,13 @@ impl AgentRun {
                 self.ensure_running()?;
                 self.ensure_current_step(index)?;
                 let error = text::required("error", &error, MAX_ERROR)?;
-                Ok(AgentRunEvent::AgentStepFailed { index, error, at })
+                Ok(AgentRunEvent::AgentStepFailed {
+                    index,
+                    error,
+                    at,
+                    transient: false,
+                    retry_at: None,
+                })
             }
             AgentRunCommand::SaveCheckpoint {
                 name,
@@ -350,6 +558,7 @@ impl AgentRun {
                     step_index,
                     state,
                     at,
+                    parent: None,
                 })
             }
             AgentRunCommand::Pause { reason, at } => {
@@ -394,7 +603,263 @@ impl AgentRun {
                 let error = text::required("error", &error, MAX_ERROR)?;
                 Ok(AgentRunEvent::AgentRunFailed { error, at })
             }
+            AgentRunCommand::StartManaged { .. }
+            | AgentRunCommand::BeginStep { .. }
+            | AgentRunCommand::FinishStep { .. }
+            | AgentRunCommand::RecordItem { .. }
+            | AgentRunCommand::FailAttempt { .. }
+            | AgentRunCommand::GiveInput { .. }
+            | AgentRunCommand::Cancel { .. } => self
+                .decide_managed(command)
+                .and_then(|events| events.into_iter().next().ok_or(AgentRunError::NotManaged)),
         }
+    }
+
+    /// The executed step in progress, when it is step `index`.
+    fn managed_step(&self, index: u32) -> Result<&StepInProgress, AgentRunError> {
+        self.ensure_running()?;
+        if self.workflow_version.is_none() {
+            return Err(AgentRunError::NotManaged);
+        }
+        self.ensure_current_step(index)?;
+        self.step.as_ref().ok_or(AgentRunError::NoStepInProgress)
+    }
+
+    /// The step's output recorded, and a checkpoint of the state it leads to.
+    fn finish(
+        &self,
+        index: u32,
+        name: &str,
+        output: Value,
+        next: Option<u32>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<AgentRunEvent>, AgentRunError> {
+        let output = bounded_json("output", output)?;
+        let mut state = self.state.clone();
+        state.outputs.insert(name.to_owned(), output.clone());
+        state.cursor = next;
+        let state = bounded_json("state", serde_json::to_value(&state).unwrap_or_default())?;
+        Ok(vec![
+            AgentRunEvent::AgentStepCompleted { index, output, at },
+            self.checkpoint_event(name, next.unwrap_or(u32::MAX), state, at),
+        ])
+    }
+
+    fn checkpoint_event(
+        &self,
+        after: &str,
+        step_index: u32,
+        state: Value,
+        at: DateTime<Utc>,
+    ) -> AgentRunEvent {
+        AgentRunEvent::AgentCheckpointSaved {
+            name: format!("{:04}-{after}", self.saved),
+            step_index,
+            state,
+            at,
+            parent: self.checkpoints.last().map(|c| c.name.clone()),
+        }
+    }
+
+    fn decide_managed(
+        &self,
+        command: AgentRunCommand,
+    ) -> Result<Vec<AgentRunEvent>, AgentRunError> {
+        match command {
+            AgentRunCommand::StartManaged {
+                workflow,
+                version,
+                input,
+                fork,
+                at,
+            } => {
+                if self.status.is_some() {
+                    return Err(AgentRunError::AlreadyStarted);
+                }
+                let workflow = text::required("workflow", &workflow, MAX_WORKFLOW)?;
+                let input = bounded_json("input", input)?;
+                let (forked_from, forked_checkpoint, state) = match fork {
+                    None => (None, None, Value::Null),
+                    Some(origin) => {
+                        serde_json::from_value::<RunState>(origin.state.clone())
+                            .map_err(|_| AgentRunError::BadState)?;
+                        (Some(origin.run_id), Some(origin.checkpoint), origin.state)
+                    }
+                };
+                let initial = if state.is_null() {
+                    serde_json::to_value(RunState {
+                        cursor: Some(0),
+                        outputs: BTreeMap::new(),
+                    })
+                    .unwrap_or_default()
+                } else {
+                    state.clone()
+                };
+                let cursor = initial
+                    .get("cursor")
+                    .and_then(Value::as_u64)
+                    .map_or(u32::MAX, |c| c.min(u64::from(u32::MAX)) as u32);
+                let started = AgentRunEvent::AgentRunStarted {
+                    workflow,
+                    input,
+                    at,
+                    workflow_version: Some(version),
+                    forked_from,
+                    forked_checkpoint,
+                    state,
+                };
+                let first = AgentRunEvent::AgentCheckpointSaved {
+                    name: "0000-start".to_owned(),
+                    step_index: cursor,
+                    state: initial,
+                    at,
+                    parent: None,
+                };
+                Ok(vec![started, first])
+            }
+            AgentRunCommand::BeginStep {
+                index,
+                name,
+                kind,
+                input,
+                wake_at,
+                at,
+            } => {
+                self.ensure_running()?;
+                if self.workflow_version.is_none() {
+                    return Err(AgentRunError::NotManaged);
+                }
+                if let Some(index) = self.current_step {
+                    return Err(AgentRunError::StepInProgress { index });
+                }
+                let name = text::required("name", &name, MAX_STEP_NAME)?;
+                let kind = text::required("kind", &kind, MAX_STEP_NAME)?;
+                let input = bounded_json("input", input)?;
+                Ok(vec![AgentRunEvent::AgentStepStarted {
+                    index,
+                    name,
+                    at,
+                    kind: Some(kind),
+                    input,
+                    attempt: self.failures + 1,
+                    wake_at,
+                }])
+            }
+            AgentRunCommand::FinishStep {
+                index,
+                output,
+                next,
+                at,
+            } => {
+                let step = self.managed_step(index)?;
+                self.finish(index, &step.name, output, next, at)
+            }
+            AgentRunCommand::RecordItem {
+                index,
+                item,
+                output,
+                at,
+            } => {
+                let step = self.managed_step(index)?;
+                if step.kind != "map" {
+                    return Err(AgentRunError::NotAMap { index });
+                }
+                let output = bounded_json("output", output)?;
+                Ok(vec![AgentRunEvent::AgentStepItemCompleted {
+                    index,
+                    item,
+                    output,
+                    at,
+                }])
+            }
+            AgentRunCommand::FailAttempt {
+                index,
+                error,
+                transient,
+                retry_at,
+                at,
+            } => {
+                self.managed_step(index)?;
+                let error = text::required("error", &error, MAX_ERROR)?;
+                Ok(vec![AgentRunEvent::AgentStepFailed {
+                    index,
+                    error,
+                    at,
+                    transient,
+                    retry_at: if transient { retry_at } else { None },
+                }])
+            }
+            AgentRunCommand::GiveInput { value, at } => {
+                self.ensure_running()?;
+                let step = match &self.step {
+                    Some(step) if step.kind == "input" && self.current_step == Some(step.index) => {
+                        step
+                    }
+                    _ => return Err(AgentRunError::NotWaitingForInput),
+                };
+                self.finish(step.index, &step.name, value, Some(step.index + 1), at)
+            }
+            AgentRunCommand::Cancel { reason, at } => {
+                self.status()?;
+                let reason = text::required("reason", &reason, MAX_REASON)?;
+                Ok(vec![AgentRunEvent::AgentRunCancelled { reason, at }])
+            }
+            _ => Err(AgentRunError::NotManaged),
+        }
+    }
+
+    /// An executed run resumes from a checkpoint when paused, and also when failed: a failed run
+    /// can be re-run from where it went wrong. Any step in progress is abandoned.
+    fn resume_managed(
+        &self,
+        from: ResumeFrom,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<AgentRunEvent>, AgentRunError> {
+        match self.status {
+            None => return Err(AgentRunError::NotFound),
+            Some(AgentRunStatus::Paused | AgentRunStatus::Failed) => {}
+            Some(AgentRunStatus::Running) => return Err(AgentRunError::NotPaused),
+            Some(status) => return Err(AgentRunError::Finished(status)),
+        }
+        let checkpoint = self.find_checkpoint(from)?;
+        Ok(vec![AgentRunEvent::AgentRunResumed {
+            checkpoint: checkpoint.name.clone(),
+            step_index: checkpoint.step_index,
+            state: checkpoint.state.clone(),
+            at,
+        }])
+    }
+
+    fn find_checkpoint(&self, from: ResumeFrom) -> Result<&Checkpoint, AgentRunError> {
+        match from {
+            ResumeFrom::Latest => self.checkpoints.last().ok_or(AgentRunError::NoCheckpoint),
+            ResumeFrom::Named(name) => {
+                let name = name.trim();
+                self.checkpoints
+                    .iter()
+                    .find(|c| c.name == name)
+                    .ok_or_else(|| AgentRunError::CheckpointNotFound(name.to_owned()))
+            }
+        }
+    }
+
+    /// The checkpoint a fork would start from.
+    pub fn checkpoint(&self, from: ResumeFrom) -> Result<&Checkpoint, AgentRunError> {
+        self.find_checkpoint(from)
+    }
+
+    /// The events `command` would record, without recording them (tests across modules).
+    #[cfg(test)]
+    pub(crate) fn decide_for_test(
+        &self,
+        command: AgentRunCommand,
+    ) -> Result<Vec<AgentRunEvent>, AgentRunError> {
+        self.decide(command)
+    }
+
+    /// Whether the agent worker executes this run.
+    pub fn is_managed(&self) -> bool {
+        self.workflow_version.is_some()
     }
 }
 
@@ -411,30 +876,91 @@ impl Aggregate for AgentRun {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        let event = self.decide(command)?;
-        sink.write(event, self).await;
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
         Ok(())
     }
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            AgentRunEvent::AgentRunStarted { workflow, .. } => {
+            AgentRunEvent::AgentRunStarted {
+                workflow,
+                input,
+                workflow_version,
+                state,
+                ..
+            } => {
+                let state = serde_json::from_value(state).unwrap_or(RunState {
+                    cursor: Some(0),
+                    outputs: BTreeMap::new(),
+                });
                 *self = Self {
                     status: Some(AgentRunStatus::Running),
                     workflow,
+                    workflow_version,
+                    input,
+                    state,
                     ..Self::default()
                 }
             }
-            AgentRunEvent::AgentStepStarted { index, .. } => self.current_step = Some(index),
-            AgentRunEvent::AgentStepCompleted { .. } | AgentRunEvent::AgentStepFailed { .. } => {
-                self.current_step = None
+            AgentRunEvent::AgentStepStarted {
+                index,
+                name,
+                at,
+                kind,
+                input,
+                attempt,
+                wake_at,
+            } => {
+                self.current_step = Some(index);
+                self.retry_at = None;
+                self.step = kind.map(|kind| StepInProgress {
+                    index,
+                    name,
+                    kind,
+                    input,
+                    attempt,
+                    wake_at,
+                    started_at: at,
+                });
+            }
+            AgentRunEvent::AgentStepCompleted { .. } => {
+                self.current_step = None;
+                self.step = None;
+                self.items.clear();
+                self.failures = 0;
+                self.retry_at = None;
+            }
+            AgentRunEvent::AgentStepFailed {
+                retry_at, error, ..
+            } => {
+                self.current_step = None;
+                self.step = None;
+                self.failures += 1;
+                self.retry_at = retry_at;
+                self.last_error = Some(error);
+            }
+            AgentRunEvent::AgentStepItemCompleted { item, output, .. } => {
+                self.items.insert(item, output);
             }
             AgentRunEvent::AgentCheckpointSaved {
                 name,
                 step_index,
                 state,
                 at,
+                ..
             } => {
+                if self.workflow_version.is_some() {
+                    if let Ok(run_state) = serde_json::from_value(state.clone()) {
+                        self.state = run_state;
+                    }
+                    self.saved += 1;
+                    // Executed runs name every checkpoint afresh; the oldest go first.
+                    if self.checkpoints.len() >= MAX_CHECKPOINTS {
+                        self.checkpoints.remove(0);
+                    }
+                }
                 self.checkpoints.retain(|c| c.name != name);
                 self.checkpoints.push(Checkpoint {
                     name,
@@ -444,17 +970,34 @@ impl Aggregate for AgentRun {
                 });
             }
             AgentRunEvent::AgentRunPaused { .. } => self.status = Some(AgentRunStatus::Paused),
-            AgentRunEvent::AgentRunResumed { .. } => {
+            AgentRunEvent::AgentRunResumed { state, .. } => {
                 self.status = Some(AgentRunStatus::Running);
                 self.current_step = None;
+                if self.workflow_version.is_some() {
+                    if let Ok(run_state) = serde_json::from_value(state) {
+                        self.state = run_state;
+                    }
+                    self.step = None;
+                    self.items.clear();
+                    self.failures = 0;
+                    self.retry_at = None;
+                    self.epoch += 1;
+                }
             }
             AgentRunEvent::AgentRunCompleted { .. } => {
                 self.status = Some(AgentRunStatus::Completed);
                 self.current_step = None;
+                self.step = None;
             }
             AgentRunEvent::AgentRunFailed { .. } => {
                 self.status = Some(AgentRunStatus::Failed);
                 self.current_step = None;
+                self.step = None;
+            }
+            AgentRunEvent::AgentRunCancelled { .. } => {
+                self.status = Some(AgentRunStatus::Cancelled);
+                self.current_step = None;
+                self.step = None;
             }
         }
     }
@@ -516,6 +1059,10 @@ mod tests {
             workflow: "research-digest".into(),
             input: json!({"topic": "skates"}),
             at: at(),
+            workflow_version: None,
+            forked_from: None,
+            forked_checkpoint: None,
+            state: Value::Null,
         }
     }
 
@@ -524,6 +1071,10 @@ mod tests {
             index,
             name: format!("step-{index}"),
             at: at(),
+            kind: None,
+            input: Value::Null,
+            attempt: 0,
+            wake_at: None,
         }
     }
 
@@ -541,6 +1092,7 @@ mod tests {
             step_index,
             state,
             at: at(),
+            parent: None,
         }
     }
 
@@ -723,6 +1275,8 @@ mod tests {
                     index: 0,
                     error: "timeout".into(),
                     at: at(),
+                    transient: false,
+                    retry_at: None,
                 },
             ])
             .when(AgentRunCommand::StartStep {

@@ -232,6 +232,8 @@ pub struct Draft {
     pub status: Option<DraftStatus>,
     pub brand_id: Option<BrandId>,
     pub channel: Option<Channel>,
+    /// What was asked for.
+    pub brief: String,
     /// The current text; empty until generated.
     pub text: String,
     /// The verdict on the current text; `None` until checked, and again after any new text.
@@ -420,12 +422,16 @@ impl Aggregate for Draft {
     fn apply(&mut self, event: Self::Event) {
         match event {
             DraftEvent::DraftRequested {
-                brand_id, channel, ..
+                brand_id,
+                channel,
+                brief,
+                ..
             } => {
                 *self = Self {
                     status: Some(DraftStatus::Requested),
                     brand_id: Some(brand_id),
                     channel: Some(channel),
+                    brief,
                     ..Self::default()
                 }
             }

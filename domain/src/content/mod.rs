@@ -3,8 +3,13 @@
 
 mod channel;
 mod draft;
+mod generation;
 mod voice;
 
 pub use channel::{Channel, DraftStatus};
 pub use draft::{Draft, DraftCommand, DraftError, DraftEvent, DraftServices, GeneratorInfo};
+pub use generation::{
+    DraftBrief, Generation, GenerationError, GenerationRequest, TemplateGenerator, TextGenerator,
+    Usage,
+};
 pub use voice::{CheckerInfo, RulesVoiceChecker, VoiceCheck, VoiceChecker};

@@ -6,7 +6,7 @@
 //! someone decides its status here.
 
 use plasma_commands::{BulkIngestError, CommandError};
-use plasma_domain::agent::AgentRunError;
+use plasma_domain::agent::{AgentRunError, WorkflowError};
 use plasma_domain::brand::{AlertError, BrandError, DeliveryError, MentionError, RulesError};
 use plasma_domain::content::DraftError;
 use plasma_domain::research::DocumentError;
@@ -162,7 +162,12 @@ impl From<AgentRunError> for ApiError {
             | AgentRunError::StepInProgress { .. }
             | AgentRunError::NoStepInProgress
             | AgentRunError::StepMismatch { .. }
-            | AgentRunError::NoCheckpoint => transition(err),
+            | AgentRunError::NoCheckpoint
+            | AgentRunError::NotManaged
+            | AgentRunError::Managed
+            | AgentRunError::NotWaitingForInput
+            | AgentRunError::NotAMap { .. } => transition(err),
+            AgentRunError::BadState => invalid("checkpoint", err),
             // Naming a checkpoint the run does not have is a refused value, like an entity
             // pointing at a chunk that does not exist; resuming a run that has no checkpoint
             // at all (`NoCheckpoint`) is a matter of its state.
@@ -170,6 +175,17 @@ impl From<AgentRunError> for ApiError {
             AgentRunError::TooManyCheckpoints { .. } => invalid("name", err),
             AgentRunError::JsonTooLarge { field, .. } => invalid(field, err),
             AgentRunError::Invalid(err) => err.into(),
+        }
+    }
+}
+
+impl From<WorkflowError> for ApiError {
+    fn from(err: WorkflowError) -> Self {
+        match &err {
+            WorkflowError::BadName(_) => invalid("name", err),
+            WorkflowError::Invalid(_) => invalid("definition", err),
+            WorkflowError::Step { step, .. } => invalid(&format!("steps.{step}"), err),
+            WorkflowError::NotFound(_) => Self::NotFound(err.to_string()),
         }
     }
 }

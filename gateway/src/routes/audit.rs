@@ -43,17 +43,19 @@ enum AggregateKind {
     Delivery,
     Draft,
     AgentRun,
+    Workflow,
     Document,
 }
 
 impl AggregateKind {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::Brand,
         Self::Mention,
         Self::Alert,
         Self::Delivery,
         Self::Draft,
         Self::AgentRun,
+        Self::Workflow,
         Self::Document,
     ];
 
@@ -65,6 +67,7 @@ impl AggregateKind {
             Self::Delivery => Delivery::TYPE,
             Self::Draft => Draft::TYPE,
             Self::AgentRun => AgentRun::TYPE,
+            Self::Workflow => plasma_domain::agent::Workflow::TYPE,
             Self::Document => Document::TYPE,
         }
     }
@@ -91,6 +94,7 @@ impl AggregateKind {
             Self::Delivery => parse_id::<DeliveryId>(raw, "id")?.as_uuid(),
             Self::Draft => parse_id::<DraftId>(raw, "id")?.as_uuid(),
             Self::AgentRun => parse_id::<RunId>(raw, "id")?.as_uuid(),
+            Self::Workflow => parse_id::<plasma_domain::ids::WorkflowId>(raw, "id")?.as_uuid(),
             Self::Document => parse_id::<DocumentId>(raw, "id")?.as_uuid(),
         })
     }
@@ -104,6 +108,7 @@ impl AggregateKind {
             Self::Delivery => replay::<Delivery>(events),
             Self::Draft => replay::<Draft>(events),
             Self::AgentRun => replay::<AgentRun>(events),
+            Self::Workflow => replay::<plasma_domain::agent::Workflow>(events),
             Self::Document => replay::<Document>(events),
         }
     }

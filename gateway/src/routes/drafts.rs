@@ -8,11 +8,12 @@
 use axum::extract::State;
 use axum::Json as JsonBody;
 use chrono::{DateTime, Utc};
+use plasma_domain::agent::{builtin, AgentRun, AgentRunCommand};
 use plasma_domain::brand::{Brand, BrandInactive};
 use plasma_domain::content::{
     Channel, Draft, DraftCommand, DraftError, DraftStatus, GeneratorInfo,
 };
-use plasma_domain::ids::{BrandId, DraftId};
+use plasma_domain::ids::{BrandId, DraftId, RunId};
 use plasma_domain::AggregateId;
 use plasma_projections::{DraftFilter, DraftView, Page};
 use serde::Deserialize;
@@ -64,6 +65,14 @@ struct RequestDraft {
     brand_id: BrandId,
     brief: String,
     channel: Channel,
+    /// Let the platform write it: starts the drafting workflow (`plasma.draft`): generate in the
+    /// brand's voice → voice check → revise while it fails → wait for an editor's decision
+    /// (`POST /v1/agent-runs/{agent_run_id}/input`) → publish, at `publish_at` if given.
+    #[serde(default)]
+    generate: bool,
+    /// With `generate`: when to publish once approved (RFC 3339); at once when left out.
+    #[serde(default)]
+    publish_at: Option<DateTime<Utc>>,
 }
 
 /// Asks for a draft for one of the tenant's brands, under a new server-minted id: a UUIDv7,
@@ -111,10 +120,37 @@ async fn request(
         channel: body.channel,
         at: state.now(),
     };
-    let outcome = state
+    if body.publish_at.is_some() && !body.generate {
+        return Err(ApiError::Validation {
+            field: Some("publish_at".to_owned()),
+            message: "`publish_at` goes with `generate: true`; schedule a hand-written draft with /schedule".to_owned(),
+        });
+    }
+    let mut outcome = state
         .execute::<Draft>(caller.tenant(), &meta, id, command)
         .await?;
     tracing::Span::current().record("plasma.draft.id", outcome.aggregate_id.to_string());
+    if body.generate {
+        let draft = DraftId::from_uuid(outcome.aggregate_id);
+        let run = RunId::for_draft(draft);
+        let command = AgentRunCommand::StartManaged {
+            workflow: builtin::DRAFT_WORKFLOW.to_owned(),
+            version: builtin::DRAFT_WORKFLOW_VERSION,
+            input: serde_json::json!({ "draft_id": draft, "publish_at": body.publish_at }),
+            fork: None,
+            at: state.now(),
+        };
+        let started = state
+            .execute::<AgentRun>(caller.tenant(), &meta.derived("draft-run"), run, command)
+            .await;
+        match started {
+            Ok(_) => {}
+            // A retry of a request whose run already started.
+            Err(ApiError::AlreadyExists(_)) => {}
+            Err(other) => return Err(other),
+        }
+        outcome.agent_run_id = Some(run.as_uuid());
+    }
     let location = draft_url(outcome.aggregate_id);
     Ok(Accepted::created(outcome, location))
 }

@@ -42,6 +42,7 @@ mod graph;
 mod mentions;
 mod ops;
 mod research;
+mod workflows;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, Method, Uri};
@@ -118,6 +119,7 @@ fn v1() -> OpenApiRouter<AppState> {
         .merge(analytics::routes())
         .merge(drafts::routes())
         .merge(agent_runs::routes())
+        .merge(workflows::routes())
         .merge(documents::routes())
         .merge(research::routes())
         .merge(graph::routes())

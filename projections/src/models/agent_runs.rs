@@ -112,7 +112,9 @@ impl Projection for AgentRunsProjection {
                         .map_err(ProjectionError::db("projecting an agent run"))?);
                     continue;
                 }
-                AgentRunEvent::AgentStepStarted { index, name, at } => (
+                AgentRunEvent::AgentStepStarted {
+                    index, name, at, ..
+                } => (
                     at,
                     vec![
                         ("current_step", Value::int(index)),
@@ -135,6 +137,7 @@ impl Projection for AgentRunsProjection {
                     step_index,
                     state,
                     at,
+                    ..
                 } => (
                     at,
                     vec![
@@ -162,6 +165,13 @@ impl Projection for AgentRunsProjection {
                     let mut columns = no_step.to_vec();
                     columns.push(status(AgentRunStatus::Failed));
                     columns.push(("last_error", Value::text(error)));
+                    (at, columns)
+                }
+                AgentRunEvent::AgentStepItemCompleted { at, .. } => (at, Vec::new()),
+                AgentRunEvent::AgentRunCancelled { reason, at } => {
+                    let mut columns = no_step.to_vec();
+                    columns.push(status(AgentRunStatus::Cancelled));
+                    columns.push(("last_error", Value::text(format!("cancelled: {reason}"))));
                     (at, columns)
                 }
             };

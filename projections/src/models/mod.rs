@@ -12,6 +12,7 @@ pub mod drafts;
 pub mod graph;
 pub mod mentions;
 pub mod stats;
+pub mod workflows;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub use graph::GraphProjection;
 pub use mentions::MentionsProjection;
 use plasma_commands::RecordedEvent;
 pub use stats::BrandStatsProjection;
+pub use workflows::WorkflowsProjection;
 
 use crate::read_store::on_tx;
 use crate::{Projection, ProjectionError, ReadTx};
@@ -40,6 +42,7 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(BrandActivityProjection),
         Arc::new(DraftsProjection),
         Arc::new(AgentRunsProjection),
+        Arc::new(WorkflowsProjection),
         Arc::new(DocumentsProjection),
         Arc::new(ChunksProjection),
         Arc::new(GraphProjection),

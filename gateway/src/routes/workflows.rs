@@ -1,0 +1,167 @@
+//! Workflow definitions and the tool registry.
+//!
+//! `PUT /workflows/{name}` records a new version of a workflow (an identical definition records
+//! nothing); runs keep the version they started with. A definition is checked when it is put:
+//! an unknown tool, a reference to a step that does not run before, a branch back (a cycle),
+//! a malformed template are refused with 422 `validation_failed`, `field` naming the step
+//! (`steps.<id>`).
+
+use axum::extract::State;
+use axum::Json as JsonBody;
+use plasma_domain::agent::tools::ToolSpec;
+use plasma_domain::agent::{
+    builtin, tools, validate_name, Workflow, WorkflowCommand, WorkflowDefinition,
+};
+use plasma_domain::ids::WorkflowId;
+use plasma_projections::{WorkflowVersionView, WorkflowView};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{Authorized, Commands, Queries};
+use crate::command::{Accepted, CommandOutcome};
+use crate::error::ApiError;
+use crate::extract::{CommandMeta, Json, NoParams, PathParams, ReadQuery};
+use crate::state::AppState;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(define, versions))
+        .routes(routes!(tool_list))
+}
+
+#[derive(Debug, Deserialize)]
+struct NamePath {
+    name: String,
+}
+
+impl NamePath {
+    fn parse(self) -> Result<String, ApiError> {
+        validate_name(&self.name).map_err(|err| ApiError::InvalidId {
+            field: "name".to_owned(),
+            message: err.to_string(),
+        })?;
+        Ok(self.name)
+    }
+}
+
+/// Records `definition` as the next version of workflow `name` (version 1 for a new name). An
+/// identical definition to the latest records nothing and answers the latest version. Names
+/// starting with `plasma.` are the platform's built-ins and cannot be defined.
+#[utoipa::path(
+    put,
+    path = "/workflows/{name}",
+    tag = "workflows",
+    params(("name" = String, Path, description = "1-100 characters a-z, 0-9, `-`, `_` or `.`, starting with a letter or digit")),
+    request_body = WorkflowDefinition,
+    responses(
+        (status = 200, description = "Recorded; `version` in the body is the aggregate's, which equals the workflow's latest version", body = CommandOutcome),
+        (status = 400, description = "`invalid_id`: the name is malformed"),
+        (status = 422, description = "`validation_failed`: the definition was refused; `field` is `steps.<id>` for the step at fault"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.workflow = %path.name))]
+async fn define(
+    State(state): State<AppState>,
+    caller: Authorized<Commands>,
+    PathParams(path): PathParams<NamePath>,
+    meta: CommandMeta,
+    Json(definition): Json<WorkflowDefinition>,
+) -> Result<Accepted<CommandOutcome>, ApiError> {
+    let name = path.parse()?;
+    let id = WorkflowId::derive(caller.tenant(), &name);
+    let command = WorkflowCommand::Define {
+        name: name.clone(),
+        definition,
+        at: state.now(),
+    };
+    let outcome = state
+        .execute::<Workflow>(caller.tenant(), &meta, id, command)
+        .await?;
+    Ok(Accepted::ok(outcome).with_location(format!("/v1/workflows/{name}")))
+}
+
+/// The tenant's workflows, each with its latest version (built-ins are not listed; see
+/// `GET /v1/workflows/plasma.draft`).
+#[utoipa::path(
+    get,
+    path = "/workflows",
+    tag = "workflows",
+    responses((status = 200, description = "The workflows by name", body = Vec<WorkflowView>))
+)]
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant()))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Authorized<Queries>,
+    query: ReadQuery<NoParams>,
+) -> Result<JsonBody<Vec<WorkflowView>>, ApiError> {
+    let reads = state.read().after(query.min_position);
+    Ok(JsonBody(reads.workflows(caller.tenant()).await?))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Versions {
+    name: String,
+    /// Oldest first.
+    versions: Vec<WorkflowVersionView>,
+}
+
+/// Every version of one workflow with its definition, oldest first (a built-in's versions
+/// too).
+#[utoipa::path(
+    get,
+    path = "/workflows/{name}",
+    tag = "workflows",
+    params(("name" = String, Path, description = "The workflow's name")),
+    responses(
+        (status = 200, description = "The versions", body = Versions),
+        (status = 404, description = "`not_found`: no such workflow"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant(), plasma.workflow = %path.name))]
+async fn versions(
+    State(state): State<AppState>,
+    caller: Authorized<Queries>,
+    PathParams(path): PathParams<NamePath>,
+    query: ReadQuery<NoParams>,
+) -> Result<JsonBody<Versions>, ApiError> {
+    let name = path.parse()?;
+    let versions = match builtin::latest(&name) {
+        Some(latest) => (1..=latest)
+            .filter_map(|v| {
+                builtin::definition(&name, v).map(|d| WorkflowVersionView {
+                    name: name.clone(),
+                    version: v,
+                    definition: serde_json::to_value(d).unwrap_or_default(),
+                    defined_at: chrono::DateTime::UNIX_EPOCH,
+                })
+            })
+            .collect(),
+        None => {
+            let reads = state.read().after(query.min_position);
+            reads.workflow_versions(caller.tenant(), &name).await?
+        }
+    };
+    if versions.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "workflow `{name}` does not exist"
+        )));
+    }
+    Ok(JsonBody(Versions { name, versions }))
+}
+
+/// The tool registry: what workflow steps (and MCP clients) can call, with JSON Schemas of
+/// input and output. `read` tools need the read role, `write` tools the write role.
+#[utoipa::path(
+    get,
+    path = "/tools",
+    tag = "workflows",
+    responses((status = 200, description = "Every tool", body = Vec<ToolSpec>))
+)]
+#[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant()))]
+async fn tool_list(caller: Authorized<Queries>) -> JsonBody<Vec<ToolSpec>> {
+    let _ = caller;
+    JsonBody(tools::all().to_vec())
+}

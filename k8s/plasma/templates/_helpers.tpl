@@ -113,6 +113,38 @@ the hook Jobs' env: hooks run before the ConfigMap exists on a first install).
 {{- $_ := set $s "PLASMA_OIDC_ROLES_CLAIM" .rolesClaim }}
 {{- end }}
 {{- end }}
+{{- /* The agent's settings: only `plasma agent` runs them, but every component validates them. */}}
+{{- with .Values.agent }}
+{{- $provider := .provider | default "template" }}
+{{- if not (has $provider (list "template" "openai")) }}
+{{- fail (printf "agent.provider %q is not a provider: use template or openai" $provider) }}
+{{- end }}
+{{- $_ := set $s "PLASMA_LLM_PROVIDER" $provider }}
+{{- $openai := .openai | default dict }}
+{{- if eq $provider "openai" }}
+{{- $url := required "agent.openai.baseUrl is required with agent.provider openai, e.g. https://api.openai.com/v1" $openai.baseUrl }}
+{{- if not (regexMatch "^https?://" $url) }}
+{{- fail (printf "agent.openai.baseUrl %q must be an http(s) URL" $url) }}
+{{- end }}
+{{- $_ := required "agent.openai.model is required with agent.provider openai" $openai.model }}
+{{- end }}
+{{- with $openai.baseUrl }}{{- $_ := set $s "PLASMA_OPENAI_BASE_URL" . }}{{- end }}
+{{- with $openai.model }}{{- $_ := set $s "PLASMA_OPENAI_MODEL" . }}{{- end }}
+{{- with .httpAllowedHosts }}
+{{- if not (kindIs "slice" .) }}
+{{- fail "agent.httpAllowedHosts is a list of host names" }}
+{{- end }}
+{{- $_ := set $s "PLASMA_AGENT_HTTP_ALLOWED_HOSTS" (join "," .) }}
+{{- end }}
+{{- with .publishWebhookUrl }}{{- $_ := set $s "PLASMA_PUBLISH_WEBHOOK_URL" . }}{{- end }}
+{{- $concurrency := 32 }}
+{{- if hasKey . "concurrency" }}{{ $concurrency = .concurrency | int }}{{ end }}
+{{- if or (lt $concurrency 1) (gt $concurrency 1024) }}
+{{- fail (printf "agent.concurrency %d must be between 1 and 1024" $concurrency) }}
+{{- end }}
+{{- $_ := set $s "PLASMA_AGENT_CONCURRENCY" (toString $concurrency) }}
+{{- $_ := set $s "PLASMA_AGENT_LEASE" (.lease | default "10s" | toString) }}
+{{- end }}
 {{- range $name, $value := .Values.config }}
 {{- if regexMatch "(?i)(SECRET|KEY|PASSWORD|TOKEN|DATABASE_URL)" $name }}
 {{- fail (printf "config.%s looks like a secret: put it in the Secret %q and reference it (secrets.keys), never in values" $name $.Values.secrets.existingSecret) }}
@@ -149,6 +181,29 @@ Secret env vars, each from the existing Secret: {root, names: list of secrets.ke
 {{- fail "secrets.keys.jwtSecret is required" }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+The agent pod's own env: the OpenAI API key from an existing Secret, when one is named.
+*/}}
+{{- define "plasma.agentEnv" -}}
+{{- with .Values.agent.openai.apiKeySecret }}
+{{- if .name }}
+- name: PLASMA_OPENAI_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .name }}
+      key: {{ required "agent.openai.apiKeySecret.key is required with its name" .key }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The port of an http(s) URL: its own, else 443 or 80 by scheme. */}}
+{{- define "plasma.urlPort" -}}
+{{- $url := urlParse . }}
+{{- $port := regexFind ":[0-9]+$" $url.host | trimPrefix ":" }}
+{{- if not $port }}{{ $port = ternary "443" "80" (eq $url.scheme "https") }}{{ end }}
+{{- $port }}
 {{- end }}
 
 {{/*

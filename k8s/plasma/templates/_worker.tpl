@@ -1,10 +1,11 @@
 {{/*
-A headless process (relay, projection, embed, extract, communities or alerts worker): a
+A headless process (relay, projection, embed, extract, agent, communities or alerts worker): a
 Deployment serving /metrics, /health and /ready on the metrics port, and its HPA and PDB when
 asked for.
 
 {root, component, kind, args (after the subcommand), cfg, secrets (secrets.keys entries),
- models (bool), partitions (0: not a consumer group), context, recreate (bool)}
+ models (bool), partitions (0: not a consumer group), context, recreate (bool),
+ env (optional: more env entries, YAML)}
 */}}
 {{- define "plasma.worker" -}}
 {{- $root := .root }}
@@ -89,6 +90,9 @@ spec:
             - name: PLASMA_DATABASE_MAX_CONNECTIONS
               value: {{ $cfg.maxConnections | quote }}
             {{- include "plasma.secretEnv" (dict "root" $root "names" .secrets) | nindent 12 }}
+            {{- with .env }}
+            {{- . | nindent 12 }}
+            {{- end }}
             {{- include "plasma.otelEnv" (dict "root" $root "component" .component) | nindent 12 }}
           {{- include "plasma.probes" (dict "root" $root "port" "metrics") | nindent 10 }}
           resources:

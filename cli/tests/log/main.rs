@@ -33,6 +33,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+mod agents;
 mod drain;
 mod graph;
 mod traces;

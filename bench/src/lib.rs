@@ -8,9 +8,12 @@
 //! - [`embed`]: embedding throughput per model, and all-MiniLM-L6-v2's achieved FLOP rate.
 //! - [`alerts`]: the alert detector's throughput next to plain projections, its latency to a
 //!   webhook at a steady rate, and its precision and recall per method.
+//! - [`agent`]: the durable workflow runtime's steps/s and step latency on PostgreSQL (LangGraph
+//!   is its peer in scripts/bench-agent.sh), and drafting workflows end to end.
 //! - [`search`]: research search quality on a labelled set, and HNSW recall and HTTP latency
 //!   over ≥ 100,000 chunks.
 
+pub mod agent;
 pub mod alerts;
 pub mod embed;
 pub mod graph;
@@ -41,6 +44,9 @@ pub enum Bench {
     Graph(graph::GraphBenchArgs),
     /// Brand alerts: detector throughput, latency to the webhook, detection quality.
     Alerts(alerts::AlertsBenchArgs),
+    /// The agent runtime: steps/s and step latency of a no-op workflow, drafts/s end to end
+    /// (needs PostgreSQL; see scripts/bench-agent.sh for LangGraph next to it).
+    Agent(agent::AgentBenchArgs),
 }
 
 pub async fn run(bench: Bench) -> Result<ExitCode> {
@@ -51,6 +57,7 @@ pub async fn run(bench: Bench) -> Result<ExitCode> {
         Bench::Search(args) => search::search(args).await?,
         Bench::Alerts(args) => alerts::alerts(args).await?,
         Bench::Graph(args) => graph::graph(args).await?,
+        Bench::Agent(args) => agent::agent(args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

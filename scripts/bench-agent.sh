@@ -38,8 +38,9 @@ for db in plasma_agent langgraph_one langgraph_many; do
 done
 
 results=()
-results+=("$(target/release/plasma bench agent --database-url "$base/plasma_agent" --runs "$runs" \
-  --concurrency "$concurrency" --drafts "$drafts" | tee "$work/plasma.jsonl" | head -1)")
+target/release/plasma bench agent --database-url "$base/plasma_agent" --runs "$runs" \
+  --concurrency "$concurrency" --drafts "$drafts" >"$work/plasma.jsonl"
+results+=("$(sed -n 1p "$work/plasma.jsonl")")
 drafting=$(sed -n 2p "$work/plasma.jsonl")
 results+=("$("$venv/bin/python" bench/peers/langgraph_steps.py --url "$base/langgraph_one" \
   --runs "$runs" --concurrency "$concurrency" --savers 1)")

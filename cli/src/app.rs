@@ -15,7 +15,7 @@ use plasma_adapters::VaderScorer;
 use plasma_commands::{CommandHandler, EventStore, Services, StoreConfig, StoreError};
 use plasma_domain::brand::MentionServices;
 use plasma_domain::content::DraftServices;
-use plasma_domain::content::{TemplateGenerator, TextGenerator};
+use plasma_domain::content::{BrandVoiceChecker, TemplateGenerator, TextGenerator};
 use plasma_domain::research::{Embedder, RuleExtractor};
 use plasma_domain::TenantId;
 use plasma_gateway::auth::{TokenIssuer, TokenVerifier};
@@ -102,6 +102,14 @@ pub fn delivery_worker(
     )))
 }
 
+/// The platform's voice checker: the rules, the tone through VADER, the reading level. The
+/// gateway's voice-check endpoint and the drafting workflow use the same one.
+pub fn draft_services() -> DraftServices {
+    DraftServices {
+        voice_checker: Arc::new(BrandVoiceChecker::new(Arc::new(VaderScorer::new()))),
+    }
+}
+
 /// The agent worker these settings describe: its text-generation provider, its allow-listed
 /// HTTP client and its publisher.
 pub fn agent_worker(
@@ -150,7 +158,7 @@ pub fn agent_worker(
         generator,
         http: Arc::new(http),
         publisher: Arc::new(publisher),
-        draft_services: DraftServices::default(),
+        draft_services: draft_services(),
     };
     Ok(Arc::new(AgentWorker::new(
         handler.clone(),
@@ -342,7 +350,7 @@ impl Application {
                     scorer: Arc::new(VaderScorer::new()),
                 },
             },
-            draft_services: DraftServices::default(),
+            draft_services: draft_services(),
             body_limit: settings.http.body_limit,
             // With external workers, lag is theirs to report: a lagging read model must not
             // take every gateway out of service (commands and other queries still work).

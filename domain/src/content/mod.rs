@@ -12,4 +12,6 @@ pub use generation::{
     DraftBrief, Generation, GenerationError, GenerationRequest, TemplateGenerator, TextGenerator,
     Usage,
 };
-pub use voice::{CheckerInfo, RulesVoiceChecker, VoiceCheck, VoiceChecker};
+pub use voice::{
+    reading_grade, BrandVoiceChecker, CheckerInfo, RulesVoiceChecker, VoiceCheck, VoiceChecker,
+};

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::channel::Channel;
-use crate::brand::VoiceGuidelines;
+use crate::brand::{SentimentScorer, VoiceGuidelines};
 
 /// Checks a text against a brand's voice. The verdict is recorded in the event, so a replay never
 /// checks again and a checker upgrade never rewrites history.
@@ -85,6 +85,134 @@ impl VoiceChecker for RulesVoiceChecker {
     }
 }
 
+/// Tone words that ask for a text that does not read negative.
+const WARM_TONES: [&str; 10] = [
+    "warm",
+    "friendly",
+    "upbeat",
+    "positive",
+    "cheerful",
+    "enthusiastic",
+    "optimistic",
+    "joyful",
+    "playful",
+    "encouraging",
+];
+/// Tone words that ask for a text that does not read strongly either way.
+const CALM_TONES: [&str; 6] = ["calm", "neutral", "measured", "sober", "formal", "factual"];
+
+/// The rules, plus the tone (through a sentiment scorer: a warm tone must not read negative, a
+/// calm one not strongly either way) and the reading level (Flesch-Kincaid grade, at most 10 on
+/// Twitter and Instagram, 14 on LinkedIn and in newsletters, 16 on a blog; texts under 20 words
+/// are not graded). The platform's checker.
+pub struct BrandVoiceChecker {
+    scorer: std::sync::Arc<dyn SentimentScorer>,
+}
+
+impl std::fmt::Debug for BrandVoiceChecker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrandVoiceChecker")
+            .field("scorer", &self.scorer.info())
+            .finish()
+    }
+}
+
+impl BrandVoiceChecker {
+    pub const NAME: &'static str = "rules+tone+reading";
+    /// Bump whenever a rule or threshold changes.
+    pub const VERSION: &'static str = "1";
+
+    pub fn new(scorer: std::sync::Arc<dyn SentimentScorer>) -> Self {
+        Self { scorer }
+    }
+
+    fn max_grade(channel: Channel) -> f64 {
+        match channel {
+            Channel::Twitter | Channel::Instagram => 10.0,
+            Channel::LinkedIn | Channel::Newsletter => 14.0,
+            Channel::Blog => 16.0,
+        }
+    }
+}
+
+impl VoiceChecker for BrandVoiceChecker {
+    fn check(&self, text: &str, channel: Channel, guidelines: &VoiceGuidelines) -> VoiceCheck {
+        let mut issues = RulesVoiceChecker.check(text, channel, guidelines).issues;
+        let tone = guidelines.tone.to_lowercase();
+        let has = |words: &[&'static str]| -> Option<&'static str> {
+            words.iter().find(|w| contains_word(&tone, w)).copied()
+        };
+        let sentiment = f64::from(self.scorer.score_millis(text)) / 1000.0;
+        if let Some(word) = has(&WARM_TONES) {
+            if sentiment < -0.05 {
+                issues.push(format!(
+                    "reads negative (sentiment {sentiment:.2}) for a `{word}` tone"
+                ));
+            }
+        } else if let Some(word) = has(&CALM_TONES) {
+            if sentiment.abs() > 0.75 {
+                issues.push(format!(
+                    "reads too strongly (sentiment {sentiment:.2}) for a `{word}` tone"
+                ));
+            }
+        }
+        if let Some(grade) = reading_grade(text) {
+            let max = Self::max_grade(channel);
+            if grade > max {
+                issues.push(format!(
+                    "reads at grade {grade:.1}; {channel} text should read at grade {max:.0} or below"
+                ));
+            }
+        }
+        VoiceCheck::from_issues(issues)
+    }
+
+    fn info(&self) -> CheckerInfo {
+        CheckerInfo {
+            name: Self::NAME.to_owned(),
+            version: Self::VERSION.to_owned(),
+        }
+    }
+}
+
+/// The Flesch-Kincaid grade level of `text`; `None` under 20 words, where it says little.
+pub fn reading_grade(text: &str) -> Option<f64> {
+    let words: Vec<&str> = text
+        .split_whitespace()
+        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()))
+        .filter(|w| w.chars().any(char::is_alphabetic))
+        .collect();
+    if words.len() < 20 {
+        return None;
+    }
+    let sentences = text
+        .split(['.', '!', '?'])
+        .filter(|s| s.split_whitespace().count() > 0)
+        .count()
+        .max(1);
+    let syllables: usize = words.iter().map(|w| syllables(w)).sum();
+    let words_n = words.len() as f64;
+    Some(0.39 * (words_n / sentences as f64) + 11.8 * (syllables as f64 / words_n) - 15.59)
+}
+
+/// Vowel groups, less a silent final `e`, at least one.
+fn syllables(word: &str) -> usize {
+    let lower = word.to_lowercase();
+    let mut count = 0;
+    let mut previous_vowel = false;
+    for c in lower.chars() {
+        let vowel = matches!(c, 'a' | 'e' | 'i' | 'o' | 'u' | 'y');
+        if vowel && !previous_vowel {
+            count += 1;
+        }
+        previous_vowel = vowel;
+    }
+    if lower.ends_with('e') && !lower.ends_with("le") && count > 1 {
+        count -= 1;
+    }
+    count.max(1)
+}
+
 /// Whether `needle` occurs in `haystack` as a whole word (not inside a longer word), so banning
 /// "cheap" does not flag "cheapskate" and banning "ass" does not flag "class".
 fn contains_word(haystack: &str, needle: &str) -> bool {
@@ -164,6 +292,77 @@ mod tests {
                 .check(&text, Channel::Blog, &guidelines())
                 .passed
         );
+    }
+
+    /// Scores by one word, to keep the tests about the checker.
+    struct WordScorer;
+    impl SentimentScorer for WordScorer {
+        fn score_millis(&self, text: &str) -> i16 {
+            if text.contains("awful") {
+                -600
+            } else if text.contains("amazing") {
+                900
+            } else {
+                0
+            }
+        }
+        fn info(&self) -> crate::brand::ScorerInfo {
+            crate::brand::ScorerInfo {
+                name: "word".into(),
+                version: "1".into(),
+            }
+        }
+    }
+
+    fn voice(tone: &str) -> VoiceGuidelines {
+        VoiceGuidelines {
+            tone: tone.into(),
+            ..VoiceGuidelines::default()
+        }
+    }
+
+    #[test]
+    fn a_warm_tone_refuses_a_negative_text_and_a_calm_one_a_gushing_text() {
+        let checker = BrandVoiceChecker::new(std::sync::Arc::new(WordScorer));
+        let warm = checker.check(
+            "The queue was awful today",
+            Channel::Blog,
+            &voice("Warm, plain"),
+        );
+        assert_eq!(
+            warm.issues,
+            vec!["reads negative (sentiment -0.60) for a `warm` tone".to_owned()]
+        );
+        let calm = checker.check("An amazing launch", Channel::Blog, &voice("calm"));
+        assert!(!calm.passed);
+        assert!(
+            checker
+                .check("An amazing launch", Channel::Blog, &voice("warm"))
+                .passed
+        );
+        assert!(
+            checker
+                .check("The queue was awful", Channel::Blog, &voice(""))
+                .passed
+        );
+    }
+
+    #[test]
+    fn a_dense_text_fails_the_channels_reading_level() {
+        let checker = BrandVoiceChecker::new(std::sync::Arc::new(WordScorer));
+        let dense = "Institutional interoperability considerations necessitate comprehensive \
+                     organizational reconfiguration, notwithstanding unprecedented \
+                     administrative complications affecting multinational distribution \
+                     infrastructure, regulatory harmonization initiatives and sustainability.";
+        let grade = reading_grade(dense).unwrap();
+        assert!(grade > 16.0, "{grade}");
+        let check = checker.check(dense, Channel::Twitter, &voice(""));
+        assert!(check.issues[0].starts_with("reads at grade"), "{check:?}");
+        let plain = "We made new wheels. They grip wet ramps. You can ride in the rain now. \
+                     Try them at the park this week and tell us what you think of them.";
+        assert!(reading_grade(plain).unwrap() < 6.0);
+        assert!(checker.check(plain, Channel::Twitter, &voice("")).passed);
+        assert_eq!(reading_grade("Too short to grade."), None);
     }
 
     #[test]

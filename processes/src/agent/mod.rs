@@ -29,8 +29,8 @@ use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
 use plasma_commands::{CommandContext, CommandError, CommandHandler, RecordedEvent};
 use plasma_domain::agent::{
-    builtin, plan, AgentRun, AgentRunCommand, AgentRunEvent, Plan, StepAction, StepInProgress,
-    Workflow, WorkflowDefinition,
+    builtin, plan, AgentRun, AgentRunCommand, AgentRunError, AgentRunEvent, Plan, StepAction,
+    StepInProgress, Workflow, WorkflowDefinition,
 };
 use plasma_domain::ids::{CommandId, WorkflowId};
 use plasma_domain::{AggregateId as _, Context, TenantId};
@@ -509,6 +509,30 @@ impl AgentWorker {
         {
             Ok(_) => Ok(()),
             Err(CommandError::Store(err)) => Err(err.into()),
+            // The decision itself cannot be recorded (an output or input over the size bound):
+            // retrying would decide the same, so the run fails, saying why.
+            Err(CommandError::Domain(
+                err @ (AgentRunError::JsonTooLarge { .. } | AgentRunError::Invalid(_)),
+            )) => {
+                tracing::warn!(error = %err, "an agent run's step outcome was refused; failing the run");
+                let fail = AgentRunCommand::Fail {
+                    error: format!("the step's outcome could not be recorded: {err}"),
+                    at: Utc::now(),
+                };
+                let context = CommandContext::new(
+                    tenant.clone(),
+                    Self::command_id(run_id, &format!("{version}/refused")),
+                    None,
+                );
+                match self
+                    .handler
+                    .execute::<AgentRun>(&context, run_id, fail, &())
+                    .await
+                {
+                    Err(CommandError::Store(err)) => Err(err.into()),
+                    _ => Ok(()),
+                }
+            }
             Err(other) => {
                 tracing::debug!(error = %other, "an agent run changed under its executor; planning again");
                 Ok(())

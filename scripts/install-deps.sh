@@ -96,3 +96,6 @@ if [[ ! -x "$rotel_dir/rotel/rotel-agent" ]]; then
   unzip_wheel "$wheel" "$rotel_dir"
   chmod +x "$rotel_dir/rotel/rotel-agent"
 fi
+
+# The official MCP Python SDK, the client the MCP tests drive Plasma's MCP server with.
+scripts/install-mcp-client.sh

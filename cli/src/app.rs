@@ -19,11 +19,12 @@ use plasma_domain::content::{BrandVoiceChecker, TemplateGenerator, TextGenerator
 use plasma_domain::research::{Embedder, RuleExtractor};
 use plasma_domain::TenantId;
 use plasma_gateway::auth::{TokenIssuer, TokenVerifier};
+use plasma_gateway::mcp::ToolCaller;
 use plasma_gateway::rate_limit::RateLimiter;
 use plasma_gateway::state::{AppState, StateParts};
 use plasma_gateway::{metrics, routes, Clock, SystemClock};
 use plasma_log::KafkaReplay;
-use plasma_processes::agent::{AgentOptions, AgentWorker, ToolBox};
+use plasma_processes::agent::{AgentOptions, AgentWorker, ToolBox, ToolCall};
 use plasma_processes::alerts;
 use plasma_processes::communities::{CommunityOptions, CommunityWorker};
 use plasma_processes::delivery::{DeliveryOptions, DeliveryWorker};
@@ -110,13 +111,13 @@ pub fn draft_services() -> DraftServices {
     }
 }
 
-/// The agent worker these settings describe: its text-generation provider, its allow-listed
-/// HTTP client and its publisher.
-pub fn agent_worker(
+/// The tools these settings describe: the text-generation provider, the allow-listed HTTP
+/// client, the publisher.
+pub fn tool_box(
     settings: &AgentSettings,
     handler: &CommandHandler,
     read: ReadModels,
-) -> Result<Arc<AgentWorker>, StartupError> {
+) -> Result<ToolBox, StartupError> {
     let generator: Arc<dyn TextGenerator> = match &settings.provider {
         LlmProvider::Template => Arc::new(TemplateGenerator),
         LlmProvider::OpenAi {
@@ -152,14 +153,48 @@ pub fn agent_worker(
         Duration::from_secs(30),
     )
     .map_err(|e| StartupError::Agent(e.to_string()))?;
-    let tools = ToolBox {
+    Ok(ToolBox {
         handler: handler.clone(),
-        read: read.clone(),
+        read,
         generator,
         http: Arc::new(http),
         publisher: Arc::new(publisher),
         draft_services: draft_services(),
-    };
+    })
+}
+
+/// The registry's tools for direct calls (MCP): each call is a new effect, under a fresh key,
+/// at the time it arrives.
+#[derive(Debug)]
+pub struct DirectTools(pub ToolBox);
+
+#[async_trait::async_trait]
+impl ToolCaller for DirectTools {
+    async fn call(
+        &self,
+        tenant: &TenantId,
+        tool: &str,
+        input: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        let key = uuid::Uuid::now_v7();
+        let call = ToolCall {
+            tenant,
+            key,
+            at: chrono::Utc::now(),
+            correlation: key,
+            input: &input,
+        };
+        self.0.call(tool, call).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The agent worker these settings describe: its tools and its options.
+pub fn agent_worker(
+    settings: &AgentSettings,
+    handler: &CommandHandler,
+    read: ReadModels,
+) -> Result<Arc<AgentWorker>, StartupError> {
+    let tools = tool_box(settings, handler, read.clone())?;
     Ok(Arc::new(AgentWorker::new(
         handler.clone(),
         read,
@@ -337,6 +372,7 @@ impl Application {
                 batch_size: REPLAY_BATCH,
             }));
         }
+        let read_for_tools = read.clone();
         let state = AppState::new(StateParts {
             handler: handler.clone(),
             read: ReadModels::new(read)
@@ -370,6 +406,11 @@ impl Application {
             rebuilder,
             embedders,
             channel_secrets: Arc::new(webhook_key(&settings.alerts)?),
+            tools: Some(Arc::new(DirectTools(tool_box(
+                &settings.agent,
+                &handler,
+                ReadModels::new(read_for_tools),
+            )?))),
         });
         let router = routes::router(state.clone(), settings.http.request_timeout);
 

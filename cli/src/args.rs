@@ -47,6 +47,8 @@ pub enum Command {
     Alerts(log::AlertsArgs),
     /// Extract the entities of chunked documents, from the topics (server mode).
     Extract(log::ExtractArgs),
+    /// Serve the tool registry over MCP on stdin/stdout, as the token's tenant and roles.
+    Mcp(McpArgs),
     /// Execute agent workflow runs: follow the agent topic, claim due runs, drive them.
     Agent(log::AgentArgs),
     /// Compute the knowledge graph's communities whenever a tenant's graph changes.
@@ -150,6 +152,30 @@ impl ServeArgs {
             ..SettingsLayer::default()
         };
         layer.http.listen = self.listen;
+        layer
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// A token (from `plasma token` or the issuer) whose tenant and roles the calls act with.
+    #[arg(long, env = "PLASMA_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The embedded store's data dir, when no database URL is set [default: ./.plasma].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL. Prefer PLASMA_DATABASE_URL: flags show up in `ps`.
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+impl McpArgs {
+    pub fn layer(&self) -> SettingsLayer {
+        let mut layer = SettingsLayer::default();
+        layer.store.data_dir = self.data_dir.clone();
+        layer.store.database_url = self.database_url.clone().map(Secret::new);
         layer
     }
 }

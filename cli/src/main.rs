@@ -37,6 +37,7 @@ async fn main() -> ExitCode {
         | Command::Communities(_)
         | Command::Replay(_) => "info,sqlx=warn,rdkafka=warn",
         Command::Token(_)
+        | Command::Mcp(_)
         | Command::Bench(_)
         | Command::Openapi
         | Command::Tail(_)
@@ -62,6 +63,7 @@ async fn main() -> ExitCode {
         Command::Dev(args) => dev(args).await,
         Command::Serve(args) => serve(args).await,
         Command::Token(args) => token(args),
+        Command::Mcp(args) => mcp(args).await,
         Command::Bench(bench) => plasma_bench::run(bench).await,
         Command::Openapi => openapi(),
         Command::Migrate(args) => log::migrate(args).await,
@@ -180,6 +182,64 @@ fn token(args: args::TokenArgs) -> Result<ExitCode> {
         )
         .context("signing the token")?;
     println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `plasma mcp`: the tool registry on stdio for an MCP client that starts it (Claude Desktop,
+/// an IDE, the MCP SDKs), acting as the token's tenant with its roles. It opens the same store
+/// as `plasma dev` / `plasma serve` would.
+async fn mcp(args: args::McpArgs) -> Result<ExitCode> {
+    let settings = Settings::load(
+        Profile::Token,
+        args.config.config.as_deref(),
+        env,
+        args.layer(),
+    )?;
+    let principal = plasma_gateway::TokenVerifier::new(&settings.auth.jwt)
+        .verify(args.token.trim())
+        .await
+        .context("the token was refused")?;
+    let (store_config, read_path) = match &settings.store {
+        StoreSettings::Embedded { data_dir } => (
+            plasma_commands::StoreConfig::Sqlite {
+                path: data_dir.join(plasma_cli::app::EVENTS_DB),
+            },
+            data_dir.join(plasma_cli::app::READ_DB),
+        ),
+        StoreSettings::Server {
+            database_url,
+            max_connections,
+        } => (
+            plasma_commands::StoreConfig::Postgres {
+                url: database_url.expose().to_owned(),
+                max_connections: *max_connections,
+            },
+            std::path::PathBuf::new(),
+        ),
+    };
+    let store = plasma_commands::EventStore::open(&store_config)
+        .await
+        .context("opening the event store")?;
+    let read = plasma_projections::ReadStore::open(&plasma_projections::ReadStoreConfig::beside(
+        &store, read_path,
+    ))
+    .await
+    .context("opening the read store")?;
+    let tools = plasma_cli::app::tool_box(
+        &settings.agent,
+        &plasma_commands::CommandHandler::new(store),
+        plasma_projections::ReadModels::new(read),
+    )?;
+    eprintln!(
+        "plasma mcp: serving {} tools on stdio for tenant {}",
+        plasma_domain::agent::tools::all().len(),
+        principal.tenant
+    );
+    let server = plasma_gateway::mcp::McpServer::new(
+        std::sync::Arc::new(plasma_cli::app::DirectTools(tools)),
+        Some(principal),
+    );
+    plasma_gateway::mcp::serve_stdio(server).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,6 +7,7 @@
 //! - [`error::ApiError`]: every failure, answered as `application/problem+json`, mapped in one
 //!   place.
 //! - [`openapi`]: the OpenAPI 3.1 document (`/openapi.json`) and the docs page (`/docs`).
+//! - [`mcp`]: the tool registry over MCP (streamable HTTP at `/v1/mcp`, stdio for `plasma mcp`).
 //!
 //! The `plasma` binary (the cli crate) builds the stores and workers, then serves this router.
 
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod command;
 pub mod error;
 pub mod extract;
+pub mod mcp;
 pub mod metrics;
 pub mod oidc;
 pub mod openapi;

@@ -38,6 +38,7 @@ struct Inner {
     rebuilds: Rebuilds,
     embedders: Vec<Arc<dyn Embedder>>,
     channel_secrets: Arc<dyn ChannelSecrets>,
+    tools: Option<Arc<dyn crate::mcp::ToolCaller>>,
     /// Set at shutdown: `/ready` then fails so traffic moves elsewhere while requests finish.
     draining: std::sync::atomic::AtomicBool,
 }
@@ -64,6 +65,8 @@ pub struct StateParts {
     pub embedders: Vec<Arc<dyn Embedder>>,
     /// Webhook channels' signing secrets, shown to the brand's owners.
     pub channel_secrets: Arc<dyn ChannelSecrets>,
+    /// The tool registry's implementation, served over MCP at `/v1/mcp` when given.
+    pub tools: Option<Arc<dyn crate::mcp::ToolCaller>>,
 }
 
 impl AppState {
@@ -83,6 +86,7 @@ impl AppState {
             rebuilder,
             embedders,
             channel_secrets,
+            tools,
         } = parts;
         Self {
             inner: Arc::new(Inner {
@@ -100,6 +104,7 @@ impl AppState {
                 rebuilds: Rebuilds::new(rebuilder),
                 embedders,
                 channel_secrets,
+                tools,
                 draining: std::sync::atomic::AtomicBool::new(false),
             }),
         }
@@ -122,6 +127,11 @@ impl AppState {
     /// The embedding models loaded here, the default (first configured) first.
     pub fn channel_secrets(&self) -> &dyn ChannelSecrets {
         self.inner.channel_secrets.as_ref()
+    }
+
+    /// The tool registry's implementation, when this gateway serves MCP.
+    pub fn tools(&self) -> Option<Arc<dyn crate::mcp::ToolCaller>> {
+        self.inner.tools.clone()
     }
 
     pub fn embedders(&self) -> &[Arc<dyn Embedder>] {

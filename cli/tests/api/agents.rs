@@ -474,6 +474,24 @@ async fn http_steps_reach_allow_listed_hosts_only_with_an_idempotency_key(backen
     );
 }
 
+/// The draft's view once its status is `status` (or the last one seen after 5 s).
+async fn draft_view(app: &TestApp, token: &str, draft: &str, status: &str) -> Value {
+    let mut view = Value::Null;
+    for _ in 0..100 {
+        view = app
+            .get(&format!("/v1/drafts/{draft}"), token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if view["status"] == status {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    view
+}
+
 fn verify_signature(secret: &str, header: &str, body: &str) -> bool {
     let mut parts = header.split(',');
     let t = parts.next().unwrap().trim_start_matches("t=");
@@ -532,12 +550,8 @@ async fn a_generated_draft_is_written_checked_approved_and_published_once(backen
         "{text}"
     );
     assert_eq!(t["steps"][2]["output"]["passed"], true);
-    let view: Value = app
-        .get(&format!("/v1/drafts/{draft}"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    // The drafts read model follows a moment later.
+    let view = draft_view(&app, &token, &draft, "voice_checked").await;
     assert_eq!(view["status"], "voice_checked");
     assert_eq!(view["text"], text.as_str());
 
@@ -563,19 +577,7 @@ async fn a_generated_draft_is_written_checked_approved_and_published_once(backen
     ));
     let published: Value = serde_json::from_str(body).unwrap();
     assert_eq!(published["text"], text.as_str());
-    let mut view = Value::Null;
-    for _ in 0..100 {
-        view = app
-            .get(&format!("/v1/drafts/{draft}"), &token)
-            .await
-            .json()
-            .await
-            .unwrap();
-        if view["status"] == "published" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let view = draft_view(&app, &token, &draft, "published").await;
     assert_eq!(view["status"], "published");
     assert_eq!(view["published_url"], "https://cms.example.com/posts/1");
 }

@@ -21,6 +21,7 @@ mod documents;
 mod drafts;
 mod graph;
 mod idempotency;
+mod mcp;
 mod oidc;
 mod openapi;
 mod ops;

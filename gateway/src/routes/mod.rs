@@ -78,9 +78,19 @@ pub fn router(state: AppState, request_timeout: std::time::Duration) -> Router {
         .map(|e| e.model().name.clone())
         .collect();
     crate::schema_rules::loaded_models(&mut openapi, &models);
-    Router::new()
-        .merge(api)
-        .merge(openapi::routes(openapi))
+    let mut router = Router::new().merge(api).merge(openapi::routes(openapi));
+    if let Some(tools) = state.tools() {
+        // MCP over streamable HTTP, behind the same authentication and rate limit as /v1.
+        router = router.merge(
+            Router::new()
+                .nest_service("/v1/mcp", crate::mcp::http_service(tools))
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    auth::authenticate,
+                )),
+        );
+    }
+    router
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Layers run outside-in from the last one added.

@@ -6,6 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Map, Value};
 
 use super::run::{AgentRun, AgentRunCommand, AgentRunStatus, StepInProgress};
+use super::tools::{self, ToolAccess};
 use super::workflow::{Scope, StepAction, WorkflowDefinition};
 
 /// The next move of an executed run.
@@ -22,6 +23,15 @@ pub enum Plan {
     Record(AgentRunCommand),
     /// Run the step's effect (a tool, an LLM call, a map), then record its outcome.
     Perform(StepInProgress),
+    /// Run a read-only tool for step `index`, then record the whole step at once
+    /// ([`AgentRunCommand::RunPureStep`]); nothing outside the run changes, so no intent is
+    /// recorded first.
+    PerformPure {
+        index: u32,
+        name: String,
+        tool: String,
+        input: Value,
+    },
 }
 
 /// The scope templates see in `run`.
@@ -130,6 +140,36 @@ pub fn plan(
     let defined = &definition.steps[index];
     let scope = scope(run, run_id);
     let (input, wake_at) = match &defined.action {
+        // A branch and a read-only tool change nothing outside the run: recorded whole.
+        StepAction::Branch {
+            condition,
+            then,
+            otherwise,
+        } => {
+            let value = scope.render(&Value::String(condition.value.clone()));
+            let holds = condition.holds(&value);
+            let target = if holds { then } else { otherwise };
+            return Plan::Record(AgentRunCommand::RunPureStep {
+                index: index as u32,
+                name: defined.id.clone(),
+                kind: defined.action.kind().to_owned(),
+                input: Value::Null,
+                output: json!({ "value": value, "holds": holds, "next": target }),
+                next: definition.index_of(target).map(|i| i as u32),
+                at: now,
+            });
+        }
+        StepAction::Tool { tool, input }
+            if tools::spec(tool).is_some_and(|t| t.access == ToolAccess::Read)
+                && run.failures == 0 =>
+        {
+            return Plan::PerformPure {
+                index: index as u32,
+                name: defined.id.clone(),
+                tool: tool.clone(),
+                input: scope.render(input),
+            };
+        }
         StepAction::Tool { input, .. } => (scope.render(input), None),
         StepAction::Llm {
             prompt,
@@ -177,7 +217,6 @@ pub fn plan(
             (json!({ "until": wake_at }), Some(wake_at))
         }
         StepAction::Input { prompt } => (json!({ "prompt": scope.render_text(prompt) }), None),
-        StepAction::Branch { .. } => (Value::Null, None),
     };
     Plan::Record(AgentRunCommand::BeginStep {
         index: index as u32,
@@ -224,6 +263,16 @@ mod tests {
         .unwrap()
     }
 
+    /// A workflow whose first step has an effect (its intent is recorded before it runs).
+    fn effectful() -> WorkflowDefinition {
+        serde_json::from_value(json!({"steps": [
+            {"id": "fetch", "kind": "tool", "tool": "llm.complete", "input": {"prompt": "{{input.q}}"},
+             "retry": {"max_attempts": 2, "backoff_ms": 1000}},
+            {"id": "done", "kind": "tool", "tool": "noop"}
+        ]}))
+        .unwrap()
+    }
+
     /// A run given these events, through the aggregate's own `apply`.
     fn run(events: Vec<AgentRunEvent>) -> AgentRun {
         let mut run = AgentRun::default();
@@ -257,34 +306,37 @@ mod tests {
     fn a_run_walks_its_steps_records_each_and_completes_with_its_output() {
         let d = definition();
         let mut events = started();
-        // fetch: begin (with the rendered input), perform, finish.
-        let begun = record(
-            &run(events.clone()),
-            plan(&run(events.clone()), &d, "r", at(1)),
-        );
-        assert!(
-            matches!(&begun[0], AgentRunEvent::AgentStepStarted { input, attempt: 1, .. } if input == &json!({"q": "skates"}))
-        );
-        events.extend(begun);
-        let Plan::Perform(step) = plan(&run(events.clone()), &d, "r", at(1)) else {
+        // fetch: a read-only tool, performed, then recorded whole (start, output, checkpoint).
+        let Plan::PerformPure {
+            index, name, input, ..
+        } = plan(&run(events.clone()), &d, "r", at(1))
+        else {
             panic!()
         };
-        assert_eq!(step.name, "fetch");
-        events.extend(
-            run(events.clone())
-                .decide_for_test(AgentRunCommand::FinishStep {
-                    index: 0,
-                    output: json!({"ok": true}),
-                    next: Some(1),
-                    at: at(2),
-                })
-                .unwrap(),
+        assert_eq!(
+            (index, name.as_str(), &input),
+            (0, "fetch", &json!({"q": "skates"}))
         );
-        // gate: a branch begins and ends without an effect, jumping to `pause`.
-        for _ in 0..2 {
-            let now = run(events.clone());
-            events.extend(record(&now, plan(&now, &d, "r", at(3))));
-        }
+        let whole = run(events.clone())
+            .decide_for_test(AgentRunCommand::RunPureStep {
+                index,
+                name,
+                kind: "tool".into(),
+                input,
+                output: json!({"ok": true}),
+                next: Some(1),
+                at: at(2),
+            })
+            .unwrap();
+        assert!(matches!(
+            &whole[0],
+            AgentRunEvent::AgentStepStarted { attempt: 1, .. }
+        ));
+        assert_eq!(whole.len(), 3);
+        events.extend(whole);
+        // gate: a branch is decided and recorded at once, jumping to `pause`.
+        let now = run(events.clone());
+        events.extend(record(&now, plan(&now, &d, "r", at(3))));
         assert_eq!(run(events.clone()).state.cursor, Some(2));
         // pause: a durable wait sleeps until its time, then ends.
         let now = run(events.clone());
@@ -332,7 +384,7 @@ mod tests {
 
     #[test]
     fn a_transient_failure_sleeps_then_retries_and_too_many_fail_the_run() {
-        let d = definition();
+        let d = effectful();
         let mut events = started();
         let now = run(events.clone());
         events.extend(record(&now, plan(&now, &d, "r", at(1))));
@@ -370,7 +422,7 @@ mod tests {
 
     #[test]
     fn a_terminal_failure_fails_the_run_at_once() {
-        let d = definition();
+        let d = effectful();
         let mut events = started();
         let now = run(events.clone());
         events.extend(record(&now, plan(&now, &d, "r", at(1))));

@@ -148,6 +148,18 @@ pub enum AgentRunCommand {
         fork: Option<ForkOrigin>,
         at: DateTime<Utc>,
     },
+    /// A step without an effect outside the run (a branch, a read-only tool), recorded whole
+    /// once done: its start, its output and a checkpoint, in one append. Running it again after
+    /// a crash changes nothing anywhere, so no intent needs recording first.
+    RunPureStep {
+        index: u32,
+        name: String,
+        kind: String,
+        input: Value,
+        output: Value,
+        next: Option<u32>,
+        at: DateTime<Utc>,
+    },
     /// The worker's intent to run a step: its kind and rendered input, recorded before any
     /// effect; `wake_at` for a durable wait.
     BeginStep {
@@ -461,6 +473,7 @@ impl AgentRun {
         use AgentRunCommand as C;
         match command {
             C::StartManaged { .. }
+            | C::RunPureStep { .. }
             | C::BeginStep { .. }
             | C::FinishStep { .. }
             | C::RecordItem { .. }
@@ -604,6 +617,7 @@ impl AgentRun {
                 Ok(AgentRunEvent::AgentRunFailed { error, at })
             }
             AgentRunCommand::StartManaged { .. }
+            | AgentRunCommand::RunPureStep { .. }
             | AgentRunCommand::BeginStep { .. }
             | AgentRunCommand::FinishStep { .. }
             | AgentRunCommand::RecordItem { .. }
@@ -753,6 +767,38 @@ impl AgentRun {
             } => {
                 let step = self.managed_step(index)?;
                 self.finish(index, &step.name, output, next, at)
+            }
+            AgentRunCommand::RunPureStep {
+                index,
+                name,
+                kind,
+                input,
+                output,
+                next,
+                at,
+            } => {
+                self.ensure_running()?;
+                if self.workflow_version.is_none() {
+                    return Err(AgentRunError::NotManaged);
+                }
+                if let Some(index) = self.current_step {
+                    return Err(AgentRunError::StepInProgress { index });
+                }
+                let name = text::required("name", &name, MAX_STEP_NAME)?;
+                let kind = text::required("kind", &kind, MAX_STEP_NAME)?;
+                let input = bounded_json("input", input)?;
+                let started = AgentRunEvent::AgentStepStarted {
+                    index,
+                    name: name.clone(),
+                    at,
+                    kind: Some(kind),
+                    input,
+                    attempt: self.failures + 1,
+                    wake_at: None,
+                };
+                let mut events = vec![started];
+                events.extend(self.finish(index, &name, output, next, at)?);
+                Ok(events)
             }
             AgentRunCommand::RecordItem {
                 index,

@@ -589,7 +589,7 @@ async fn give_input(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Cancel {
-    /// Why; "cancelled" when left out.
+    /// Why; "cancelled" when left out or blank.
     #[serde(default)]
     reason: Option<String>,
 }
@@ -617,6 +617,7 @@ async fn cancel(
 ) -> Result<Accepted<CommandOutcome>, ApiError> {
     let reason = body
         .and_then(|Json(b)| b.reason)
+        .filter(|r| !r.trim().is_empty())
         .unwrap_or_else(|| "cancelled".to_owned());
     let command = AgentRunCommand::Cancel {
         reason,
@@ -954,10 +955,21 @@ async fn timeline(
 /// How often a stream looks for new events of its run.
 const STREAM_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct StreamQuery {
+    /// How long the stream stays open, in seconds (1 ..= 60; 30 by default). An `EventSource`
+    /// reconnects by itself, with `Last-Event-ID`, and goes on where it stopped.
+    #[param(minimum = 1, maximum = 60)]
+    max_seconds: Option<u64>,
+}
+
 /// The run's events as server-sent events, from the first (or after `Last-Event-ID`, a
 /// sequence number) as they are recorded: `event:` is the event type, `id:` its sequence,
 /// `data:` `{sequence, event_type, recorded_at, data}`. The stream ends after the run
-/// completes, fails or is cancelled; a comment line every 15 s keeps proxies from closing it.
+/// completes, fails or is cancelled, or after `max_seconds` (a client reconnects with
+/// `Last-Event-ID`); a comment line every 15 s keeps proxies from closing it.
 #[utoipa::path(
     get,
     path = "/agent-runs/{id}/stream",
@@ -965,6 +977,7 @@ const STREAM_POLL: std::time::Duration = std::time::Duration::from_millis(200);
     params(
         ("id" = Uuid, Path, description = "The run's id"),
         ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this sequence"),
+        StreamQuery,
     ),
     responses(
         (status = 200, description = "A stream of the run's events", content_type = "text/event-stream", body = String),
@@ -976,6 +989,7 @@ async fn stream(
     State(state): State<AppState>,
     caller: Authorized<Queries>,
     PathId(id): PathId<RunId>,
+    query: ReadQuery<StreamQuery>,
     headers: axum::http::HeaderMap,
 ) -> Result<
     axum::response::sse::Sse<
@@ -997,6 +1011,9 @@ async fn stream(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
         .unwrap_or(0);
+    let lifetime =
+        std::time::Duration::from_secs(query.params.max_seconds.unwrap_or(30).clamp(1, 60));
+    let deadline = tokio::time::Instant::now() + lifetime;
     let store = state.store().clone();
     let run_id = id.as_uuid();
     // (pending events to send, last sequence sent, finished)
@@ -1033,7 +1050,7 @@ async fn stream(
                         .data(body.to_string());
                     return Some((Ok(sse), (pending, sent, done)));
                 }
-                if done {
+                if done || tokio::time::Instant::now() >= deadline {
                     return None;
                 }
                 tokio::time::sleep(STREAM_POLL).await;

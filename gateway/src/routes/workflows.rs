@@ -15,7 +15,7 @@ use plasma_domain::agent::{
 use plasma_domain::ids::WorkflowId;
 use plasma_projections::{WorkflowVersionView, WorkflowView};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -32,8 +32,11 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tool_list))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
 struct NamePath {
+    /// 1-100 characters a-z, 0-9, `-`, `_` or `.`, starting with a letter or digit.
+    #[param(pattern = r"^[a-z0-9][a-z0-9._-]{0,99}$")]
     name: String,
 }
 
@@ -54,7 +57,7 @@ impl NamePath {
     put,
     path = "/workflows/{name}",
     tag = "workflows",
-    params(("name" = String, Path, description = "1-100 characters a-z, 0-9, `-`, `_` or `.`, starting with a letter or digit")),
+    params(NamePath),
     request_body = WorkflowDefinition,
     responses(
         (status = 200, description = "Recorded; `version` in the body is the aggregate's, which equals the workflow's latest version", body = CommandOutcome),
@@ -114,7 +117,7 @@ struct Versions {
     get,
     path = "/workflows/{name}",
     tag = "workflows",
-    params(("name" = String, Path, description = "The workflow's name")),
+    params(NamePath),
     responses(
         (status = 200, description = "The versions", body = Versions),
         (status = 404, description = "`not_found`: no such workflow"),

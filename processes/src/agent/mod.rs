@@ -424,6 +424,90 @@ impl AgentWorker {
                         metrics::counter!(METRIC_RUNS, "status" => status).increment(1);
                     }
                 }
+                Plan::PerformPure {
+                    index,
+                    name,
+                    tool,
+                    input,
+                } => {
+                    let limit = definition
+                        .steps
+                        .get(index as usize)
+                        .and_then(|d| d.timeout_ms)
+                        .map_or(self.options.step_timeout, Duration::from_millis);
+                    let started = Utc::now();
+                    let call = ToolCall {
+                        tenant,
+                        key: Self::effect_key(run_id, run.epoch, index, None),
+                        at: started,
+                        correlation: run_id,
+                        input: &input,
+                    };
+                    let span = tracing::info_span!("agent.step", plasma.step = %name, plasma.step.kind = "tool");
+                    let performed = tokio::select! {
+                        performed = tokio::time::timeout(limit, self.tools.call(&tool, call)).instrument(span) => performed,
+                        _ = stop.changed() => return Ok(Release::Stopped),
+                    };
+                    let outcome = performed.unwrap_or_else(|_| {
+                        Err(ToolError::Transient(format!(
+                            "timed out after {} ms",
+                            limit.as_millis()
+                        )))
+                    });
+                    let now = Utc::now();
+                    match outcome {
+                        Ok(output) => {
+                            metrics::counter!(METRIC_STEPS, "kind" => "tool", "outcome" => "completed").increment(1);
+                            let seconds =
+                                (now - started).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                            metrics::histogram!(METRIC_STEP_SECONDS, "kind" => "tool")
+                                .record(seconds.max(0.0));
+                            let command = AgentRunCommand::RunPureStep {
+                                index,
+                                name,
+                                kind: "tool".to_owned(),
+                                input,
+                                output,
+                                next: Some(index + 1),
+                                at: now,
+                            };
+                            self.record(tenant, run_id, version, "pure", command)
+                                .await?;
+                        }
+                        Err(error) => {
+                            // Recorded as an ordinary attempt: its start, then its failure.
+                            let begin = AgentRunCommand::BeginStep {
+                                index,
+                                name,
+                                kind: "tool".to_owned(),
+                                input,
+                                wake_at: None,
+                                at: started,
+                            };
+                            self.record(tenant, run_id, version, "pure-begin", begin)
+                                .await?;
+                            let (_, version, _) =
+                                self.handler.load::<AgentRun>(&load, run_id).await?;
+                            let transient = matches!(error, ToolError::Transient(_));
+                            let backoff = definition
+                                .steps
+                                .get(index as usize)
+                                .map(|d| d.retry.backoff(1))
+                                .unwrap_or_default();
+                            let command = AgentRunCommand::FailAttempt {
+                                index,
+                                error: error.to_string(),
+                                transient,
+                                retry_at: Some(
+                                    now + chrono::Duration::from_std(backoff).unwrap_or_default(),
+                                ),
+                                at: now,
+                            };
+                            self.record(tenant, run_id, version, "pure-fail", command)
+                                .await?;
+                        }
+                    }
+                }
                 Plan::Perform(step) => {
                     let Some(defined) = definition.steps.get(step.index as usize) else {
                         continue;

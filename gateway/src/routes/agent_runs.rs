@@ -944,7 +944,10 @@ async fn timeline(
     State(state): State<AppState>,
     caller: Authorized<Queries>,
     PathId(id): PathId<RunId>,
+    query: ReadQuery<NoParams>,
 ) -> Result<JsonBody<Timeline>, ApiError> {
+    // Read from the event store, always current: `min_position` is checked and has nothing to wait for.
+    let _ = query;
     let stream = state
         .store()
         .load_stream(caller.tenant(), AgentRun::TYPE, id.as_uuid())

@@ -164,7 +164,11 @@ async fn versions(
     responses((status = 200, description = "Every tool", body = Vec<ToolSpec>))
 )]
 #[tracing::instrument(skip_all, fields(plasma.tenant = %caller.tenant()))]
-async fn tool_list(caller: Authorized<Queries>) -> JsonBody<Vec<ToolSpec>> {
-    let _ = caller;
+async fn tool_list(
+    caller: Authorized<Queries>,
+    query: ReadQuery<NoParams>,
+) -> JsonBody<Vec<ToolSpec>> {
+    // `min_position` is accepted (and checked) like on every query; the registry is static.
+    let _ = (caller, query);
     JsonBody(tools::all().to_vec())
 }

@@ -629,6 +629,28 @@ impl AgentRun {
         }
     }
 
+    /// Checks a new step may begin (an executed run, running, no step in progress); its name,
+    /// kind and input as they will be recorded.
+    fn begin(
+        &self,
+        name: &str,
+        kind: &str,
+        input: Value,
+    ) -> Result<(String, String, Value), AgentRunError> {
+        self.ensure_running()?;
+        if self.workflow_version.is_none() {
+            return Err(AgentRunError::NotManaged);
+        }
+        if let Some(index) = self.current_step {
+            return Err(AgentRunError::StepInProgress { index });
+        }
+        Ok((
+            text::required("name", name, MAX_STEP_NAME)?,
+            text::required("kind", kind, MAX_STEP_NAME)?,
+            bounded_json("input", input)?,
+        ))
+    }
+
     /// The executed step in progress, when it is step `index`.
     fn managed_step(&self, index: u32) -> Result<&StepInProgress, AgentRunError> {
         self.ensure_running()?;
@@ -739,16 +761,7 @@ impl AgentRun {
                 wake_at,
                 at,
             } => {
-                self.ensure_running()?;
-                if self.workflow_version.is_none() {
-                    return Err(AgentRunError::NotManaged);
-                }
-                if let Some(index) = self.current_step {
-                    return Err(AgentRunError::StepInProgress { index });
-                }
-                let name = text::required("name", &name, MAX_STEP_NAME)?;
-                let kind = text::required("kind", &kind, MAX_STEP_NAME)?;
-                let input = bounded_json("input", input)?;
+                let (name, kind, input) = self.begin(&name, &kind, input)?;
                 Ok(vec![AgentRunEvent::AgentStepStarted {
                     index,
                     name,
@@ -777,16 +790,7 @@ impl AgentRun {
                 next,
                 at,
             } => {
-                self.ensure_running()?;
-                if self.workflow_version.is_none() {
-                    return Err(AgentRunError::NotManaged);
-                }
-                if let Some(index) = self.current_step {
-                    return Err(AgentRunError::StepInProgress { index });
-                }
-                let name = text::required("name", &name, MAX_STEP_NAME)?;
-                let kind = text::required("kind", &kind, MAX_STEP_NAME)?;
-                let input = bounded_json("input", input)?;
+                let (name, kind, input) = self.begin(&name, &kind, input)?;
                 let started = AgentRunEvent::AgentStepStarted {
                     index,
                     name: name.clone(),

@@ -54,9 +54,12 @@ async fn the_demo_loads_once_and_its_stats_show_the_spike(backend: Backend) {
     let volume = spike["volume"].as_i64().unwrap();
     assert!(volume > 5 * median, "spike {volume} vs median {median}");
     assert!(spike["negative"].as_i64().unwrap() > spike["positive"].as_i64().unwrap() * 3);
+    // Today holds the complaint wave breaking as the demo loads (its own alert): in the first
+    // hours after midnight it is most of the day's mentions, so it is no baseline to compare.
+    let today = chrono::Utc::now().date_naive().to_string();
     let others_negative = days
         .iter()
-        .filter(|d| d["day"] != spike_day.as_str())
+        .filter(|d| d["day"] != spike_day.as_str() && d["day"] != today.as_str())
         .map(|d| d["net_sentiment"].as_f64().unwrap())
         .fold(f64::INFINITY, f64::min);
     assert!(spike["net_sentiment"].as_f64().unwrap() < others_negative);

@@ -289,10 +289,22 @@ impl CommandHandler {
         E: std::error::Error + 'static,
         Decide: FnMut() -> Decided,
         Decided: Future<Output = Result<(Vec<StreamAppend>, Receipt), CommandError<E>>>,
-        Receipt: FnOnce(Option<AppendedRange>) -> R,
+        Receipt: Fn(Option<AppendedRange>) -> R + Send + Sync + 'static,
     {
         for attempt in 1..=self.max_attempts {
-            let (streams, receipt) = decide().await?;
+            let (streams, receipt) = match decide().await {
+                Ok(decided) => decided,
+                // A concurrent run of the same command id may have recorded first, and its
+                // events are why this run was refused (registering what it just registered):
+                // the first run's receipt is the answer, as for any retry.
+                Err(err @ CommandError::Domain(_)) => {
+                    return match self.recorded(context, fingerprint).await? {
+                        Some(receipt) => Ok(receipt),
+                        None => Err(err),
+                    }
+                }
+                Err(err) => return Err(err),
+            };
             let batch = AppendBatch { context, streams };
             match self.store.append(batch, receipt).await {
                 Ok(receipt) => return Ok(receipt),

@@ -61,6 +61,7 @@ plasma_testkit::on_both_backends!(
     a_retried_command_id_returns_the_first_receipt_and_appends_nothing,
     concurrent_commands_on_one_aggregate_are_retried_until_all_apply,
     concurrent_appends_get_gap_free_positions_and_readers_never_skip_one,
+    commands_appending_together_each_keep_their_own_receipt_and_answer,
     bulk_ingest_is_one_transaction_with_contiguous_positions,
     ingesting_the_same_mentions_again_yields_no_new_events,
     one_bad_mention_refuses_the_whole_bulk_and_writes_nothing,
@@ -333,6 +334,79 @@ async fn concurrent_appends_get_gap_free_positions_and_readers_never_skip_one(
     let all = store.read_all(0, 100_000).await.unwrap();
     let positions: Vec<i64> = all.iter().map(|e| e.position).collect();
     assert_eq!(positions, (1..=head).collect::<Vec<_>>());
+}
+
+/// Many commands at once (PostgreSQL commits them in groups): each receipt names where its
+/// own events landed, a command id sent twice at once appends once and both get its receipt,
+/// and a command refused by its aggregate changes nothing for the others.
+async fn commands_appending_together_each_keep_their_own_receipt_and_answer(
+    Fixture { _guard, store }: Fixture,
+) {
+    let handler = CommandHandler::new(store.clone());
+    let taken = new_brand(&handler, "acme").await;
+    let ids: Vec<(BrandId, CommandContext)> = (0..40)
+        .map(|_| (BrandId::from_uuid(Uuid::now_v7()), context("acme")))
+        .collect();
+    let mut tasks = Vec::new();
+    for (i, (brand, ctx)) in ids.iter().enumerate() {
+        // Every fifth command is sent twice at once, under the same id.
+        let copies = if i % 5 == 0 { 2 } else { 1 };
+        for _ in 0..copies {
+            let (handler, brand, ctx) = (handler.clone(), *brand, ctx.clone());
+            tasks.push(tokio::spawn(async move {
+                let receipt = handler
+                    .execute::<Brand>(&ctx, brand.as_uuid(), register("Acme"), &())
+                    .await
+                    .unwrap();
+                (brand, receipt)
+            }));
+        }
+    }
+    // And a command its aggregate refuses (registering a brand twice), in the same rush.
+    let refused = {
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            handler
+                .execute::<Brand>(&context("acme"), taken.as_uuid(), register("Again"), &())
+                .await
+        })
+    };
+    let mut receipts = Vec::new();
+    for task in tasks {
+        receipts.push(task.await.unwrap());
+    }
+    assert!(matches!(
+        refused.await.unwrap(),
+        Err(CommandError::Domain(_))
+    ));
+    for (brand, receipt) in &receipts {
+        let stream = store
+            .load_stream(&tenant("acme"), "Brand", brand.as_uuid())
+            .await
+            .unwrap();
+        assert_eq!(stream.version(), 1, "registered once");
+        assert_eq!(receipt.version, 1);
+        assert_eq!(
+            receipt.last_position,
+            stream.last_position(),
+            "the receipt names its own event's position"
+        );
+    }
+    let twice: Vec<_> = receipts
+        .iter()
+        .filter(|(b, _)| receipts.iter().filter(|(o, _)| o == b).count() == 2)
+        .collect();
+    assert_eq!(twice.len(), 16, "8 commands sent twice");
+    let head = store.head().await.unwrap();
+    assert_eq!(head, 41, "one event per brand, nothing doubled");
+    let positions: Vec<i64> = store
+        .read_all(0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(positions, (1..=41).collect::<Vec<_>>());
 }
 
 async fn bulk_ingest_is_one_transaction_with_contiguous_positions(

@@ -96,7 +96,9 @@ impl EventStore {
     /// Appends every stream of `batch` in one transaction and records the command's receipt,
     /// built from the positions handed out. Fails with [`StoreError::Conflict`] when a stream
     /// moved past its expected version, and [`StoreError::DuplicateCommand`] when the command id
-    /// is already recorded; in both cases nothing is written.
+    /// is already recorded; in both cases nothing is written. `receipt` may be called more than
+    /// once with the same range (PostgreSQL encodes it inside a group commit and builds it
+    /// again for the answer), so it is a pure function of the range.
     #[tracing::instrument(
         name = "append",
         skip_all,
@@ -110,7 +112,7 @@ impl EventStore {
     pub async fn append<R: Serialize>(
         &self,
         batch: AppendBatch<'_>,
-        receipt: impl FnOnce(Option<AppendedRange>) -> R,
+        receipt: impl Fn(Option<AppendedRange>) -> R + Send + Sync + 'static,
     ) -> Result<R, StoreError> {
         match self {
             Self::Sqlite(store) => store.append(batch, receipt).await,
@@ -159,6 +161,32 @@ impl EventStore {
             aggregate_id
         );
         Ok(LoadedStream { events: events? })
+    }
+
+    /// Replaces the payloads of some events of one stream, by sequence, in one transaction:
+    /// retention dropping what a later event of the stream declared unreachable (an agent run's
+    /// pruned checkpoint states). Nothing else about an event changes (id, position, type,
+    /// order), so readers and replays see the same history with less in it; the domain decides
+    /// what may be dropped, this only writes it.
+    pub async fn rewrite_payloads(
+        &self,
+        tenant: &TenantId,
+        aggregate_type: &str,
+        aggregate_id: Uuid,
+        payloads: &[(i64, String)],
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(store) => {
+                store
+                    .rewrite_payloads(tenant, aggregate_type, aggregate_id, payloads)
+                    .await
+            }
+            Self::Postgres(store) => {
+                store
+                    .rewrite_payloads(tenant, aggregate_type, aggregate_id, payloads)
+                    .await
+            }
+        }
     }
 
     /// Which of `ids` already have a stream of `aggregate_type` for this tenant.

@@ -1,10 +1,12 @@
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use plasma_domain::ids::CommandId;
 use plasma_domain::{AggregateId, TenantId};
 use serde::Serialize;
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::encode_receipt;
@@ -25,6 +27,7 @@ const COPY_CHUNK_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    group: Arc<GroupCommit>,
 }
 
 impl PostgresStore {
@@ -42,7 +45,10 @@ impl PostgresStore {
                 backend: "PostgreSQL",
                 source,
             })?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            group: Arc::default(),
+        })
     }
 
     /// The pool, for read models that live in the same database.
@@ -50,10 +56,17 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// Appends one command's events. Commands appending at the same time commit together:
+    /// while one transaction holds the position lock through its commit (fsync included),
+    /// the commands arriving meanwhile queue, and the next of them to take the lead appends
+    /// them all in one transaction (group commit). Each keeps its own receipt, positions and
+    /// outcome: when the group cannot commit as one (a conflict, a repeated command id), its
+    /// commands are appended one by one so each gets its own answer. An append with nobody
+    /// else waiting goes through alone, as before.
     pub async fn append<R: Serialize>(
         &self,
         batch: AppendBatch<'_>,
-        receipt: impl FnOnce(Option<AppendedRange>) -> R,
+        receipt: impl Fn(Option<AppendedRange>) -> R + Send + Sync + 'static,
     ) -> Result<R, StoreError> {
         let context = batch.context;
         let count = batch.event_count() as i64;
@@ -74,67 +87,34 @@ impl PostgresStore {
                 tail_ends.push(tails.len());
             }
         }
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(StoreError::db("starting an append"))?;
-        let range = if count > 0 {
-            // Row lock until commit: positions are handed out in commit order (see migration).
-            let last: i64 = sqlx::query_scalar(
-                "UPDATE event_log_head SET position = position + $1 RETURNING position",
-            )
-            .bind(count)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(StoreError::db("reserving positions"))?;
-            let first = last - count + 1;
-            let mut rows =
-                Vec::with_capacity(COPY_HEADER.len() + tails.len() + tail_ends.len() * 16);
-            rows.extend_from_slice(COPY_HEADER);
-            let mut start = 0;
-            for (position, end) in (first..).zip(&tail_ends) {
-                rows.extend_from_slice(&EVENT_FIELDS.to_be_bytes());
-                push_field(&mut rows, &position.to_be_bytes());
-                rows.extend_from_slice(&tails[start..*end]);
-                start = *end;
-            }
-            rows.extend_from_slice(&(-1i16).to_be_bytes());
-            let mut copy = tx
-                .copy_in_raw(
-                    "COPY events (position, event_id, tenant_id, aggregate_type, aggregate_id, \
-                     sequence, event_type, event_version, payload, correlation_id, causation_id, \
-                     command_id, trace_parent) FROM STDIN (FORMAT binary)",
-                )
-                .await
-                .map_err(StoreError::db("starting the event copy"))?;
-            for chunk in rows.chunks(COPY_CHUNK_BYTES) {
-                // COPY data is a byte stream: a chunk may end anywhere, even inside a row.
-                copy.send(chunk)
-                    .await
-                    .map_err(StoreError::db("copying events"))?;
-            }
-            copy.finish()
-                .await
-                .map_err(|err| conflict_or(err, "copying events"))?;
-            Some(AppendedRange { first, last })
-        } else {
-            None
+        let receipt = Arc::new(receipt);
+        let encoder = receipt.clone();
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            tenant: context.tenant.as_str().to_owned(),
+            command_id: context.command_id.as_uuid(),
+            count,
+            tails,
+            tail_ends,
+            encode_receipt: Box::new(move |range| encode_receipt(&encoder(range))),
+            reply,
         };
-        let receipt = receipt(range);
-        sqlx::query(
-            "INSERT INTO commands (tenant_id, command_id, receipt) VALUES ($1, $2, $3::jsonb)",
-        )
-        .bind(context.tenant.as_str())
-        .bind(context.command_id.as_uuid())
-        .bind(encode_receipt(&receipt)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(|err| conflict_or(err, "recording the command"))?;
-        tx.commit()
-            .await
-            .map_err(StoreError::db("committing an append"))?;
-        Ok(receipt)
+        self.group.queue().push(pending);
+        {
+            let _lead = self.group.leader.lock().await;
+            let members = std::mem::take(&mut *self.group.queue());
+            if !members.is_empty() {
+                // In its own task, so a caller that gives up waiting (a cancelled request)
+                // cannot cut a commit short under the others.
+                let pool = self.pool.clone();
+                let _ = tokio::spawn(commit_group(pool, members)).await;
+            }
+        }
+        let range = answer.await.map_err(|_| StoreError::Database {
+            context: "waiting for a group append",
+            source: sqlx::Error::Protocol("the append stopped before it answered".into()),
+        })??;
+        Ok(receipt(range))
     }
 
     pub async fn receipt(
@@ -150,6 +130,37 @@ impl PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(StoreError::db("reading a command receipt"))
+    }
+
+    pub async fn rewrite_payloads(
+        &self,
+        tenant: &TenantId,
+        aggregate_type: &str,
+        aggregate_id: Uuid,
+        payloads: &[(i64, String)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::db("starting a payload rewrite"))?;
+        for (sequence, payload) in payloads {
+            sqlx::query(
+                "UPDATE events SET payload = $5::json WHERE tenant_id = $1 AND aggregate_type = $2 \
+                 AND aggregate_id = $3 AND sequence = $4",
+            )
+            .bind(tenant.as_str())
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(sequence)
+            .bind(payload)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("rewriting an event payload"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(StoreError::db("committing a payload rewrite"))
     }
 
     pub async fn existing_streams(
@@ -182,6 +193,227 @@ impl PostgresStore {
             .await
             .map_err(StoreError::db("reading the head position"))
     }
+}
+
+/// One command waiting to be appended with whichever others arrive alongside it.
+struct Pending {
+    tenant: String,
+    command_id: Uuid,
+    count: i64,
+    /// Its events in COPY form, all fields after the position (see [`push_copy_tail`]).
+    tails: Vec<u8>,
+    tail_ends: Vec<usize>,
+    /// Its receipt, given where its events land, encoded for the commands table.
+    encode_receipt: Box<dyn Fn(Option<AppendedRange>) -> Result<String, StoreError> + Send + Sync>,
+    reply: oneshot::Sender<Result<Option<AppendedRange>, StoreError>>,
+}
+
+/// The queue of commands waiting to append, and the lead: whoever holds it appends everything
+/// queued in one transaction.
+#[derive(Default)]
+struct GroupCommit {
+    queue: std::sync::Mutex<Vec<Pending>>,
+    leader: tokio::sync::Mutex<()>,
+}
+
+impl GroupCommit {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        // A panic elsewhere while holding the queue leaves a queue still fit to use.
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit").finish_non_exhaustive()
+    }
+}
+
+/// Appends `members`: together in one transaction when there are several, one by one when
+/// there is one or the group cannot commit as one; every member gets its answer.
+async fn commit_group(pool: PgPool, members: Vec<Pending>) {
+    if members.len() > 1 {
+        match commit_together(&pool, &members).await {
+            Ok(ranges) => {
+                for (member, range) in members.into_iter().zip(ranges) {
+                    let _ = member.reply.send(Ok(range));
+                }
+                return;
+            }
+            // The commit itself failed: whether it took effect is unknown, as for any append
+            // whose commit fails, so every member hears so (a retry meets its recorded command).
+            Err(GroupFailure::AtCommit(err)) => {
+                let message = match &err {
+                    StoreError::Database { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
+                for member in members {
+                    let _ = member.reply.send(Err(StoreError::Database {
+                        context: "committing a group append",
+                        source: sqlx::Error::Protocol(message.clone()),
+                    }));
+                }
+                return;
+            }
+            Err(GroupFailure::Before(err)) => tracing::debug!(
+                error = %err,
+                commands = members.len(),
+                "a group append was refused as a whole; appending its commands one by one"
+            ),
+        }
+    }
+    for member in members {
+        let outcome = commit_alone(&pool, &member).await;
+        let _ = member.reply.send(outcome);
+    }
+}
+
+enum GroupFailure {
+    Before(StoreError),
+    AtCommit(StoreError),
+}
+
+/// The COPY rows of `members`, their events numbered from `first` in order.
+fn copy_rows<'a>(members: impl Iterator<Item = &'a Pending>, first: i64) -> Vec<u8> {
+    let mut rows = Vec::with_capacity(COPY_HEADER.len() + 64);
+    rows.extend_from_slice(COPY_HEADER);
+    let mut position = first;
+    for member in members {
+        let mut start = 0;
+        for end in &member.tail_ends {
+            rows.extend_from_slice(&EVENT_FIELDS.to_be_bytes());
+            push_field(&mut rows, &position.to_be_bytes());
+            rows.extend_from_slice(&member.tails[start..*end]);
+            start = *end;
+            position += 1;
+        }
+    }
+    rows.extend_from_slice(&(-1i16).to_be_bytes());
+    rows
+}
+
+async fn copy_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    rows: &[u8],
+) -> Result<(), StoreError> {
+    let mut copy = tx
+        .copy_in_raw(
+            "COPY events (position, event_id, tenant_id, aggregate_type, aggregate_id, \
+             sequence, event_type, event_version, payload, correlation_id, causation_id, \
+             command_id, trace_parent) FROM STDIN (FORMAT binary)",
+        )
+        .await
+        .map_err(StoreError::db("starting the event copy"))?;
+    for chunk in rows.chunks(COPY_CHUNK_BYTES) {
+        // COPY data is a byte stream: a chunk may end anywhere, even inside a row.
+        copy.send(chunk)
+            .await
+            .map_err(StoreError::db("copying events"))?;
+    }
+    copy.finish()
+        .await
+        .map_err(|err| conflict_or(err, "copying events"))?;
+    Ok(())
+}
+
+/// Hands out `count` positions: row-locks the head until the transaction ends, so positions
+/// are handed out in commit order (see the migration).
+async fn reserve(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    count: i64,
+) -> Result<Option<AppendedRange>, StoreError> {
+    if count == 0 {
+        return Ok(None);
+    }
+    let last: i64 =
+        sqlx::query_scalar("UPDATE event_log_head SET position = position + $1 RETURNING position")
+            .bind(count)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(StoreError::db("reserving positions"))?;
+    Ok(Some(AppendedRange {
+        first: last - count + 1,
+        last,
+    }))
+}
+
+/// One command in its own transaction: its own conflict or duplicate is its own answer.
+async fn commit_alone(
+    pool: &PgPool,
+    member: &Pending,
+) -> Result<Option<AppendedRange>, StoreError> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(StoreError::db("starting an append"))?;
+    let range = reserve(&mut tx, member.count).await?;
+    if let Some(range) = range {
+        copy_events(&mut tx, &copy_rows(std::iter::once(member), range.first)).await?;
+    }
+    sqlx::query("INSERT INTO commands (tenant_id, command_id, receipt) VALUES ($1, $2, $3::jsonb)")
+        .bind(&member.tenant)
+        .bind(member.command_id)
+        .bind((member.encode_receipt)(range)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(|err| conflict_or(err, "recording the command"))?;
+    tx.commit()
+        .await
+        .map_err(StoreError::db("committing an append"))?;
+    Ok(range)
+}
+
+/// Every member in one transaction: one position reservation, one COPY, one insert of every
+/// receipt, one commit.
+async fn commit_together(
+    pool: &PgPool,
+    members: &[Pending],
+) -> Result<Vec<Option<AppendedRange>>, GroupFailure> {
+    let before = GroupFailure::Before;
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(StoreError::db("starting a group append"))
+        .map_err(before)?;
+    let total = members.iter().map(|m| m.count).sum();
+    let reserved = reserve(&mut tx, total).await.map_err(before)?;
+    let mut next = reserved.map_or(0, |r| r.first);
+    let mut ranges = Vec::with_capacity(members.len());
+    let (mut tenants, mut ids, mut receipts) = (Vec::new(), Vec::new(), Vec::new());
+    for member in members {
+        let range = (member.count > 0).then(|| AppendedRange {
+            first: next,
+            last: next + member.count - 1,
+        });
+        next += member.count;
+        tenants.push(member.tenant.as_str());
+        ids.push(member.command_id);
+        receipts.push((member.encode_receipt)(range).map_err(before)?);
+        ranges.push(range);
+    }
+    if let Some(reserved) = reserved {
+        copy_events(&mut tx, &copy_rows(members.iter(), reserved.first))
+            .await
+            .map_err(before)?;
+    }
+    sqlx::query(
+        "INSERT INTO commands (tenant_id, command_id, receipt) \
+         SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[]::jsonb[])",
+    )
+    .bind(&tenants)
+    .bind(&ids)
+    .bind(&receipts)
+    .execute(&mut *tx)
+    .await
+    .map_err(|err| conflict_or(err, "recording the commands"))
+    .map_err(before)?;
+    tx.commit()
+        .await
+        .map_err(StoreError::db("committing a group append"))
+        .map_err(GroupFailure::AtCommit)?;
+    Ok(ranges)
 }
 
 /// Binary COPY: the signature, no flags, no header extension.

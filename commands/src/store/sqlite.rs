@@ -67,7 +67,7 @@ impl SqliteStore {
     pub async fn append<R: Serialize>(
         &self,
         batch: AppendBatch<'_>,
-        receipt: impl FnOnce(Option<AppendedRange>) -> R,
+        receipt: impl Fn(Option<AppendedRange>) -> R + Send + Sync + 'static,
     ) -> Result<R, StoreError> {
         let context = batch.context;
         // IMMEDIATE takes the write lock up front, so the position read below cannot go stale.
@@ -157,6 +157,37 @@ impl SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(StoreError::db("reading a command receipt"))
+    }
+
+    pub async fn rewrite_payloads(
+        &self,
+        tenant: &TenantId,
+        aggregate_type: &str,
+        aggregate_id: Uuid,
+        payloads: &[(i64, String)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self
+            .writer
+            .begin()
+            .await
+            .map_err(StoreError::db("starting a payload rewrite"))?;
+        for (sequence, payload) in payloads {
+            sqlx::query(
+                "UPDATE events SET payload = $5 WHERE tenant_id = $1 AND aggregate_type = $2 \
+                 AND aggregate_id = $3 AND sequence = $4",
+            )
+            .bind(tenant.as_str())
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(sequence)
+            .bind(payload)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("rewriting an event payload"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(StoreError::db("committing a payload rewrite"))
     }
 
     pub async fn existing_streams(

@@ -190,6 +190,7 @@ impl Runtime {
                     version,
                     input,
                     fork: None,
+                    continued_from: None,
                     at: Utc::now(),
                 },
                 &(),

@@ -202,6 +202,8 @@ pub fn agent_worker(
         AgentOptions {
             concurrency: settings.concurrency,
             lease: settings.lease,
+            checkpoint_retention: settings.checkpoint_retention,
+            checkpoints_kept: settings.checkpoints_kept,
             ..AgentOptions::default()
         },
     )))

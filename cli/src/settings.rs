@@ -58,6 +58,9 @@
 //! publish_secret = "…at least 32 bytes…" # PLASMA_PUBLISH_SECRET; default: from the webhook key
 //! concurrency = 32                       # PLASMA_AGENT_CONCURRENCY: runs driven at once
 //! lease = "10s"                          # PLASMA_AGENT_LEASE: a killed worker's runs wait this
+//! checkpoint_retention = "7d"            # PLASMA_AGENT_CHECKPOINT_RETENTION: then a finished
+//!                                        #   run's checkpoints are pruned ("off": never)
+//! checkpoints_kept = 1                   # PLASMA_AGENT_CHECKPOINTS_KEPT: the latest ones stay
 //! ```
 
 use std::fs::OpenOptions;
@@ -140,6 +143,10 @@ pub struct AgentSettings {
     pub publish_secret: Option<Secret>,
     pub concurrency: usize,
     pub lease: Duration,
+    /// How long after a run finishes its older checkpoints are pruned; `None`: never.
+    pub checkpoint_retention: Option<Duration>,
+    /// The latest checkpoints pruning leaves (at least 1).
+    pub checkpoints_kept: u32,
 }
 
 /// How alert webhooks are signed and retried.
@@ -313,6 +320,9 @@ pub struct AgentLayer {
     pub concurrency: Option<usize>,
     #[serde(default, deserialize_with = "opt_duration")]
     pub lease: Option<Duration>,
+    /// A duration, or "off".
+    pub checkpoint_retention: Option<String>,
+    pub checkpoints_kept: Option<u32>,
 }
 
 impl AgentLayer {
@@ -369,6 +379,25 @@ impl AgentLayer {
                 "must be between 1 and 1024",
             ));
         }
+        const RETENTION: &str = "agent.checkpoint_retention (PLASMA_AGENT_CHECKPOINT_RETENTION)";
+        let checkpoint_retention = match self.checkpoint_retention.as_deref().map(str::trim) {
+            None => Some(Duration::from_secs(7 * 24 * 3600)),
+            Some("off") => None,
+            Some(value) => {
+                let retention = parse_duration(RETENTION, value)?;
+                if retention > Duration::from_secs(10 * 366 * 24 * 3600) {
+                    return Err(invalid(RETENTION, "must be at most 10 years, or off"));
+                }
+                Some(retention)
+            }
+        };
+        let checkpoints_kept = self.checkpoints_kept.unwrap_or(1);
+        if !(1..=100).contains(&checkpoints_kept) {
+            return Err(invalid(
+                "agent.checkpoints_kept (PLASMA_AGENT_CHECKPOINTS_KEPT)",
+                "must be between 1 and 100",
+            ));
+        }
         let publish_secret = match self.publish_secret {
             Some(secret) if secret.expose().len() < MIN_SECRET_BYTES => {
                 return Err(invalid(
@@ -391,6 +420,8 @@ impl AgentLayer {
             publish_secret,
             concurrency,
             lease,
+            checkpoint_retention,
+            checkpoints_kept,
         })
     }
 }
@@ -664,6 +695,10 @@ impl SettingsLayer {
         if let Some(v) = var("PLASMA_LLM_TIMEOUT") {
             layer.agent.llm_timeout = Some(parse_duration("PLASMA_LLM_TIMEOUT", &v)?);
         }
+        layer.agent.checkpoint_retention = var("PLASMA_AGENT_CHECKPOINT_RETENTION");
+        if let Some(v) = var("PLASMA_AGENT_CHECKPOINTS_KEPT") {
+            layer.agent.checkpoints_kept = Some(parse_number("PLASMA_AGENT_CHECKPOINTS_KEPT", &v)?);
+        }
         if let Some(v) = var("PLASMA_LLM_MAX_RETRIES") {
             layer.agent.llm_max_retries = Some(parse_number("PLASMA_LLM_MAX_RETRIES", &v)?);
         }
@@ -775,6 +810,11 @@ impl SettingsLayer {
                 publish_secret: over.agent.publish_secret.or(self.agent.publish_secret),
                 concurrency: over.agent.concurrency.or(self.agent.concurrency),
                 lease: over.agent.lease.or(self.agent.lease),
+                checkpoint_retention: over
+                    .agent
+                    .checkpoint_retention
+                    .or(self.agent.checkpoint_retention),
+                checkpoints_kept: over.agent.checkpoints_kept.or(self.agent.checkpoints_kept),
             },
         }
     }

@@ -242,6 +242,13 @@ impl RunId {
         let key = format!("draft-run|{}", draft.0);
         Self(Uuid::new_v5(&AGENT_NAMESPACE, key.as_bytes()))
     }
+
+    /// The run a `continue_as_new` step (step `index` of `run`, after `epoch` resumes) starts:
+    /// derived, so a retried step starts the same run rather than a second one.
+    pub fn continuing(run: RunId, epoch: u32, index: u32) -> Self {
+        let key = format!("continue|{}|{epoch}|{index}", run.0);
+        Self(Uuid::new_v5(&AGENT_NAMESPACE, key.as_bytes()))
+    }
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ pub enum ApiError {
         field: Option<String>,
         message: String,
     },
-    #[error("the body must be JSON: send `Content-Type: application/json`")]
+    #[error("the body must be JSON: send `Content-Type: application/json` (a workflow definition may also be YAML: `application/yaml`)")]
     UnsupportedMediaType,
     #[error("{message}")]
     InvalidQuery {

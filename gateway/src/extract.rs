@@ -5,6 +5,8 @@
 //!   unknown or missing fields and wrong types are 400 `invalid_body` with the field's path
 //!   (e.g. `mentions[3].published_at`); an oversized body is 413 `payload_too_large`.
 //!   `Option<Json<T>>` takes an optional body: none at all is `None`.
+//! - [`JsonOrYaml`]: the same, or YAML for documents people write by hand (workflow
+//!   definitions); malformed YAML is 400 `invalid_body` too.
 //! - [`PathId`]: a typed id from the path; 400 `invalid_id`.
 //! - [`ReadQuery`]: query parameters, plus the `min_position` every query accepts; 400
 //!   `invalid_query`.
@@ -72,6 +74,48 @@ impl<T: DeserializeOwned> OptionalFromRequest<AppState> for Json<T> {
         }
         parse_json(&bytes).map(|value| Some(Json(value)))
     }
+}
+
+/// A body in JSON or YAML (`application/yaml`, also `application/x-yaml` and `text/yaml`),
+/// deserialized strictly. YAML is read into a JSON value first, so both forms meet the same
+/// rules and name the same field paths; aliases are expanded within the parser's limits, so an
+/// alias bomb is refused rather than expanded.
+#[derive(Debug, Clone)]
+pub struct JsonOrYaml<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonOrYaml<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let yaml = is_yaml(request.headers());
+        if !yaml && !is_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = read_body(request, state.body_limit()).await?;
+        if !yaml {
+            return parse_json(&bytes).map(JsonOrYaml);
+        }
+        parse_yaml(&bytes).map(JsonOrYaml)
+    }
+}
+
+/// Deserializes a JSON value as `T`, strictly, naming the offending field's path on failure.
+pub fn from_value<T: DeserializeOwned>(mut value: serde_json::Value) -> Result<T, ApiError> {
+    integral_floats_to_integers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(body_error)
+}
+
+/// Deserializes YAML `bytes` as `T` by way of a JSON value.
+pub fn parse_yaml<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let malformed = |message: String| ApiError::InvalidBody {
+        field: None,
+        message: format!("malformed YAML: {message}"),
+    };
+    let text = std::str::from_utf8(bytes).map_err(|err| malformed(err.to_string()))?;
+    let mut value: serde_json::Value =
+        serde_yaml_ng::from_str(text).map_err(|err| malformed(err.to_string()))?;
+    integral_floats_to_integers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(body_error)
 }
 
 /// The whole body, refused with 413 `payload_too_large` past `limit` bytes.
@@ -143,6 +187,22 @@ fn is_json(headers: &HeaderMap) -> bool {
         .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+fn is_yaml(headers: &HeaderMap) -> bool {
+    let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        essence.as_str(),
+        "application/yaml" | "application/x-yaml" | "text/yaml"
+    )
 }
 
 /// Deserializes `bytes` as `T`, naming the offending field's path on failure.
@@ -473,6 +533,36 @@ mod tests {
             field_of(r#"{"name": "a", "inner": [{"count": 5e27}]}"#).as_deref(),
             Some("inner[0].count")
         );
+    }
+
+    #[test]
+    fn yaml_bodies_meet_the_json_rules_and_bad_yaml_is_an_invalid_body() {
+        let body: Body = parse_yaml(b"name: a\ninner:\n  - count: 2\n  - count: 3.0\n").unwrap();
+        assert_eq!((body.name.as_str(), body.inner.len()), ("a", 2));
+        let field = |yaml: &str| match parse_yaml::<Body>(yaml.as_bytes()) {
+            Err(ApiError::InvalidBody { field, message }) => (field, message),
+            other => panic!("expected invalid_body, got {other:?}"),
+        };
+        assert_eq!(
+            field("name: a\ninner: [{count: x}]\n").0.as_deref(),
+            Some("inner[0].count")
+        );
+        assert_eq!(field("name: a\nnme: 1\n").0.as_deref(), Some("nme"));
+        let (none, message) = field("name: [unclosed\n");
+        assert!(
+            none.is_none() && message.starts_with("malformed YAML"),
+            "{message}"
+        );
+        assert!(field("\u{0}").1.starts_with("malformed YAML"));
+        // An alias bomb is refused, not expanded.
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for (i, prev) in ["b", "c", "d", "e", "f", "g", "h", "i"]
+            .iter()
+            .zip(["a", "b", "c", "d", "e", "f", "g", "h"])
+        {
+            bomb.push_str(&format!("{i}: &{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+        }
+        assert!(field(&bomb).1.starts_with("malformed YAML"));
     }
 
     #[test]

@@ -184,6 +184,7 @@ fn rules() -> Vec<(&'static str, &'static str, Value)> {
 /// Applies [`rules`] to `openapi`'s component schemas. A rule naming a schema or property the
 /// document lacks is skipped (the test below catches it before any release).
 pub(crate) fn apply(openapi: &mut OpenApi) {
+    close_step_definition(openapi);
     let Some(components) = openapi.components.as_mut() else {
         return;
     };
@@ -209,6 +210,58 @@ pub(crate) fn apply(openapi: &mut OpenApi) {
         } else {
             merge(target, &keywords);
         }
+    }
+}
+
+/// A workflow step is its kind's fields plus `id`, `retry` and `timeout_ms`, and nothing else:
+/// the handler refuses any other field (serde cannot, beside the flattened kind). The derived
+/// schema (`allOf` of the kinds' `oneOf` and the common fields) cannot say so, since
+/// `additionalProperties` does not see across `allOf`; so `StepDefinition` becomes one closed
+/// object per kind.
+fn close_step_definition(openapi: &mut OpenApi) {
+    let Some(components) = openapi.components.as_mut() else {
+        return;
+    };
+    let as_value = |name: &str| {
+        components
+            .schemas
+            .get(name)
+            .and_then(|s| serde_json::to_value(s).ok())
+    };
+    let (Some(action), Some(step)) = (as_value("StepAction"), as_value("StepDefinition")) else {
+        return;
+    };
+    let Some(common) = step["allOf"]
+        .as_array()
+        .and_then(|parts| parts.iter().find(|p| p.get("properties").is_some()))
+    else {
+        return;
+    };
+    let Some(kinds) = action["oneOf"].as_array() else {
+        return;
+    };
+    let closed: Vec<Value> = kinds
+        .iter()
+        .map(|kind| {
+            let mut kind = kind.clone();
+            if let (Some(properties), Some(shared)) = (
+                kind.get_mut("properties").and_then(Value::as_object_mut),
+                common["properties"].as_object(),
+            ) {
+                properties.extend(shared.clone());
+            }
+            if let Some(required) = kind.get_mut("required").and_then(Value::as_array_mut) {
+                required.push(json!("id"));
+            }
+            kind["additionalProperties"] = json!(false);
+            kind
+        })
+        .collect();
+    let closed = json!({"oneOf": closed, "description": step["description"]});
+    if let Ok(schema) = serde_json::from_value(closed) {
+        components
+            .schemas
+            .insert("StepDefinition".to_owned(), schema);
     }
 }
 
@@ -324,6 +377,19 @@ mod tests {
                 property_schema(&mut document, schema, property).is_some(),
                 "{schema}.{property} is not in the OpenAPI document"
             );
+        }
+    }
+
+    #[test]
+    fn a_step_is_one_closed_object_per_kind() {
+        let document = serde_json::to_value(crate::routes::openapi_document()).unwrap();
+        let step = &document["components"]["schemas"]["StepDefinition"];
+        let kinds = step["oneOf"].as_array().unwrap();
+        assert_eq!(kinds.len(), 7);
+        for kind in kinds {
+            assert_eq!(kind["additionalProperties"], false, "{kind}");
+            assert!(kind["properties"]["id"].is_object() && kind["properties"]["kind"].is_object());
+            assert!(kind["required"].as_array().unwrap().contains(&json!("id")));
         }
     }
 

@@ -239,6 +239,11 @@ const SOURCES: &[(Context, &str, &str)] = &[
     ),
     (
         Context::Agent,
+        "AgentCheckpointsPruned",
+        include_str!("../../schemas/avro/agent/AgentCheckpointsPruned.avsc"),
+    ),
+    (
+        Context::Agent,
         "WorkflowDefined",
         include_str!("../../schemas/avro/agent/WorkflowDefined.avsc"),
     ),

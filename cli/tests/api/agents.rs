@@ -555,15 +555,28 @@ async fn a_generated_draft_is_written_checked_approved_and_published_once(backen
     assert_eq!(view["status"], "voice_checked");
     assert_eq!(view["text"], text.as_str());
 
+    // The editor approves the draft; its drafting run takes the decision as its input.
     let response = app
         .post_json(
-            &format!("/v1/agent-runs/{run}/input"),
+            &format!("/v1/drafts/{draft}/approve"),
             &token,
-            &json!({"value": {"approved": true, "approver": "ed"}}),
+            &json!({"approver": "ed"}),
         )
         .await;
-    accepted(response, 200).await;
+    let outcome = accepted(response, 200).await;
+    assert_eq!(outcome["aggregate_type"], "AgentRun");
+    assert_eq!(outcome["agent_run_id"], run.as_str());
     let t = wait_for(&app, &token, &run, "publication", status_is("completed")).await;
+    let decision = t["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "decision")
+        .unwrap();
+    assert_eq!(
+        decision["output"],
+        json!({"approved": true, "approver": "ed"})
+    );
     assert_eq!(t["output"]["published"]["status"], "published");
     let hits = received.lock().unwrap().clone();
     assert_eq!(hits.len(), 1, "published once");
@@ -582,6 +595,181 @@ async fn a_generated_draft_is_written_checked_approved_and_published_once(backen
     assert_eq!(view["published_url"], "https://cms.example.com/posts/1");
 }
 
+/// The saves in a finished run's history, as its event stream gives them: (name, state).
+async fn saves(app: &TestApp, token: &str, run: &str) -> Vec<(String, Value)> {
+    let body = app
+        .get(&format!("/v1/agent-runs/{run}/stream?max_seconds=1"), token)
+        .await
+        .text()
+        .await
+        .unwrap();
+    body.lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .filter(|e| e["event_type"] == "AgentCheckpointSaved")
+        .map(|e| {
+            let data = &e["data"];
+            (
+                data["name"].as_str().unwrap().to_owned(),
+                data["state"].clone(),
+            )
+        })
+        .collect()
+}
+
+async fn a_yaml_workflow_loops_by_continuing_as_new_and_retention_prunes_finished_runs(
+    backend: Backend,
+) {
+    let app = spawn_app_with(backend, |layer| {
+        // Due the moment a run finishes.
+        layer.agent.checkpoint_retention = Some("0s".into());
+    })
+    .await;
+    let token = app.admin();
+    let put_yaml = |name: &str, yaml: &'static str| {
+        app.client
+            .put(app.url(&format!("/v1/workflows/{name}")))
+            .bearer_auth(&token)
+            .header("content-type", "application/yaml")
+            .body(yaml)
+            .send()
+    };
+    let response = put_yaml(
+        "rounds",
+        r#"
+description: One round, then another as a new run
+steps:
+  - id: note
+    kind: tool
+    tool: noop
+    input: {round: "{{input.round}}"}
+  - id: more
+    kind: branch
+    condition: {value: "{{input.again}}"}
+    then: again
+    else: end
+  - id: again
+    kind: continue_as_new
+    input: {again: false, round: 2, from: "{{run.id}}"}
+"#,
+    )
+    .await
+    .unwrap();
+    let defined = accepted(response, 200).await;
+    // YAML meets the same rules as JSON: a malformed document, a wrong field, a bad step.
+    let response = put_yaml("broken", "steps: [unclosed\n").await.unwrap();
+    let body = crate::helpers::problem(response, 400, "invalid_body").await;
+    assert!(body["detail"].as_str().unwrap().contains("YAML"), "{body}");
+    let response = put_yaml(
+        "broken",
+        "steps:\n  - id: a\n    kind: tool\n    tool: noop\n    colour: red\n",
+    )
+    .await
+    .unwrap();
+    problem_with_field(response, 400, "invalid_body", "steps[0].colour").await;
+    let response = put_yaml(
+        "broken",
+        "steps:\n  - id: a\n    kind: tool\n    tool: teleport\n",
+    )
+    .await
+    .unwrap();
+    problem_with_field(response, 422, "validation_failed", "steps.a").await;
+    let versions: Value = app
+        .get(
+            &format!("/v1/workflows/rounds?min_position={}", defined["position"]),
+            &token,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        versions["versions"][0]["definition"]["steps"][2]["kind"],
+        "continue_as_new"
+    );
+
+    let first = start(&app, &token, "rounds", json!({"again": true, "round": 1})).await;
+    let t = wait_for(
+        &app,
+        &token,
+        &first,
+        "the first round",
+        status_is("completed"),
+    )
+    .await;
+    let next = t["continued_as"]
+        .as_str()
+        .expect("continued as a new run")
+        .to_owned();
+    let n = wait_for(
+        &app,
+        &token,
+        &next,
+        "the second round",
+        status_is("completed"),
+    )
+    .await;
+    assert_eq!(n["continued_from"], first.as_str());
+    assert_eq!(
+        n["input"],
+        json!({"again": false, "round": 2, "from": first})
+    );
+    assert!(n["continued_as"].is_null());
+    assert_eq!(n["steps"][0]["input"]["round"], 2);
+
+    // Retention: every checkpoint of the finished run but the latest is pruned, the event
+    // store keeps no state for them, and they can no longer be forked from.
+    let pruned = wait_for(&app, &token, &first, "retention", |t| {
+        t["checkpoints"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["pruned"] == true))
+    })
+    .await;
+    let checkpoints = pruned["checkpoints"].as_array().unwrap();
+    let (latest, older) = checkpoints.split_last().unwrap();
+    assert!(
+        older.len() >= 2 && older.iter().all(|c| c["pruned"] == true),
+        "{pruned}"
+    );
+    assert_eq!(latest["pruned"], false);
+    let mut states = Vec::new();
+    for _ in 0..100 {
+        states = saves(&app, &token, &first).await;
+        if states.iter().filter(|(_, s)| s.is_null()).count() == older.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (last, earlier) = states.split_last().unwrap();
+    assert!(
+        earlier.iter().all(|(_, state)| state.is_null()),
+        "{states:?}"
+    );
+    assert_eq!(last.0, latest["name"].as_str().unwrap());
+    assert!(
+        last.1["outputs"]["again"]["run_id"].is_string(),
+        "{states:?}"
+    );
+    let response = app
+        .post_json(
+            &format!("/v1/agent-runs/{first}/fork"),
+            &token,
+            &json!({"checkpoint": older[0]["name"]}),
+        )
+        .await;
+    problem_with_field(response, 422, "validation_failed", "checkpoint").await;
+    let response = app
+        .post_json(&format!("/v1/agent-runs/{first}/fork"), &token, &json!({}))
+        .await;
+    accepted(response, 201).await;
+    // The finished run itself still reads the same.
+    let after = timeline(&app, &token, &first).await;
+    assert_eq!(
+        (&after["output"], &after["status"]),
+        (&t["output"], &t["status"])
+    );
+}
+
 plasma_testkit::on_both_backends!(
     a_defined_workflow_runs_step_by_step_with_a_checkpoint_after_each,
     invalid_definitions_are_refused_naming_the_step,
@@ -590,4 +778,5 @@ plasma_testkit::on_both_backends!(
     cancel_stops_a_waiting_run_and_the_stream_follows_a_run_to_its_end,
     http_steps_reach_allow_listed_hosts_only_with_an_idempotency_key,
     a_generated_draft_is_written_checked_approved_and_published_once,
+    a_yaml_workflow_loops_by_continuing_as_new_and_retention_prunes_finished_runs,
 );

@@ -12,6 +12,9 @@ pub const RESERVED_PREFIX: &str = "plasma.";
 /// an editor's decision → schedule and wait until the time, if one was given → publish.
 pub const DRAFT_WORKFLOW: &str = "plasma.draft";
 pub const DRAFT_WORKFLOW_VERSION: u32 = 1;
+/// The drafting workflow's step that waits for an editor's decision
+/// (`{"approved": true, "approver": ...}` or `{"approved": false, "reason": ...}`).
+pub const DRAFT_DECISION_STEP: &str = "decision";
 /// Revisions the drafting workflow attempts before leaving the draft to an editor.
 pub const DRAFT_REVISIONS: usize = 2;
 

@@ -1,6 +1,7 @@
 //! The agent context: declarative workflows, versioned per tenant, and their runs: executed
 //! step by step by the agent worker with a checkpoint after every step (or driven by an outside
-//! runner through the step endpoints), resumable, forkable and cancellable.
+//! runner through the step endpoints), resumable, forkable and cancellable; retention prunes
+//! the checkpoints of finished runs.
 
 pub mod builtin;
 mod plan;
@@ -15,11 +16,11 @@ pub use ports::{
     PublishRequest,
 };
 pub use run::{
-    AgentRun, AgentRunCommand, AgentRunError, AgentRunEvent, AgentRunStatus, Checkpoint,
-    ForkOrigin, ResumeFrom, RunState, StepInProgress, MAX_JSON_BYTES,
+    scrubbed_saves, AgentRun, AgentRunCommand, AgentRunError, AgentRunEvent, AgentRunStatus,
+    Checkpoint, ForkOrigin, ResumeFrom, RunState, StepInProgress, MAX_JSON_BYTES,
 };
 pub use workflow::{
-    validate_name, Condition, RetryPolicy, Scope, StepAction, StepDefinition, Workflow,
-    WorkflowCommand, WorkflowDefinition, WorkflowError, WorkflowEvent, WorkflowVersion, END,
-    MAX_STEPS,
+    unknown_step_field, validate_name, Condition, RetryPolicy, Scope, StepAction, StepDefinition,
+    Workflow, WorkflowCommand, WorkflowDefinition, WorkflowError, WorkflowEvent, WorkflowVersion,
+    END, MAX_STEPS,
 };

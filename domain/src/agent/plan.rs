@@ -21,7 +21,8 @@ pub enum Plan {
     /// Record this command: a decision that needs no effect (begin a step, end a branch or an
     /// elapsed wait, complete or fail the run).
     Record(AgentRunCommand),
-    /// Run the step's effect (a tool, an LLM call, a map), then record its outcome.
+    /// Run the step's effect (a tool, an LLM call, a map, starting the run a `continue_as_new`
+    /// step continues as), then record its outcome.
     Perform(StepInProgress),
     /// Run a read-only tool for step `index`, then record the whole step at once
     /// ([`AgentRunCommand::RunPureStep`]); nothing outside the run changes, so no intent is
@@ -108,9 +109,10 @@ pub fn plan(
                     at: now,
                 })
             }
-            StepAction::Tool { .. } | StepAction::Llm { .. } | StepAction::Map { .. } => {
-                Plan::Perform(step.clone())
-            }
+            StepAction::Tool { .. }
+            | StepAction::Llm { .. }
+            | StepAction::Map { .. }
+            | StepAction::ContinueAsNew { .. } => Plan::Perform(step.clone()),
         };
     }
     let cursor = run.state.cursor.map(|c| c as usize);
@@ -217,6 +219,7 @@ pub fn plan(
             (json!({ "until": wake_at }), Some(wake_at))
         }
         StepAction::Input { prompt } => (json!({ "prompt": scope.render_text(prompt) }), None),
+        StepAction::ContinueAsNew { input } => (json!({ "input": scope.render(input) }), None),
     };
     Plan::Record(AgentRunCommand::BeginStep {
         index: index as u32,
@@ -297,6 +300,7 @@ mod tests {
                 version: 1,
                 input: json!({"q": "skates"}),
                 fork: None,
+                continued_from: None,
                 at: at(0),
             })
             .unwrap()
@@ -418,6 +422,28 @@ mod tests {
             panic!()
         };
         assert!(error.contains("failed 2 times"), "{error}");
+    }
+
+    #[test]
+    fn continuing_as_new_records_the_next_input_before_starting_the_next_run() {
+        let d: WorkflowDefinition = serde_json::from_value(json!({"steps": [
+            {"id": "again", "kind": "continue_as_new", "input": {"round": "{{input.q}}"}},
+            {"id": "never", "kind": "tool", "tool": "noop"}
+        ]}))
+        .unwrap();
+        let mut events = started();
+        let now = run(events.clone());
+        let begun = record(&now, plan(&now, &d, "r", at(1)));
+        assert!(matches!(
+            &begun[0],
+            AgentRunEvent::AgentStepStarted { kind: Some(kind), input, .. }
+                if kind == "continue_as_new" && input == &json!({"input": {"round": "skates"}})
+        ));
+        events.extend(begun);
+        assert!(matches!(
+            plan(&run(events), &d, "r", at(2)),
+            Plan::Perform(StepInProgress { index: 0, .. })
+        ));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! Checkpoints are saved while running; a name is a slot, so saving under an existing name
 //! replaces that checkpoint and makes it the latest. A paused run does nothing until it is
 //! resumed from a checkpoint (which abandons any step in progress) or failed. A completed or
-//! failed run never changes again.
+//! failed run never changes again, except that retention may prune its older checkpoints
+//! (all but the latest few), which then can no longer be forked from.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -146,6 +147,8 @@ pub enum AgentRunCommand {
         version: u32,
         input: Value,
         fork: Option<ForkOrigin>,
+        /// The run whose `continue_as_new` step started this one.
+        continued_from: Option<RunId>,
         at: DateTime<Utc>,
     },
     /// A step without an effect outside the run (a branch, a read-only tool), recorded whole
@@ -203,6 +206,13 @@ pub enum AgentRunCommand {
         reason: String,
         at: DateTime<Utc>,
     },
+    /// Retention: forgets the checkpoints of a finished run but the latest `keep` (at least
+    /// one, so the run can still be forked from where it ended). Nothing to prune records
+    /// nothing.
+    PruneCheckpoints {
+        keep: u32,
+        at: DateTime<Utc>,
+    },
 }
 
 /// Where a forked run came from.
@@ -231,6 +241,9 @@ pub enum AgentRunEvent {
         /// The state a fork starts from (`null`: from the first step).
         #[serde(default)]
         state: Value,
+        /// The run whose `continue_as_new` step started this one.
+        #[serde(default)]
+        continued_from: Option<RunId>,
     },
     AgentStepStarted {
         index: u32,
@@ -283,6 +296,12 @@ pub enum AgentRunEvent {
         reason: String,
         at: DateTime<Utc>,
     },
+    /// Retention forgot these checkpoints of a finished run: they can no longer be forked
+    /// from, and the event store may drop their states.
+    AgentCheckpointsPruned {
+        names: Vec<String>,
+        at: DateTime<Utc>,
+    },
     AgentRunPaused {
         reason: String,
         at: DateTime<Utc>,
@@ -318,6 +337,7 @@ impl DomainEvent for AgentRunEvent {
             Self::AgentRunFailed { .. } => "AgentRunFailed",
             Self::AgentStepItemCompleted { .. } => "AgentStepItemCompleted",
             Self::AgentRunCancelled { .. } => "AgentRunCancelled",
+            Self::AgentCheckpointsPruned { .. } => "AgentCheckpointsPruned",
         }
         .to_owned()
     }
@@ -340,6 +360,7 @@ impl EventName for AgentRunEvent {
         ("AgentRunFailed", 1),
         ("AgentStepItemCompleted", 1),
         ("AgentRunCancelled", 1),
+        ("AgentCheckpointsPruned", 1),
     ];
 }
 
@@ -383,6 +404,10 @@ pub enum AgentRunError {
     NotAMap { index: u32 },
     #[error("a checkpoint's state must be {{\"cursor\": n, \"outputs\": {{...}}}}")]
     BadState,
+    #[error("the run is still {0}: only a finished run's checkpoints are pruned")]
+    NotFinished(AgentRunStatus),
+    #[error("retention keeps at least the latest checkpoint")]
+    KeepNone,
     #[error(transparent)]
     Invalid(#[from] TextError),
 }
@@ -435,6 +460,12 @@ pub struct AgentRun {
     pub saved: u32,
     /// The last step failure's error.
     pub last_error: Option<String>,
+    /// When the run completed, failed or was cancelled.
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The run whose `continue_as_new` step started this one.
+    #[serde(default)]
+    pub continued_from: Option<RunId>,
 }
 
 impl AgentRun {
@@ -480,6 +511,7 @@ impl AgentRun {
             | C::FailAttempt { .. }
             | C::GiveInput { .. }
             | C::Cancel { .. } => self.decide_managed(command),
+            C::PruneCheckpoints { keep, at } => self.prune(keep, at),
             C::StartStep { .. }
             | C::CompleteStep { .. }
             | C::FailStep { .. }
@@ -515,6 +547,7 @@ impl AgentRun {
                     forked_from: None,
                     forked_checkpoint: None,
                     state: Value::Null,
+                    continued_from: None,
                 })
             }
             AgentRunCommand::StartStep { index, name, at } => {
@@ -626,6 +659,9 @@ impl AgentRun {
             | AgentRunCommand::Cancel { .. } => self
                 .decide_managed(command)
                 .and_then(|events| events.into_iter().next().ok_or(AgentRunError::NotManaged)),
+            AgentRunCommand::PruneCheckpoints { keep, at } => self
+                .prune(keep, at)
+                .and_then(|events| events.into_iter().next().ok_or(AgentRunError::NoCheckpoint)),
         }
     }
 
@@ -707,6 +743,7 @@ impl AgentRun {
                 version,
                 input,
                 fork,
+                continued_from,
                 at,
             } => {
                 if self.status.is_some() {
@@ -743,6 +780,7 @@ impl AgentRun {
                     forked_from,
                     forked_checkpoint,
                     state,
+                    continued_from,
                 };
                 let first = AgentRunEvent::AgentCheckpointSaved {
                     name: "0000-start".to_owned(),
@@ -858,6 +896,29 @@ impl AgentRun {
         }
     }
 
+    /// Retention's decision for a finished run: every checkpoint but the latest `keep`.
+    fn prune(&self, keep: u32, at: DateTime<Utc>) -> Result<Vec<AgentRunEvent>, AgentRunError> {
+        match self.status {
+            None => return Err(AgentRunError::NotFound),
+            Some(
+                AgentRunStatus::Completed | AgentRunStatus::Failed | AgentRunStatus::Cancelled,
+            ) => {}
+            Some(status) => return Err(AgentRunError::NotFinished(status)),
+        }
+        if keep == 0 {
+            return Err(AgentRunError::KeepNone);
+        }
+        let prunable = self.checkpoints.len().saturating_sub(keep as usize);
+        if prunable == 0 {
+            return Ok(Vec::new());
+        }
+        let names = self.checkpoints[..prunable]
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        Ok(vec![AgentRunEvent::AgentCheckpointsPruned { names, at }])
+    }
+
     /// An executed run resumes from a checkpoint when paused, and also when failed: a failed run
     /// can be re-run from where it went wrong. Any step in progress is abandoned.
     fn resume_managed(
@@ -939,6 +1000,7 @@ impl Aggregate for AgentRun {
                 input,
                 workflow_version,
                 state,
+                continued_from,
                 ..
             } => {
                 let state = serde_json::from_value(state).unwrap_or(RunState {
@@ -951,6 +1013,7 @@ impl Aggregate for AgentRun {
                     workflow_version,
                     input,
                     state,
+                    continued_from,
                     ..Self::default()
                 }
             }
@@ -1023,6 +1086,7 @@ impl Aggregate for AgentRun {
             AgentRunEvent::AgentRunResumed { state, .. } => {
                 self.status = Some(AgentRunStatus::Running);
                 self.current_step = None;
+                self.finished_at = None;
                 if self.workflow_version.is_some() {
                     if let Ok(run_state) = serde_json::from_value(state) {
                         self.state = run_state;
@@ -1034,23 +1098,76 @@ impl Aggregate for AgentRun {
                     self.epoch += 1;
                 }
             }
-            AgentRunEvent::AgentRunCompleted { .. } => {
+            AgentRunEvent::AgentRunCompleted { at, .. } => {
                 self.status = Some(AgentRunStatus::Completed);
                 self.current_step = None;
                 self.step = None;
+                self.finished_at = Some(at);
             }
-            AgentRunEvent::AgentRunFailed { .. } => {
+            AgentRunEvent::AgentRunFailed { at, .. } => {
                 self.status = Some(AgentRunStatus::Failed);
                 self.current_step = None;
                 self.step = None;
+                self.finished_at = Some(at);
             }
-            AgentRunEvent::AgentRunCancelled { .. } => {
+            AgentRunEvent::AgentRunCancelled { at, .. } => {
                 self.status = Some(AgentRunStatus::Cancelled);
                 self.current_step = None;
                 self.step = None;
+                self.finished_at = Some(at);
+            }
+            AgentRunEvent::AgentCheckpointsPruned { names, .. } => {
+                self.checkpoints.retain(|c| !names.contains(&c.name));
             }
         }
     }
+}
+
+/// The saves in a pruned run's history whose state nothing can reach any more, rewritten
+/// without it (`state: null`): saves of checkpoints retention pruned, and saves a later save of
+/// the same name superseded. `events` is the run's whole stream as (sequence, event), oldest
+/// first; a run retention has not pruned gives nothing. The event store replaces those payloads
+/// so a finished run's history stops costing the sum of all its states.
+pub fn scrubbed_saves(events: &[(i64, AgentRunEvent)]) -> Vec<(i64, AgentRunEvent)> {
+    if !events
+        .iter()
+        .any(|(_, e)| matches!(e, AgentRunEvent::AgentCheckpointsPruned { .. }))
+    {
+        return Vec::new();
+    }
+    let mut run = AgentRun::default();
+    let mut last_save: BTreeMap<&str, i64> = BTreeMap::new();
+    for (sequence, event) in events {
+        run.apply(event.clone());
+        if let AgentRunEvent::AgentCheckpointSaved { name, .. } = event {
+            last_save.insert(name, *sequence);
+        }
+    }
+    let kept = |name: &str, sequence: i64| {
+        last_save.get(name) == Some(&sequence) && run.checkpoints.iter().any(|c| c.name == name)
+    };
+    events
+        .iter()
+        .filter_map(|(sequence, event)| match event {
+            AgentRunEvent::AgentCheckpointSaved {
+                name,
+                step_index,
+                state,
+                at,
+                parent,
+            } if !state.is_null() && !kept(name, *sequence) => Some((
+                *sequence,
+                AgentRunEvent::AgentCheckpointSaved {
+                    name: name.clone(),
+                    step_index: *step_index,
+                    state: Value::Null,
+                    at: *at,
+                    parent: parent.clone(),
+                },
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Refuses a JSON value whose serialized form exceeds [`MAX_JSON_BYTES`].
@@ -1113,6 +1230,7 @@ mod tests {
             forked_from: None,
             forked_checkpoint: None,
             state: Value::Null,
+            continued_from: None,
         }
     }
 
@@ -1528,6 +1646,121 @@ mod tests {
                 at: at(),
             })
             .then_expect_error(AgentRunError::Finished(AgentRunStatus::Completed));
+    }
+
+    fn prune(keep: u32) -> AgentRunCommand {
+        AgentRunCommand::PruneCheckpoints { keep, at: at() }
+    }
+
+    #[test]
+    fn retention_prunes_all_but_the_latest_checkpoints_of_a_finished_run() {
+        test()
+            .given(vec![
+                started(),
+                checkpoint("a", 1, json!(1)),
+                checkpoint("b", 2, json!(2)),
+                checkpoint("c", 3, json!(3)),
+                completed(),
+            ])
+            .when(prune(1))
+            .then_expect_events(vec![AgentRunEvent::AgentCheckpointsPruned {
+                names: vec!["a".into(), "b".into()],
+                at: at(),
+            }]);
+        // Pruned checkpoints are gone; the latest remains to fork from.
+        let mut run = AgentRun::default();
+        for e in [
+            started(),
+            checkpoint("a", 1, json!(1)),
+            checkpoint("b", 2, json!(2)),
+            completed(),
+            AgentRunEvent::AgentCheckpointsPruned {
+                names: vec!["a".into()],
+                at: at(),
+            },
+        ] {
+            run.apply(e);
+        }
+        assert_eq!(
+            run.checkpoint(ResumeFrom::Named("a".into())),
+            Err(AgentRunError::CheckpointNotFound("a".into()))
+        );
+        assert_eq!(run.checkpoint(ResumeFrom::Latest).unwrap().name, "b");
+        assert_eq!(run.finished_at, Some(at()));
+    }
+
+    #[test]
+    fn retention_records_nothing_when_nothing_is_left_to_prune() {
+        test()
+            .given(vec![started(), checkpoint("a", 1, json!(1)), completed()])
+            .when(prune(1))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn retention_waits_for_the_run_to_finish_and_keeps_at_least_one() {
+        test()
+            .given(vec![started(), checkpoint("a", 1, json!(1))])
+            .when(prune(1))
+            .then_expect_error(AgentRunError::NotFinished(AgentRunStatus::Running));
+        test()
+            .given(vec![started(), checkpoint("a", 1, json!(1)), completed()])
+            .when(prune(0))
+            .then_expect_error(AgentRunError::KeepNone);
+        test()
+            .given_no_previous_events()
+            .when(prune(1))
+            .then_expect_error(AgentRunError::NotFound);
+    }
+
+    #[test]
+    fn a_pruned_history_drops_the_states_nothing_can_reach() {
+        let history = |pruned: bool| {
+            let mut events = vec![
+                (1, started()),
+                (2, checkpoint("a", 1, json!({"big": 1}))),
+                (3, checkpoint("b", 2, json!({"big": 2}))),
+                (4, checkpoint("b", 3, json!({"big": 3}))),
+                (5, checkpoint("c", 4, json!({"big": 4}))),
+                (6, completed()),
+            ];
+            if pruned {
+                events.push((
+                    7,
+                    AgentRunEvent::AgentCheckpointsPruned {
+                        names: vec!["a".into()],
+                        at: at(),
+                    },
+                ));
+            }
+            events
+        };
+        assert!(scrubbed_saves(&history(false)).is_empty());
+        let scrubbed = scrubbed_saves(&history(true));
+        // `a` was pruned, `b`'s first save was superseded; `b`'s last save and `c` are kept.
+        let sequences: Vec<i64> = scrubbed.iter().map(|(s, _)| *s).collect();
+        assert_eq!(sequences, [2, 3]);
+        assert!(scrubbed.iter().all(|(_, e)| matches!(
+            e,
+            AgentRunEvent::AgentCheckpointSaved {
+                state: Value::Null,
+                ..
+            }
+        )));
+        // Scrubbing again finds nothing left to drop, and the run folds to the same state.
+        let mut again = history(true);
+        for (sequence, event) in &scrubbed {
+            again[(*sequence - 1) as usize].1 = event.clone();
+        }
+        assert!(scrubbed_saves(&again).is_empty());
+        let fold = |events: &[(i64, AgentRunEvent)]| {
+            let mut run = AgentRun::default();
+            for (_, e) in events {
+                run.apply(e.clone());
+            }
+            run
+        };
+        assert_eq!(fold(&again), fold(&history(true)));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Workflow definitions: declarative, versioned per tenant, checked when defined.
 //!
 //! A definition is a list of steps executed in order; a `branch` step jumps forward to a later
-//! step (or to `end`), so a workflow never loops and always terminates. Inputs are templates:
+//! step (or to `end`), so a run never loops and always terminates. A loop is a run that ends in
+//! a `continue_as_new` step: the next round is a new run with a short history of its own. Inputs are templates:
 //! a string that is exactly `{{ path }}` becomes the JSON value at `path`, and any other string
 //! has its `{{ path }}` parts replaced by their text. Paths start at `input` (the run's input),
 //! `steps.<id>` (an earlier step's output), `run` (`run.id`) or, inside a `map`, `item` and
@@ -119,6 +120,14 @@ pub enum StepAction {
     /// Waits for a person: the run stands still until `POST /v1/agent-runs/{id}/input`; the
     /// value given is the step's output.
     Input { prompt: String },
+    /// Ends the run and starts a new run of the same workflow version with `input` (a
+    /// template): how a long loop goes on without one ever-growing history. The step's output
+    /// is `{"run_id": ...}` of the new run, which names this one as `continued_from`.
+    ContinueAsNew {
+        #[serde(default)]
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+        input: Value,
+    },
 }
 
 impl StepAction {
@@ -131,8 +140,42 @@ impl StepAction {
             Self::Map { .. } => "map",
             Self::Wait { .. } => "wait",
             Self::Input { .. } => "input",
+            Self::ContinueAsNew { .. } => "continue_as_new",
         }
     }
+}
+
+impl StepAction {
+    /// The fields a step of `kind` may have besides `id`, `kind`, `retry` and `timeout_ms`;
+    /// `None` for a kind that does not exist.
+    fn fields_of(kind: &str) -> Option<&'static [&'static str]> {
+        Some(match kind {
+            "tool" => &["tool", "input"],
+            "llm" => &["prompt", "system", "max_tokens"],
+            "branch" => &["condition", "then", "else"],
+            "map" => &["over", "tool", "input", "concurrency"],
+            "wait" => &["until", "seconds"],
+            "input" => &["prompt"],
+            "continue_as_new" => &["input"],
+            _ => return None,
+        })
+    }
+}
+
+/// The first field of a step in `definition` (a definition as it arrived, before
+/// deserializing) that its kind does not have: `(step index, field)`. Serde cannot refuse
+/// unknown fields beside the flattened step kind, and a misspelt field (`promt`) would
+/// otherwise be dropped without a word.
+pub fn unknown_step_field(definition: &Value) -> Option<(usize, String)> {
+    const COMMON: [&str; 4] = ["id", "kind", "retry", "timeout_ms"];
+    let steps = definition.get("steps")?.as_array()?;
+    steps.iter().enumerate().find_map(|(index, step)| {
+        let step = step.as_object()?;
+        let allowed = StepAction::fields_of(step.get("kind")?.as_str()?)?;
+        step.keys()
+            .find(|key| !COMMON.contains(&key.as_str()) && !allowed.contains(&key.as_str()))
+            .map(|key| (index, key.clone()))
+    })
 }
 
 /// A test on one templated value; every comparison given must hold (none given: truthy, i.e. not
@@ -451,6 +494,7 @@ impl StepDefinition {
                 }
             },
             StepAction::Input { prompt } => text("prompt", prompt)?,
+            StepAction::ContinueAsNew { input } => templates(input, false)?,
         }
         if self.retry.max_attempts == 0 || self.retry.max_attempts > MAX_ATTEMPTS {
             return Err(fail(format!(
@@ -831,10 +875,35 @@ mod tests {
             {"id": "c", "kind": "branch", "condition": {"value": "{{steps.a.ok}}"}, "then": "e", "else": "end"},
             {"id": "d", "kind": "map", "over": "{{input.items}}", "tool": "noop", "input": {"i": "{{item}}"}},
             {"id": "e", "kind": "wait", "seconds": 5},
-            {"id": "f", "kind": "input", "prompt": "Approve?"}
+            {"id": "f", "kind": "input", "prompt": "Approve?"},
+            {"id": "g", "kind": "continue_as_new", "input": {"round": "{{steps.f}}"}}
         ]));
         d.validate().unwrap();
         assert_eq!(d.index_of("e"), Some(4));
+        assert_eq!(d.steps[6].action.kind(), "continue_as_new");
+        let dangling = refused(json!([
+            {"id": "again", "kind": "continue_as_new", "input": {"n": "{{steps.later.n}}"}},
+            {"id": "later", "kind": "tool", "tool": "noop"}
+        ]));
+        assert_eq!(dangling.step(), Some("again"));
+    }
+
+    #[test]
+    fn a_field_a_steps_kind_does_not_have_is_found() {
+        let definition = json!({"steps": [
+            {"id": "a", "kind": "tool", "tool": "noop", "input": {}, "retry": {}, "timeout_ms": 5},
+            {"id": "b", "kind": "llm", "promt": "typo"}
+        ]});
+        assert_eq!(unknown_step_field(&definition), Some((1, "promt".into())));
+        let fine = json!({"steps": [{"id": "b", "kind": "branch", "condition": {"value": "x"},
+                                     "then": "end", "else": "end"}]});
+        assert_eq!(unknown_step_field(&fine), None);
+        // Shapes serde refuses anyway are left to it.
+        assert_eq!(
+            unknown_step_field(&json!({"steps": [{"kind": "teleport", "x": 1}]})),
+            None
+        );
+        assert_eq!(unknown_step_field(&json!([1])), None);
     }
 
     #[test]

@@ -166,8 +166,10 @@ impl From<AgentRunError> for ApiError {
             | AgentRunError::NotManaged
             | AgentRunError::Managed
             | AgentRunError::NotWaitingForInput
-            | AgentRunError::NotAMap { .. } => transition(err),
+            | AgentRunError::NotAMap { .. }
+            | AgentRunError::NotFinished(_) => transition(err),
             AgentRunError::BadState => invalid("checkpoint", err),
+            AgentRunError::KeepNone => invalid("keep", err),
             // Naming a checkpoint the run does not have is a refused value, like an entity
             // pointing at a chunk that does not exist; resuming a run that has no checkpoint
             // at all (`NoCheckpoint`) is a matter of its state.

@@ -157,6 +157,7 @@ async fn start(
                 version,
                 input: body.input,
                 fork: None,
+                continued_from: None,
                 at: state.now(),
             }
         }
@@ -686,6 +687,7 @@ async fn fork(
             checkpoint: checkpoint.name,
             state: checkpoint.state,
         }),
+        continued_from: None,
         at: state.now(),
     };
     let outcome = state
@@ -701,7 +703,8 @@ async fn fork(
 struct TimelineStep {
     index: u32,
     name: String,
-    /// `tool`, `llm`, `branch`, `map`, `wait` or `input`; null for a caller-driven run.
+    /// `tool`, `llm`, `branch`, `map`, `wait`, `input` or `continue_as_new`; null for a
+    /// caller-driven run.
     kind: Option<String>,
     attempt: u32,
     /// `running`, `completed` or `failed`.
@@ -725,6 +728,8 @@ struct TimelineCheckpoint {
     /// The step the run continues at from here (4294967295: the end).
     step_index: u32,
     saved_at: DateTime<Utc>,
+    /// Retention pruned it: it is history only, and cannot be forked from.
+    pruned: bool,
 }
 
 /// What a running run waits for.
@@ -748,6 +753,10 @@ struct Timeline {
     status: AgentRunStatus,
     forked_from: Option<Uuid>,
     forked_checkpoint: Option<String>,
+    /// The run whose `continue_as_new` step started this one.
+    continued_from: Option<Uuid>,
+    /// The run this one continued as (its `continue_as_new` step's output).
+    continued_as: Option<Uuid>,
     input: Value,
     output: Option<Value>,
     error: Option<String>,
@@ -786,6 +795,7 @@ fn fold_timeline(
             workflow_version,
             forked_from,
             forked_checkpoint,
+            continued_from,
             at,
             ..
         } = &decoded
@@ -797,6 +807,8 @@ fn fold_timeline(
                 status: AgentRunStatus::Running,
                 forked_from: forked_from.map(|r| r.as_uuid()),
                 forked_checkpoint: forked_checkpoint.clone(),
+                continued_from: continued_from.map(|r| r.as_uuid()),
+                continued_as: None,
                 input: input.clone(),
                 output: None,
                 error: None,
@@ -844,10 +856,20 @@ fn fold_timeline(
                 })
             }
             AgentRunEvent::AgentStepCompleted { index, output, at } => {
+                let mut continued_as = None;
                 if let Some(s) = open_step(t, index) {
+                    if s.kind.as_deref() == Some("continue_as_new") {
+                        continued_as = output
+                            .get("run_id")
+                            .and_then(Value::as_str)
+                            .and_then(|id| Uuid::parse_str(id).ok());
+                    }
                     s.status = "completed";
                     s.output = Some(output);
                     s.ended_at = Some(at);
+                }
+                if continued_as.is_some() {
+                    t.continued_as = continued_as;
                 }
             }
             AgentRunEvent::AgentStepFailed {
@@ -880,6 +902,7 @@ fn fold_timeline(
                 parent,
                 step_index,
                 saved_at: at,
+                pruned: false,
             }),
             AgentRunEvent::AgentRunCompleted { output, .. } => t.output = Some(output),
             AgentRunEvent::AgentRunFailed { error, .. } => t.error = Some(error),
@@ -889,6 +912,11 @@ fn fold_timeline(
             AgentRunEvent::AgentRunResumed { .. } => {
                 for s in t.steps.iter_mut().filter(|s| s.status == "running") {
                     s.status = "abandoned";
+                }
+            }
+            AgentRunEvent::AgentCheckpointsPruned { names, .. } => {
+                for c in t.checkpoints.iter_mut().filter(|c| names.contains(&c.name)) {
+                    c.pruned = true;
                 }
             }
             _ => {}

@@ -1,9 +1,11 @@
 //! The content context: drafts written for a brand, from request through generation, voice
 //! check and approval to publication.
 //!
-//! Generating text happens outside the platform (a model, a template, a person): a generator
-//! posts what it wrote to `/drafts/{id}/generated`, an editor posts hand edits to
-//! `/drafts/{id}/revisions`. The voice check runs here, against the brand's voice guidelines.
+//! Text comes from the drafting workflow (`"generate": true`), or from outside (a model, a
+//! template, a person): a generator posts what it wrote to `/drafts/{id}/generated`, an editor
+//! posts hand edits to `/drafts/{id}/revisions`. The voice check runs here, against the brand's
+//! voice guidelines. A generated draft's decision goes through its drafting run: approving or
+//! rejecting it answers the run's `decision` step, and the run carries it out.
 
 use axum::extract::State;
 use axum::Json as JsonBody;
@@ -43,6 +45,43 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 
 fn draft_url(id: Uuid) -> String {
     format!("/v1/drafts/{id}")
+}
+
+/// A generated draft's decision belongs to its drafting run. When the run waits at its
+/// `decision` step, `decision` becomes that step's input (the run then records it on the draft
+/// and goes on to schedule and publish) and the run's outcome is the answer. `None` when the
+/// draft has no drafting run in progress (written by hand, or its run finished): the draft's
+/// own command applies. A run still writing or checking the draft refuses the decision.
+async fn decide_through_run(
+    state: &AppState,
+    caller: &Authorized<Commands>,
+    meta: &CommandMeta,
+    draft: DraftId,
+    decision: serde_json::Value,
+) -> Result<Option<Accepted<CommandOutcome>>, ApiError> {
+    let run_id = RunId::for_draft(draft);
+    let run: AgentRun = state.load(caller.tenant(), run_id).await?;
+    if run.status.is_none() || run.finished_at.is_some() {
+        return Ok(None);
+    }
+    match &run.step {
+        Some(step) if step.kind == "input" && step.name == builtin::DRAFT_DECISION_STEP => {
+            let command = AgentRunCommand::GiveInput {
+                value: decision,
+                at: state.now(),
+            };
+            let mut outcome = state
+                .execute::<AgentRun>(caller.tenant(), meta, run_id, command)
+                .await?;
+            outcome.agent_run_id = Some(run_id.as_uuid());
+            Ok(Some(
+                Accepted::ok(outcome).with_location(draft_url(draft.as_uuid())),
+            ))
+        }
+        _ => Err(ApiError::IllegalTransition(format!(
+            "the draft's drafting run ({run_id}) has not reached its decision yet; decide once it waits for one (GET /v1/agent-runs/{run_id}/timeline)"
+        ))),
+    }
 }
 
 /// Runs `command` on an existing draft and answers 200 with the draft's URL.
@@ -138,6 +177,7 @@ async fn request(
             version: builtin::DRAFT_WORKFLOW_VERSION,
             input: serde_json::json!({ "draft_id": draft, "publish_at": body.publish_at }),
             fork: None,
+            continued_from: None,
             at: state.now(),
         };
         let started = state
@@ -284,7 +324,10 @@ struct Approval {
 }
 
 /// Approves a draft whose current text passed its voice check. The body is optional: without
-/// one (or without `approver`) the approver is the caller's token subject.
+/// one (or without `approver`) the approver is the caller's token subject. For a generated
+/// draft whose drafting run waits for its decision, the approval is that run's input: the
+/// answer is the run's outcome (`agent_run_id` set), and the run approves the draft, then
+/// schedules or publishes it.
 #[utoipa::path(
     post,
     path = "/drafts/{id}/approve",
@@ -293,7 +336,7 @@ struct Approval {
     request_body(content = Option<Approval>, description = "Optional"),
     responses(
         (status = 200, description = "Approved", body = CommandOutcome),
-        (status = 409, description = "`illegal_transition`: not voice-checked, failed its voice check, rejected, or already approved, scheduled or published"),
+        (status = 409, description = "`illegal_transition`: not voice-checked, failed its voice check, rejected, or already approved, scheduled or published; or its drafting run has not reached its decision"),
         (status = 422, description = "`validation_failed`: the approver was refused"),
     )
 )]
@@ -308,6 +351,10 @@ async fn approve(
     let approver = body
         .and_then(|Json(body)| body.approver)
         .unwrap_or_else(|| caller.principal().subject.clone());
+    let decision = serde_json::json!({ "approved": true, "approver": approver });
+    if let Some(answered) = decide_through_run(&state, &caller, &meta, id, decision).await? {
+        return Ok(answered);
+    }
     let command = DraftCommand::Approve {
         approver,
         at: state.now(),
@@ -321,7 +368,9 @@ struct Rejection {
     reason: String,
 }
 
-/// Rejects a draft (also cancelling its approval and schedule); new text brings it back.
+/// Rejects a draft (also cancelling its approval and schedule); new text brings it back. For a
+/// generated draft whose drafting run waits for its decision, the rejection is that run's
+/// input, and the run rejects the draft.
 #[utoipa::path(
     post,
     path = "/drafts/{id}/reject",
@@ -330,7 +379,7 @@ struct Rejection {
     request_body = Rejection,
     responses(
         (status = 200, description = "Rejected", body = CommandOutcome),
-        (status = 409, description = "`illegal_transition`: already rejected, or published"),
+        (status = 409, description = "`illegal_transition`: already rejected, or published; or its drafting run has not reached its decision"),
         (status = 422, description = "`validation_failed`: the reason was refused"),
     )
 )]
@@ -342,6 +391,12 @@ async fn reject(
     meta: CommandMeta,
     Json(body): Json<Rejection>,
 ) -> Result<Accepted<CommandOutcome>, ApiError> {
+    // Checked here as the draft would, so a run never carries a reason the draft refuses.
+    let reason = plasma_domain::text::required("reason", &body.reason, 1000)?;
+    let decision = serde_json::json!({ "approved": false, "reason": reason });
+    if let Some(answered) = decide_through_run(&state, &caller, &meta, id, decision).await? {
+        return Ok(answered);
+    }
     let command = DraftCommand::Reject {
         reason: body.reason,
         at: state.now(),

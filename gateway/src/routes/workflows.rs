@@ -4,13 +4,15 @@
 //! nothing); runs keep the version they started with. A definition is checked when it is put:
 //! an unknown tool, a reference to a step that does not run before, a branch back (a cycle),
 //! a malformed template are refused with 422 `validation_failed`, `field` naming the step
-//! (`steps.<id>`).
+//! (`steps.<id>`). A definition may be sent as JSON or as YAML (`Content-Type:
+//! application/yaml`); both are read by the same rules.
 
 use axum::extract::State;
 use axum::Json as JsonBody;
 use plasma_domain::agent::tools::ToolSpec;
 use plasma_domain::agent::{
-    builtin, tools, validate_name, Workflow, WorkflowCommand, WorkflowDefinition,
+    builtin, tools, unknown_step_field, validate_name, Workflow, WorkflowCommand,
+    WorkflowDefinition,
 };
 use plasma_domain::ids::WorkflowId;
 use plasma_projections::{WorkflowVersionView, WorkflowView};
@@ -22,7 +24,7 @@ use utoipa_axum::routes;
 use crate::auth::{Authorized, Commands, Queries};
 use crate::command::{Accepted, CommandOutcome};
 use crate::error::ApiError;
-use crate::extract::{CommandMeta, Json, NoParams, PathParams, ReadQuery};
+use crate::extract::{from_value, CommandMeta, JsonOrYaml, NoParams, PathParams, ReadQuery};
 use crate::state::AppState;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -58,10 +60,17 @@ impl NamePath {
     path = "/workflows/{name}",
     tag = "workflows",
     params(NamePath),
-    request_body = WorkflowDefinition,
+    request_body(
+        description = "The definition, as JSON or as YAML",
+        content(
+            (WorkflowDefinition = "application/json"),
+            (WorkflowDefinition = "application/yaml"),
+        )
+    ),
     responses(
         (status = 200, description = "Recorded; `version` in the body is the aggregate's, which equals the workflow's latest version", body = CommandOutcome),
-        (status = 400, description = "`invalid_id`: the name is malformed"),
+        (status = 400, description = "`invalid_id`: the name is malformed; `invalid_body`: malformed JSON or YAML, or a field of the wrong shape"),
+        (status = 415, description = "`unsupported_media_type`: neither JSON nor YAML"),
         (status = 422, description = "`validation_failed`: the definition was refused; `field` is `steps.<id>` for the step at fault"),
     )
 )]
@@ -71,9 +80,16 @@ async fn define(
     caller: Authorized<Commands>,
     PathParams(path): PathParams<NamePath>,
     meta: CommandMeta,
-    Json(definition): Json<WorkflowDefinition>,
+    JsonOrYaml(body): JsonOrYaml<serde_json::Value>,
 ) -> Result<Accepted<CommandOutcome>, ApiError> {
     let name = path.parse()?;
+    if let Some((index, field)) = unknown_step_field(&body) {
+        return Err(ApiError::InvalidBody {
+            message: format!("unknown field `{field}` for a step of this kind"),
+            field: Some(format!("steps[{index}].{field}")),
+        });
+    }
+    let definition: WorkflowDefinition = from_value(body)?;
     let id = WorkflowId::derive(caller.tenant(), &name);
     let command = WorkflowCommand::Define {
         name: name.clone(),

@@ -4,8 +4,9 @@
 //! its lease):
 //! - as a [`Process`] it follows the agent context and keeps the table in step with the runs'
 //!   events, inside its checkpoint's transaction (a run becomes due when it starts, when a
-//!   step ends, when its input arrives, when its wait or backoff ends; it leaves the table when
-//!   it finishes);
+//!   step ends, when its input arrives, when its wait or backoff ends; when it finishes it
+//!   becomes due again at the end of its checkpoint retention, and leaves the table once
+//!   pruned);
 //! - its executor ([`AgentWorker::execute`]) claims due runs under a lease (one executor per
 //!   run at a time, across any number of workers: `FOR UPDATE SKIP LOCKED` on PostgreSQL, the
 //!   single writer on SQLite), renews its leases while it works, and drives each claimed run
@@ -17,6 +18,11 @@
 //! epoch, the step and the map element), so commands it issues are answered from the event
 //! store's record and HTTP receivers see the same `Idempotency-Key`. Completed steps are never
 //! performed again: their outputs are in the run's events.
+//!
+//! Retention: a finished run's checkpoints but the latest are pruned once
+//! `checkpoint_retention` has passed (an `AgentCheckpointsPruned` event), and the event store
+//! then drops the pruned states from the saves in the run's history, so a finished run costs
+//! its steps' outputs and one state rather than the sum of a state per step.
 
 pub mod tools;
 
@@ -29,13 +35,13 @@ use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
 use plasma_commands::{CommandContext, CommandError, CommandHandler, RecordedEvent};
 use plasma_domain::agent::{
-    builtin, plan, AgentRun, AgentRunCommand, AgentRunError, AgentRunEvent, Plan, StepAction,
-    StepInProgress, Workflow, WorkflowDefinition,
+    builtin, plan, scrubbed_saves, AgentRun, AgentRunCommand, AgentRunError, AgentRunEvent, Plan,
+    StepAction, StepInProgress, Workflow, WorkflowDefinition,
 };
-use plasma_domain::ids::{CommandId, WorkflowId};
+use plasma_domain::ids::{CommandId, RunId, WorkflowId};
 use plasma_domain::{AggregateId as _, Context, TenantId};
 use plasma_projections::{on_tx, ProjectionError, ReadModels, ReadStore, ReadTx};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
@@ -53,6 +59,8 @@ pub const METRIC_STEPS: &str = "plasma_agent_steps_total";
 pub const METRIC_STEP_SECONDS: &str = "plasma_agent_step_duration_seconds";
 /// Runs finished, by `status`.
 pub const METRIC_RUNS: &str = "plasma_agent_runs_finished_total";
+/// Bytes of checkpoint state retention dropped from finished runs' histories.
+pub const METRIC_PRUNED_BYTES: &str = "plasma_agent_pruned_bytes_total";
 
 pub fn describe_metrics() {
     metrics::describe_counter!(
@@ -65,6 +73,11 @@ pub fn describe_metrics() {
         "Agent workflow step duration, start to recorded end"
     );
     metrics::describe_counter!(METRIC_RUNS, "Agent runs finished, by status");
+    metrics::describe_counter!(
+        METRIC_PRUNED_BYTES,
+        metrics::Unit::Bytes,
+        "Checkpoint state dropped from finished agent runs' histories by retention"
+    );
 }
 
 const COMMAND_NAMESPACE: Uuid = Uuid::from_u128(0x7a3f_52c1_0e94_4d6b_a1c8_3b5e_9f20_d647);
@@ -93,6 +106,10 @@ pub struct AgentOptions {
     pub poll: Duration,
     /// A step's time limit when its definition gives none.
     pub step_timeout: Duration,
+    /// How long after a run finishes its older checkpoints are pruned; `None`: never.
+    pub checkpoint_retention: Option<Duration>,
+    /// The latest checkpoints pruning leaves.
+    pub checkpoints_kept: u32,
 }
 
 impl Default for AgentOptions {
@@ -102,6 +119,8 @@ impl Default for AgentOptions {
             lease: Duration::from_secs(10),
             poll: Duration::from_millis(50),
             step_timeout: Duration::from_secs(30),
+            checkpoint_retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            checkpoints_kept: 1,
         }
     }
 }
@@ -376,6 +395,9 @@ impl AgentWorker {
             }
             let load = CommandContext::new(tenant.clone(), CommandId::from_uuid(Uuid::nil()), None);
             let (run, version, _) = self.handler.load::<AgentRun>(&load, run_id).await?;
+            if run.finished_at.is_some() {
+                return self.retire(tenant, run_id, &run, version).await;
+            }
             let Some(version_of_workflow) = run.workflow_version else {
                 return Ok(Release::Done);
             };
@@ -531,10 +553,15 @@ impl AgentWorker {
                     let command = match outcome {
                         Ok(output) => {
                             observe(&step, "completed");
+                            // A run that continued as a new one ends here.
+                            let next = match defined.action {
+                                StepAction::ContinueAsNew { .. } => None,
+                                _ => Some(step.index + 1),
+                            };
                             AgentRunCommand::FinishStep {
                                 index: step.index,
                                 output,
-                                next: Some(step.index + 1),
+                                next,
                                 at: now,
                             }
                         }
@@ -651,6 +678,9 @@ impl AgentWorker {
         Ok(match action {
             StepAction::Tool { tool, .. } => self.tools.call(tool, call).await,
             StepAction::Llm { .. } => self.tools.call("llm.complete", call).await,
+            StepAction::ContinueAsNew { .. } => {
+                self.continue_as_new(tenant, run_id, run, step).await?
+            }
             StepAction::Map {
                 tool,
                 input,
@@ -673,6 +703,106 @@ impl AgentWorker {
                 step.kind
             ))),
         })
+    }
+
+    /// Starts the run a `continue_as_new` step continues as: the same workflow version with the
+    /// recorded input, under an id derived from the step, so a retry after a crash finds the
+    /// run it already started instead of starting another.
+    async fn continue_as_new(
+        &self,
+        tenant: &TenantId,
+        run_id: Uuid,
+        run: &AgentRun,
+        step: &StepInProgress,
+    ) -> Result<Result<Value, ToolError>, ProcessError> {
+        let Some(version) = run.workflow_version else {
+            return Ok(Err(ToolError::Terminal("the run is not executed".into())));
+        };
+        let parent = RunId::from_uuid(run_id);
+        let next = RunId::continuing(parent, run.epoch, step.index);
+        let command = AgentRunCommand::StartManaged {
+            workflow: run.workflow.clone(),
+            version,
+            input: step.input.get("input").cloned().unwrap_or(Value::Null),
+            fork: None,
+            continued_from: Some(parent),
+            at: step.started_at,
+        };
+        let context = CommandContext::new(
+            tenant.clone(),
+            CommandId::from_uuid(Self::effect_key(run_id, run.epoch, step.index, None)),
+            None,
+        );
+        match self
+            .handler
+            .execute::<AgentRun>(&context, next.as_uuid(), command, &())
+            .await
+        {
+            Ok(_) | Err(CommandError::Domain(AgentRunError::AlreadyStarted)) => {
+                Ok(Ok(json!({ "run_id": next.as_uuid() })))
+            }
+            Err(CommandError::Domain(err)) => Ok(Err(ToolError::Terminal(format!(
+                "the next run could not start: {err}"
+            )))),
+            Err(CommandError::Store(err)) => Err(err.into()),
+            Err(other) => Ok(Err(ToolError::Transient(other.to_string()))),
+        }
+    }
+
+    /// Retention for a finished run: once `checkpoint_retention` has passed since it finished,
+    /// records the pruning of all but its latest checkpoints, then has the event store drop the
+    /// states nothing can reach any more. Both steps are idempotent, so a worker killed between
+    /// them finishes the job when the run is claimed again (its schedule row stays until then).
+    async fn retire(
+        &self,
+        tenant: &TenantId,
+        run_id: Uuid,
+        run: &AgentRun,
+        version: i64,
+    ) -> Result<Release, ProcessError> {
+        let (Some(keep_for), Some(finished)) = (self.options.checkpoint_retention, run.finished_at)
+        else {
+            return Ok(Release::Done);
+        };
+        let due = finished + chrono::Duration::from_std(keep_for).unwrap_or(chrono::Duration::MAX);
+        if due > Utc::now() {
+            return Ok(Release::At(due));
+        }
+        let prune = AgentRunCommand::PruneCheckpoints {
+            keep: self.options.checkpoints_kept.max(1),
+            at: Utc::now(),
+        };
+        self.record(tenant, run_id, version, "prune", prune).await?;
+        let store = self.handler.store();
+        let stream = store.load_stream(tenant, AgentRun::TYPE, run_id).await?;
+        let mut events = Vec::with_capacity(stream.events.len());
+        for event in &stream.events {
+            events.push((event.sequence, event.decode::<AgentRunEvent>()?));
+        }
+        let old_len = |sequence: i64| {
+            stream
+                .events
+                .iter()
+                .find(|e| e.sequence == sequence)
+                .map_or(0, |e| e.payload.len())
+        };
+        let mut bytes = 0u64;
+        let scrubbed: Vec<(i64, String)> = scrubbed_saves(&events)
+            .into_iter()
+            .filter_map(|(sequence, event)| {
+                let payload = serde_json::to_string(&event).ok()?;
+                bytes += old_len(sequence).saturating_sub(payload.len()) as u64;
+                Some((sequence, payload))
+            })
+            .collect();
+        if !scrubbed.is_empty() {
+            store
+                .rewrite_payloads(tenant, AgentRun::TYPE, run_id, &scrubbed)
+                .await?;
+            metrics::counter!(METRIC_PRUNED_BYTES).increment(bytes);
+            tracing::info!(run = %run_id, saves = scrubbed.len(), bytes, "pruned a finished run's checkpoints");
+        }
+        Ok(Release::Done)
     }
 
     /// Runs a map's elements that have not succeeded yet, `concurrency` at a time, recording
@@ -867,10 +997,25 @@ impl Process for AgentWorker {
                 | AgentRunEvent::AgentStepItemCompleted { at, .. }
                 | AgentRunEvent::AgentCheckpointSaved { at, .. } => (false, micros(at)),
                 AgentRunEvent::AgentRunResumed { at, .. } => (true, micros(at)),
-                AgentRunEvent::AgentRunPaused { .. }
-                | AgentRunEvent::AgentRunCompleted { .. }
-                | AgentRunEvent::AgentRunFailed { .. }
-                | AgentRunEvent::AgentRunCancelled { .. } => (false, None),
+                AgentRunEvent::AgentRunPaused { .. } => (false, None),
+                // A finished run stays scheduled for its retention (caller-driven runs too).
+                AgentRunEvent::AgentRunCompleted { at, .. }
+                | AgentRunEvent::AgentRunFailed { at, .. }
+                | AgentRunEvent::AgentRunCancelled { at, .. } => {
+                    match self.options.checkpoint_retention {
+                        Some(keep_for) => (
+                            true,
+                            micros(
+                                at + chrono::Duration::from_std(keep_for)
+                                    .unwrap_or(chrono::Duration::MAX),
+                            ),
+                        ),
+                        None => (false, None),
+                    }
+                }
+                // Retention's own record: the executor that pruned lets go of the row itself,
+                // after the event store dropped the states.
+                AgentRunEvent::AgentCheckpointsPruned { .. } => continue,
             };
             let key = (event.tenant.as_str().to_owned(), event.aggregate_id);
             let change = changes.entry(key).or_insert(Change {

@@ -167,7 +167,8 @@ impl Projection for AgentRunsProjection {
                     columns.push(("last_error", Value::text(error)));
                     (at, columns)
                 }
-                AgentRunEvent::AgentStepItemCompleted { at, .. } => (at, Vec::new()),
+                AgentRunEvent::AgentStepItemCompleted { at, .. }
+                | AgentRunEvent::AgentCheckpointsPruned { at, .. } => (at, Vec::new()),
                 AgentRunEvent::AgentRunCancelled { reason, at } => {
                     let mut columns = no_step.to_vec();
                     columns.push(status(AgentRunStatus::Cancelled));

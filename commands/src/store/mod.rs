@@ -175,17 +175,40 @@ impl EventStore {
         aggregate_id: Uuid,
         payloads: &[(i64, String)],
     ) -> Result<(), StoreError> {
+        // The same statements on either backend; only the payload's type differs.
+        macro_rules! rewrite {
+            ($pool:expr, $sql:literal) => {{
+                let mut tx = $pool
+                    .begin()
+                    .await
+                    .map_err(StoreError::db("starting a payload rewrite"))?;
+                for (sequence, payload) in payloads {
+                    sqlx::query($sql)
+                        .bind(tenant.as_str())
+                        .bind(aggregate_type)
+                        .bind(aggregate_id)
+                        .bind(sequence)
+                        .bind(payload)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::db("rewriting an event payload"))?;
+                }
+                tx.commit()
+                    .await
+                    .map_err(StoreError::db("committing a payload rewrite"))
+            }};
+        }
         match self {
-            Self::Sqlite(store) => {
-                store
-                    .rewrite_payloads(tenant, aggregate_type, aggregate_id, payloads)
-                    .await
-            }
-            Self::Postgres(store) => {
-                store
-                    .rewrite_payloads(tenant, aggregate_type, aggregate_id, payloads)
-                    .await
-            }
+            Self::Sqlite(store) => rewrite!(
+                store.writer(),
+                "UPDATE events SET payload = $5 WHERE tenant_id = $1 AND aggregate_type = $2 \
+                 AND aggregate_id = $3 AND sequence = $4"
+            ),
+            Self::Postgres(store) => rewrite!(
+                store.pool(),
+                "UPDATE events SET payload = $5::json WHERE tenant_id = $1 AND aggregate_type = $2 \
+                 AND aggregate_id = $3 AND sequence = $4"
+            ),
         }
     }
 

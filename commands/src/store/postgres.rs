@@ -62,7 +62,7 @@ impl PostgresStore {
     /// them all in one transaction (group commit). Each keeps its own receipt, positions and
     /// outcome: when the group cannot commit as one (a conflict, a repeated command id), its
     /// commands are appended one by one so each gets its own answer. An append with nobody
-    /// else waiting goes through alone, as before.
+    /// else waiting goes through alone, as before, and so does a bulk one.
     pub async fn append<R: Serialize>(
         &self,
         batch: AppendBatch<'_>,
@@ -132,37 +132,6 @@ impl PostgresStore {
         .map_err(StoreError::db("reading a command receipt"))
     }
 
-    pub async fn rewrite_payloads(
-        &self,
-        tenant: &TenantId,
-        aggregate_type: &str,
-        aggregate_id: Uuid,
-        payloads: &[(i64, String)],
-    ) -> Result<(), StoreError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(StoreError::db("starting a payload rewrite"))?;
-        for (sequence, payload) in payloads {
-            sqlx::query(
-                "UPDATE events SET payload = $5::json WHERE tenant_id = $1 AND aggregate_type = $2 \
-                 AND aggregate_id = $3 AND sequence = $4",
-            )
-            .bind(tenant.as_str())
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .bind(sequence)
-            .bind(payload)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db("rewriting an event payload"))?;
-        }
-        tx.commit()
-            .await
-            .map_err(StoreError::db("committing a payload rewrite"))
-    }
-
     pub async fn existing_streams(
         &self,
         tenant: &TenantId,
@@ -194,6 +163,9 @@ impl PostgresStore {
             .map_err(StoreError::db("reading the head position"))
     }
 }
+
+/// Commands appending more events than this commit alone (a bulk ingest).
+const GROUP_MAX_EVENTS: i64 = 256;
 
 /// One command waiting to be appended with whichever others arrive alongside it.
 struct Pending {
@@ -234,6 +206,16 @@ impl std::fmt::Debug for GroupCommit {
 /// Appends `members`: together in one transaction when there are several, one by one when
 /// there is one or the group cannot commit as one; every member gets its answer.
 async fn commit_group(pool: PgPool, members: Vec<Pending>) {
+    // A bulk command commits alone: grouped, bulk clients would fall into step (all deciding
+    // at once while the database idles, then one long commit while they wait) instead of one
+    // deciding while another commits.
+    let (bulk, members): (Vec<Pending>, Vec<Pending>) = members
+        .into_iter()
+        .partition(|m| m.count > GROUP_MAX_EVENTS);
+    for member in bulk {
+        let outcome = commit_alone(&pool, &member).await;
+        let _ = member.reply.send(outcome);
+    }
     if members.len() > 1 {
         match commit_together(&pool, &members).await {
             Ok(ranges) => {

@@ -37,6 +37,11 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// The single-connection pool every write goes through.
+    pub(super) fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|err| {
@@ -157,37 +162,6 @@ impl SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(StoreError::db("reading a command receipt"))
-    }
-
-    pub async fn rewrite_payloads(
-        &self,
-        tenant: &TenantId,
-        aggregate_type: &str,
-        aggregate_id: Uuid,
-        payloads: &[(i64, String)],
-    ) -> Result<(), StoreError> {
-        let mut tx = self
-            .writer
-            .begin()
-            .await
-            .map_err(StoreError::db("starting a payload rewrite"))?;
-        for (sequence, payload) in payloads {
-            sqlx::query(
-                "UPDATE events SET payload = $5 WHERE tenant_id = $1 AND aggregate_type = $2 \
-                 AND aggregate_id = $3 AND sequence = $4",
-            )
-            .bind(tenant.as_str())
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .bind(sequence)
-            .bind(payload)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db("rewriting an event payload"))?;
-        }
-        tx.commit()
-            .await
-            .map_err(StoreError::db("committing a payload rewrite"))
     }
 
     pub async fn existing_streams(

@@ -112,10 +112,9 @@ pub fn parse_yaml<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         message: format!("malformed YAML: {message}"),
     };
     let text = std::str::from_utf8(bytes).map_err(|err| malformed(err.to_string()))?;
-    let mut value: serde_json::Value =
+    let value: serde_json::Value =
         serde_yaml_ng::from_str(text).map_err(|err| malformed(err.to_string()))?;
-    integral_floats_to_integers(&mut value);
-    serde_path_to_error::deserialize(value).map_err(body_error)
+    from_value(value)
 }
 
 /// The whole body, refused with 413 `payload_too_large` past `limit` bytes.
@@ -175,33 +174,24 @@ async fn drain(mut body: Body, max: usize) {
     .await;
 }
 
+/// The body's media type, lowercased, without parameters (`charset=…`).
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let content_type = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+    let essence = content_type.split(';').next().unwrap_or_default();
+    Some(essence.trim().to_ascii_lowercase())
+}
+
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    media_type(headers).is_some_and(|essence| {
+        essence == "application/json"
+            || (essence.starts_with("application/") && essence.ends_with("+json"))
+    })
 }
 
 fn is_yaml(headers: &HeaderMap) -> bool {
-    let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
     matches!(
-        essence.as_str(),
-        "application/yaml" | "application/x-yaml" | "text/yaml"
+        media_type(headers).as_deref(),
+        Some("application/yaml" | "application/x-yaml" | "text/yaml")
     )
 }
 

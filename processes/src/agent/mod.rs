@@ -466,16 +466,12 @@ impl AgentWorker {
                         input: &input,
                     };
                     let span = tracing::info_span!("agent.step", plasma.step = %name, plasma.step.kind = "tool");
-                    let performed = tokio::select! {
-                        performed = tokio::time::timeout(limit, self.tools.call(&tool, call)).instrument(span) => performed,
-                        _ = stop.changed() => return Ok(Release::Stopped),
+                    let effect = async { Ok(self.tools.call(&tool, call).await) };
+                    let Some(outcome) = within(limit, &mut stop, effect.instrument(span)).await
+                    else {
+                        return Ok(Release::Stopped);
                     };
-                    let outcome = performed.unwrap_or_else(|_| {
-                        Err(ToolError::Transient(format!(
-                            "timed out after {} ms",
-                            limit.as_millis()
-                        )))
-                    });
+                    let outcome = outcome?;
                     let now = Utc::now();
                     match outcome {
                         Ok(output) => {
@@ -538,17 +534,12 @@ impl AgentWorker {
                         .timeout_ms
                         .map_or(self.options.step_timeout, Duration::from_millis);
                     let span = tracing::info_span!("agent.step", plasma.step = %step.name, plasma.step.kind = %step.kind, plasma.step.attempt = step.attempt);
-                    let performed = tokio::select! {
-                        performed = tokio::time::timeout(limit, self.perform(tenant, run_id, &run, &step, &defined.action)).instrument(span) => performed,
-                        _ = stop.changed() => return Ok(Release::Stopped),
+                    let effect = self.perform(tenant, run_id, &run, &step, &defined.action);
+                    let Some(outcome) = within(limit, &mut stop, effect.instrument(span)).await
+                    else {
+                        return Ok(Release::Stopped);
                     };
-                    let outcome = match performed {
-                        Ok(outcome) => outcome?,
-                        Err(_) => Err(ToolError::Transient(format!(
-                            "timed out after {} ms",
-                            limit.as_millis()
-                        ))),
-                    };
+                    let outcome = outcome?;
                     let now = Utc::now();
                     let command = match outcome {
                         Ok(output) => {
@@ -900,6 +891,24 @@ impl AgentWorker {
         } else {
             ToolError::Terminal(message)
         }))
+    }
+}
+
+/// A step's effect under its time limit (running out of time is a transient failure), or
+/// `None` when the worker stops first: the step is left as a crash would leave it.
+async fn within<T>(
+    limit: Duration,
+    stop: &mut watch::Receiver<bool>,
+    effect: impl std::future::Future<Output = Result<Result<T, ToolError>, ProcessError>>,
+) -> Option<Result<Result<T, ToolError>, ProcessError>> {
+    tokio::select! {
+        performed = tokio::time::timeout(limit, effect) => Some(performed.unwrap_or_else(|_| {
+            Ok(Err(ToolError::Transient(format!(
+                "timed out after {} ms",
+                limit.as_millis()
+            ))))
+        })),
+        _ = stop.changed() => None,
     }
 }
 

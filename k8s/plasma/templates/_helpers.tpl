@@ -144,6 +144,13 @@ the hook Jobs' env: hooks run before the ConfigMap exists on a first install).
 {{- end }}
 {{- $_ := set $s "PLASMA_AGENT_CONCURRENCY" (toString $concurrency) }}
 {{- $_ := set $s "PLASMA_AGENT_LEASE" (.lease | default "10s" | toString) }}
+{{- $_ := set $s "PLASMA_AGENT_CHECKPOINT_RETENTION" (.checkpointRetention | default "7d" | toString) }}
+{{- $kept := 1 }}
+{{- if hasKey . "checkpointsKept" }}{{ $kept = .checkpointsKept | int }}{{ end }}
+{{- if or (lt $kept 1) (gt $kept 100) }}
+{{- fail (printf "agent.checkpointsKept %d must be between 1 and 100" $kept) }}
+{{- end }}
+{{- $_ := set $s "PLASMA_AGENT_CHECKPOINTS_KEPT" (toString $kept) }}
 {{- end }}
 {{- range $name, $value := .Values.config }}
 {{- if regexMatch "(?i)(SECRET|KEY|PASSWORD|TOKEN|DATABASE_URL)" $name }}

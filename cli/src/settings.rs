@@ -47,7 +47,11 @@
 //! allow_private_targets = false          # PLASMA_WEBHOOK_ALLOW_PRIVATE; true in `plasma dev`
 //!
 //! [agent]
-//! provider = "template"                  # PLASMA_LLM_PROVIDER: template (default) or openai
+//! provider = "auto"                      # PLASMA_LLM_PROVIDER: auto (default: local when its
+//!                                        #   model is installed, template otherwise), local,
+//!                                        #   template or openai
+//! local_model = "…/model.gguf"           # PLASMA_LOCAL_MODEL; default: SmolLM2-135M-Instruct
+//!                                        #   in the models dir (scripts/install-models.sh)
 //! openai_base_url = "https://api.openai.com/v1"   # PLASMA_OPENAI_BASE_URL (any compatible API)
 //! openai_model = "gpt-4o-mini"           # PLASMA_OPENAI_MODEL
 //! openai_api_key = "sk-…"                # PLASMA_OPENAI_API_KEY (optional for local servers)
@@ -123,6 +127,10 @@ pub struct Settings {
 pub enum LlmProvider {
     /// Deterministic templates in the brand's voice.
     Template,
+    /// A GGUF llama model run in-process (SmolLM2-135M-Instruct in the models dir by default).
+    /// Unless `required`, a model that is not installed leaves the templates writing (with a
+    /// warning); a damaged one always stops the start.
+    Local { model_file: PathBuf, required: bool },
     /// An OpenAI-compatible chat-completions API.
     OpenAi {
         base_url: String,
@@ -308,6 +316,7 @@ pub struct SettingsLayer {
 #[serde(deny_unknown_fields)]
 pub struct AgentLayer {
     pub provider: Option<String>,
+    pub local_model: Option<PathBuf>,
     pub openai_base_url: Option<String>,
     pub openai_model: Option<String>,
     pub openai_api_key: Option<Secret>,
@@ -326,14 +335,21 @@ pub struct AgentLayer {
 }
 
 impl AgentLayer {
-    fn validate(self, alerts: &AlertSettings) -> Result<AgentSettings, SettingsError> {
-        let provider = match self
-            .provider
-            .as_deref()
-            .map(str::trim)
-            .unwrap_or("template")
-        {
+    fn validate(
+        self,
+        alerts: &AlertSettings,
+        models_dir: &Path,
+    ) -> Result<AgentSettings, SettingsError> {
+        let provider = match self.provider.as_deref().map(str::trim).unwrap_or("auto") {
             "template" => LlmProvider::Template,
+            "auto" | "local" => LlmProvider::Local {
+                model_file: self.local_model.clone().unwrap_or_else(|| {
+                    models_dir
+                        .join(plasma_adapters::local_llm::SMOLLM2_DIR)
+                        .join(plasma_adapters::local_llm::SMOLLM2_FILE)
+                }),
+                required: self.provider.as_deref().map(str::trim) == Some("local"),
+            },
             "openai" => {
                 let base_url = self.openai_base_url.ok_or(SettingsError::Missing {
                     key: "agent.openai_base_url (PLASMA_OPENAI_BASE_URL)",
@@ -358,7 +374,7 @@ impl AgentLayer {
             other => {
                 return Err(invalid(
                     "agent.provider (PLASMA_LLM_PROVIDER)",
-                    format!("`{other}` is not a provider: use template or openai"),
+                    format!("`{other}` is not a provider: use auto, local, template or openai"),
                 ))
             }
         };
@@ -689,6 +705,7 @@ impl SettingsLayer {
             layer.alerts.timeout = Some(parse_duration("PLASMA_WEBHOOK_TIMEOUT", &v)?);
         }
         layer.agent.provider = var("PLASMA_LLM_PROVIDER");
+        layer.agent.local_model = var("PLASMA_LOCAL_MODEL").map(PathBuf::from);
         layer.agent.openai_base_url = var("PLASMA_OPENAI_BASE_URL");
         layer.agent.openai_model = var("PLASMA_OPENAI_MODEL");
         layer.agent.openai_api_key = var("PLASMA_OPENAI_API_KEY").map(Secret::new);
@@ -794,6 +811,7 @@ impl SettingsLayer {
             },
             agent: AgentLayer {
                 provider: over.agent.provider.or(self.agent.provider),
+                local_model: over.agent.local_model.or(self.agent.local_model),
                 openai_base_url: over.agent.openai_base_url.or(self.agent.openai_base_url),
                 openai_model: over.agent.openai_model.or(self.agent.openai_model),
                 openai_api_key: over.agent.openai_api_key.or(self.agent.openai_api_key),
@@ -853,7 +871,7 @@ impl Settings {
             jwt_configured || profile != Profile::LogTool,
             profile,
         )?;
-        let agent = layer.agent.validate(&alerts)?;
+        let agent = layer.agent.validate(&alerts, &research.models_dir)?;
         Ok(Self {
             store,
             http,

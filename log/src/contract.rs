@@ -234,6 +234,11 @@ const SOURCES: &[(Context, &str, &str)] = &[
     ),
     (
         Context::Agent,
+        "AgentStepOutputStreamed",
+        include_str!("../../schemas/avro/agent/AgentStepOutputStreamed.avsc"),
+    ),
+    (
+        Context::Agent,
         "AgentRunCancelled",
         include_str!("../../schemas/avro/agent/AgentRunCancelled.avsc"),
     ),

@@ -13,7 +13,10 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::helpers::{accepted, problem_with_field, spawn_app, spawn_app_with, Backend, TestApp};
+use crate::helpers::{
+    accepted, problem_with_field, spawn_app, spawn_app_with, Backend, TestApp, TENANT,
+};
+use plasma_gateway::Role;
 
 /// Requests a local server received: (path, headers of interest, body).
 type Received = Arc<Mutex<Vec<(String, HeaderMap, String)>>>;
@@ -149,6 +152,29 @@ async fn a_defined_workflow_runs_step_by_step_with_a_checkpoint_after_each(backe
         "Summary of the request: Summarise skates in one line"
     );
     assert_eq!(summary["prompt_sha256"].as_str().unwrap().len(), 64);
+    // The generation streamed into the run as it was written: the template writes at once, so
+    // one piece, the whole text; the timeline keeps the output, not the pieces.
+    let auditor = app.token(TENANT, &[Role::Auditor]);
+    let history: Value = app
+        .get(&format!("/v1/audit/AgentRun/{run}/events"), &auditor)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let streamed: Vec<&Value> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "AgentStepOutputStreamed")
+        .collect();
+    assert_eq!(streamed.len(), 1, "{history:#}");
+    let payload = &streamed[0]["payload"];
+    let piece = payload.get("AgentStepOutputStreamed").unwrap_or(payload);
+    assert_eq!(
+        (&piece["index"], &piece["chunk"], &piece["text"]),
+        (&t["steps"][3]["index"], &json!(0), &summary["text"])
+    );
+    assert!(t["steps"][3]["streamed"].is_null());
 
     let response = app
         .post_json(

@@ -57,6 +57,8 @@ async fn build(
     layer.rate_limit.burst = Some(10_000);
     // Embedding workers load their model at start; the API tests that need one ask for it.
     layer.research.embedders = Some(Vec::new());
+    // Drafts from templates, deterministic; the tests of the in-process model ask for it.
+    layer.agent.provider = Some("template".into());
     // The tests' webhook receivers listen on loopback.
     layer.alerts.allow_private_targets = Some(true);
     let mut guards: Vec<Box<dyn Any + Send>> = Vec::new();

@@ -297,3 +297,145 @@ async fn agent_workers_survive_sigkill_during_tool_calls_llm_calls_and_waits() {
         started.elapsed()
     );
 }
+
+/// The in-process model in a worker killed while it writes: the run resumes on another worker,
+/// the step records one generation, and it is the text the step's seed writes (the retried
+/// generation wrote what the killed one would have).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sigkill_during_an_in_process_generation_resumes_and_records_it_once() {
+    use plasma_adapters::local_llm::{LocalLlm, LocalLlmSettings};
+    use plasma_domain::content::{GenerationRequest, TextGenerator};
+
+    let models = std::env::var_os("PLASMA_MODELS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(plasma_adapters::embedding::default_models_dir);
+    let local = LocalLlm::load(LocalLlmSettings::in_models_dir(&models))
+        .expect("the in-process model: run scripts/install-models.sh");
+    let stack = Stack::start().await;
+    stack.run_ok(&["migrate"]);
+    let gateway = stack.gateway().await;
+    let _relay = stack.spawn("relay", &["relay", "--batch", "200"]);
+    let env = [
+        ("PLASMA_AGENT_LEASE", "2s"),
+        ("PLASMA_LLM_PROVIDER", "local"),
+    ];
+    let spawn = |name: &str| stack.spawn_with(name, &["agent"], &env);
+    let mut a = spawn("agent-a");
+    gateway
+        .client
+        .put(format!("{}/workflows/story", gateway.base))
+        .bearer_auth(&gateway.token)
+        .json(&json!({"steps": [
+            {"id": "write", "kind": "llm", "prompt": "Write a long story about {{input.topic}}.",
+             "max_tokens": 160, "retry": {"max_attempts": 5, "backoff_ms": 100}}],
+            "output": {"text": "{{steps.write.text}}"}}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let mut runs = Vec::new();
+    for topic in ["a lighthouse", "a rocket skate"] {
+        let outcome = gateway
+            .post(
+                "/agent-runs",
+                json!({"workflow": "story", "input": {"topic": topic}}),
+            )
+            .await;
+        runs.push(outcome["aggregate_id"].as_str().unwrap().to_owned());
+    }
+    // Kill the worker once a generation has started and before any has finished.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = timelines(&gateway, &runs).await;
+        let steps: Vec<&Value> = all
+            .iter()
+            .flat_map(|t| t["steps"].as_array().into_iter().flatten())
+            .collect();
+        if steps.iter().any(|s| s["status"] == "completed") {
+            panic!(
+                "a generation finished before the kill: {:#}\n{}",
+                json!(all),
+                a.output()
+            );
+        }
+        if steps.iter().any(|s| s["status"] == "running") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no generation started: {}",
+            a.output()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.sigkill();
+    let b = spawn("agent-b");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let finished = loop {
+        let all = timelines(&gateway, &runs).await;
+        if all.iter().all(|t| t["status"] == "completed") {
+            break all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runs did not complete after the kill: {:#}\n{}",
+            json!(all),
+            b.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for (run, timeline) in runs.iter().zip(&finished) {
+        let history = gateway.get(&format!("/audit/AgentRun/{run}/events")).await;
+        let completed = history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event_type"] == "AgentStepCompleted")
+            .count();
+        assert_eq!(completed, 1, "one generation recorded: {history:#}");
+        // The streamed pieces: numbered 0, 1, 2, … once each (the killed attempt's pieces were
+        // not written again by the retry), and together the recorded text.
+        let pieces: Vec<(u64, String)> = history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event_type"] == "AgentStepOutputStreamed")
+            .map(|e| {
+                let p = e["payload"]
+                    .get("AgentStepOutputStreamed")
+                    .unwrap_or(&e["payload"]);
+                (
+                    p["chunk"].as_u64().unwrap(),
+                    p["text"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert!(pieces.len() > 1, "{history:#}");
+        let numbers: Vec<u64> = pieces.iter().map(|(n, _)| *n).collect();
+        assert_eq!(numbers, (0..pieces.len() as u64).collect::<Vec<_>>());
+        let streamed: String = pieces.iter().map(|(_, t)| t.as_str()).collect();
+        let step = &timeline["steps"][0];
+        let output = &step["output"];
+        assert_eq!(output["provider"], "local", "{output:#}");
+        let text = output["text"].as_str().unwrap();
+        assert!(!text.is_empty());
+        // The step's seed writes exactly the recorded text.
+        let seed = output["sampling"]["seed"].as_u64().unwrap();
+        let again = local
+            .generate(&GenerationRequest {
+                system: None,
+                prompt: step["input"]["prompt"].as_str().unwrap().to_owned(),
+                max_tokens: Some(160),
+                draft: None,
+                seed: Some(seed),
+                stop: Vec::new(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(again.text, text);
+        assert_eq!(streamed.trim(), text);
+        assert_eq!(timeline["output"]["text"], text);
+    }
+}

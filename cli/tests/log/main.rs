@@ -183,6 +183,7 @@ impl Stack {
         layer.store.max_connections = Some(8);
         layer.projections.mode = Some(ProjectionsMode::External);
         layer.consistency.min_position_wait = Some(Duration::from_secs(20));
+        layer.agent.provider = Some("template".into());
         let settings = Settings::from_layer(layer, Profile::Serve).unwrap();
         let token = self.admin_token();
         let app = Application::build(settings).await.unwrap();
@@ -781,9 +782,9 @@ async fn schemas_register_once_per_subject_with_backward_transitive_compatibilit
     let registry = Registry::start().unwrap();
     let admin = RegistryAdmin::new(&registry.url()).unwrap();
     let first = admin.register_all("plasma").await.unwrap();
-    assert_eq!(first.len(), 43);
+    assert_eq!(first.len(), 44);
     let ids: HashSet<u32> = first.iter().map(|r| r.id).collect();
-    assert_eq!(ids.len(), 43, "one schema id per event type");
+    assert_eq!(ids.len(), 44, "one schema id per event type");
     // Registering again (every deploy does) changes nothing: same subjects, same ids.
     let again = admin.register_all("plasma").await.unwrap();
     assert_eq!(first, again);

@@ -468,4 +468,50 @@ mod tests {
             Plan::Record(AgentRunCommand::Fail { .. })
         ));
     }
+
+    #[test]
+    fn a_step_in_progress_streams_its_output_and_only_then() {
+        let d = effectful();
+        let mut events = started();
+        let now = run(events.clone());
+        events.extend(record(&now, plan(&now, &d, "r", at(1))));
+        let piece = |index, text: &str| AgentRunCommand::RecordOutput {
+            index,
+            chunk: 0,
+            text: text.into(),
+            at: at(1),
+        };
+        // Spaces are part of a piece; an empty piece, another step, a finished step: refused.
+        assert_eq!(
+            run(events.clone())
+                .decide_for_test(piece(0, " Rocket"))
+                .unwrap(),
+            vec![AgentRunEvent::AgentStepOutputStreamed {
+                index: 0,
+                chunk: 0,
+                text: " Rocket".into(),
+                at: at(1),
+            }]
+        );
+        assert!(run(events.clone()).decide_for_test(piece(0, "")).is_err());
+        assert!(run(events.clone()).decide_for_test(piece(1, "x")).is_err());
+        let streamed = run(events.clone()).decide_for_test(piece(0, "x")).unwrap();
+        events.extend(streamed);
+        // Streaming changes nothing the plan sees: the step is still to be performed.
+        assert!(matches!(
+            plan(&run(events.clone()), &d, "r", at(2)),
+            Plan::Perform(StepInProgress { index: 0, .. })
+        ));
+        events.extend(
+            run(events.clone())
+                .decide_for_test(AgentRunCommand::FinishStep {
+                    index: 0,
+                    output: json!({"text": "x"}),
+                    next: None,
+                    at: at(2),
+                })
+                .unwrap(),
+        );
+        assert!(run(events).decide_for_test(piece(0, "late")).is_err());
+    }
 }

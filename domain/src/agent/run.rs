@@ -30,6 +30,8 @@ const MAX_WORKFLOW: usize = 200;
 const MAX_STEP_NAME: usize = 200;
 const MAX_CHECKPOINT_NAME: usize = 200;
 const MAX_ERROR: usize = 10_000;
+/// Characters in one streamed piece of a step's output.
+const MAX_OUTPUT_CHUNK: usize = 16_384;
 const MAX_REASON: usize = 1000;
 // The aggregate keeps every checkpoint's state to answer a resume; this bounds its size.
 const MAX_CHECKPOINTS: usize = 100;
@@ -188,6 +190,15 @@ pub enum AgentRunCommand {
         output: Value,
         at: DateTime<Utc>,
     },
+    /// A piece of the step in progress's output as it is being written (a generation's text,
+    /// streamed). Progress only: the step's recorded output is what counts.
+    RecordOutput {
+        index: u32,
+        /// 0, 1, 2, … within the step.
+        chunk: u32,
+        text: String,
+        at: DateTime<Utc>,
+    },
     /// An attempt of the step failed; a transient failure is retried at `retry_at`.
     FailAttempt {
         index: u32,
@@ -292,6 +303,13 @@ pub enum AgentRunEvent {
         output: Value,
         at: DateTime<Utc>,
     },
+    /// A piece of the step in progress's output, streamed while it is written.
+    AgentStepOutputStreamed {
+        index: u32,
+        chunk: u32,
+        text: String,
+        at: DateTime<Utc>,
+    },
     AgentRunCancelled {
         reason: String,
         at: DateTime<Utc>,
@@ -336,6 +354,7 @@ impl DomainEvent for AgentRunEvent {
             Self::AgentRunCompleted { .. } => "AgentRunCompleted",
             Self::AgentRunFailed { .. } => "AgentRunFailed",
             Self::AgentStepItemCompleted { .. } => "AgentStepItemCompleted",
+            Self::AgentStepOutputStreamed { .. } => "AgentStepOutputStreamed",
             Self::AgentRunCancelled { .. } => "AgentRunCancelled",
             Self::AgentCheckpointsPruned { .. } => "AgentCheckpointsPruned",
         }
@@ -359,6 +378,7 @@ impl EventName for AgentRunEvent {
         ("AgentRunCompleted", 1),
         ("AgentRunFailed", 1),
         ("AgentStepItemCompleted", 1),
+        ("AgentStepOutputStreamed", 1),
         ("AgentRunCancelled", 1),
         ("AgentCheckpointsPruned", 1),
     ];
@@ -508,6 +528,7 @@ impl AgentRun {
             | C::BeginStep { .. }
             | C::FinishStep { .. }
             | C::RecordItem { .. }
+            | C::RecordOutput { .. }
             | C::FailAttempt { .. }
             | C::GiveInput { .. }
             | C::Cancel { .. } => self.decide_managed(command),
@@ -654,6 +675,7 @@ impl AgentRun {
             | AgentRunCommand::BeginStep { .. }
             | AgentRunCommand::FinishStep { .. }
             | AgentRunCommand::RecordItem { .. }
+            | AgentRunCommand::RecordOutput { .. }
             | AgentRunCommand::FailAttempt { .. }
             | AgentRunCommand::GiveInput { .. }
             | AgentRunCommand::Cancel { .. } => self
@@ -860,6 +882,25 @@ impl AgentRun {
                     at,
                 }])
             }
+            AgentRunCommand::RecordOutput {
+                index,
+                chunk,
+                text,
+                at,
+            } => {
+                self.managed_step(index)?;
+                // Untrimmed: a piece's spaces are part of the text.
+                if text.is_empty() {
+                    return Err(TextError::Empty { field: "text" }.into());
+                }
+                let text = text::bounded("text", &text, MAX_OUTPUT_CHUNK)?;
+                Ok(vec![AgentRunEvent::AgentStepOutputStreamed {
+                    index,
+                    chunk,
+                    text,
+                    at,
+                }])
+            }
             AgentRunCommand::FailAttempt {
                 index,
                 error,
@@ -1057,6 +1098,8 @@ impl Aggregate for AgentRun {
             AgentRunEvent::AgentStepItemCompleted { item, output, .. } => {
                 self.items.insert(item, output);
             }
+            // Progress for those watching; the state waits for the step's output.
+            AgentRunEvent::AgentStepOutputStreamed { .. } => {}
             AgentRunEvent::AgentCheckpointSaved {
                 name,
                 step_index,

@@ -59,6 +59,17 @@ fn generation() -> Value {
                     "prompt_tokens": {"type": "integer"},
                     "completion_tokens": {"type": "integer"}
                 }
+            },
+            "sampling": {
+                "description": "How a sampling provider chose the tokens; the same request with this seed writes the same text.",
+                "type": "object",
+                "properties": {
+                    "seed": {"type": "integer"},
+                    "temperature": {"type": "number"},
+                    "top_p": {"type": "number"},
+                    "top_k": {"type": "integer"},
+                    "repetition_penalty": {"type": "number"}
+                }
             }
         },
         "required": ["text", "provider", "model", "prompt_sha256"]
@@ -125,7 +136,9 @@ static TOOLS: LazyLock<Vec<ToolSpec>> = LazyLock::new(|| {
                 json!({
                     "prompt": {"type": "string", "minLength": 1, "maxLength": 20000},
                     "system": {"type": "string", "maxLength": 20000},
-                    "max_tokens": {"type": "integer", "minimum": 1, "maximum": 32768}
+                    "max_tokens": {"type": "integer", "minimum": 1, "maximum": 32768},
+                    "stop": {"description": "The text ends before the first of these.",
+                             "type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 4}
                 }),
                 &["prompt"],
             ),

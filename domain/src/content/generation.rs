@@ -15,6 +15,12 @@ pub struct GenerationRequest {
     pub prompt: String,
     pub max_tokens: Option<u32>,
     pub draft: Option<DraftBrief>,
+    /// Seeds a sampling provider, so the same request gives the same text again (a retried
+    /// workflow step derives it from the step, and writes what its first attempt wrote).
+    pub seed: Option<u64>,
+    /// The text ends before the first of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
 }
 
 /// A draft to write: the brand, its voice, the channel and the brief; `feedback` lists what a
@@ -29,31 +35,47 @@ pub struct DraftBrief {
 }
 
 impl DraftBrief {
-    /// The system prompt and user prompt a chat model gets for this draft.
+    /// The system prompt and user prompt a chat model gets for this draft. The rules go in the
+    /// user's turn as a short list, and the length as words as well as characters: small local
+    /// models follow that far better than rules folded into the system prompt.
     pub fn prompts(&self) -> (String, String) {
         let mut system = format!(
-            "You write {} posts for the brand {}. Answer with the post's text only.",
+            "You write {} posts for the brand {}.",
             self.channel, self.brand
         );
         if !self.voice.tone.is_empty() {
             system.push_str(&format!(" Tone: {}.", self.voice.tone));
         }
+        system.push_str(
+            " Answer with the post's text only: no title, no quotes, no placeholders in brackets.",
+        );
+        let kind = match self.channel {
+            Channel::Twitter => "one short tweet (one or two sentences)",
+            Channel::Instagram => "one Instagram caption",
+            Channel::LinkedIn => "one LinkedIn post",
+            Channel::Newsletter => "one newsletter paragraph",
+            Channel::Blog => "the opening paragraph of a blog post",
+        };
+        let mut user = format!("Brief: {}\nWrite {kind}.\nRules:", self.brief);
+        if let Some(max) = self.channel.max_chars() {
+            user.push_str(&format!(
+                "\n- At most {max} characters (about {} words).",
+                max / 7
+            ));
+        }
         if !self.voice.required_phrases.is_empty() {
-            system.push_str(&format!(
-                " Include these phrases word for word: {}.",
+            user.push_str(&format!(
+                "\n- Include these phrases word for word: {}.",
                 quoted(&self.voice.required_phrases)
             ));
         }
         if !self.voice.banned_words.is_empty() {
-            system.push_str(&format!(
-                " Never use these words: {}.",
+            user.push_str(&format!(
+                "\n- Never use these words: {}.",
                 quoted(&self.voice.banned_words)
             ));
         }
-        if let Some(max) = self.channel.max_chars() {
-            system.push_str(&format!(" At most {max} characters."));
-        }
-        let mut user = format!("Brief: {}", self.brief);
+        user.push_str("\n- Short sentences and plain words.");
         if !self.feedback.is_empty() {
             user.push_str("\nThe previous version was refused; fix: ");
             user.push_str(&self.feedback.join("; "));
@@ -78,6 +100,17 @@ pub struct Usage {
     pub completion_tokens: u64,
 }
 
+/// How a sampling provider chose its tokens: recorded with what it wrote, so the text can be
+/// generated again.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    pub seed: u64,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: u32,
+    pub repetition_penalty: f32,
+}
+
 /// A generated text and who wrote it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Generation {
@@ -85,6 +118,13 @@ pub struct Generation {
     pub provider: String,
     pub model: String,
     pub usage: Usage,
+    /// `None` for providers that do not sample here (templates, a remote service).
+    pub sampling: Option<Sampling>,
+}
+
+/// Receives a generation's text as it is written, a piece at a time.
+pub trait TextSink: Send + Sync {
+    fn push(&self, piece: &str);
 }
 
 /// Why a generation failed: a transient failure (timeout, 429, 5xx) may succeed on retry.
@@ -100,6 +140,17 @@ pub enum GenerationError {
 #[async_trait]
 pub trait TextGenerator: Send + Sync + std::fmt::Debug {
     async fn generate(&self, request: &GenerationRequest) -> Result<Generation, GenerationError>;
+    /// Like `generate`, handing `sink` the text as it is written; providers that cannot stream
+    /// hand it the whole text at the end.
+    async fn generate_streaming(
+        &self,
+        request: &GenerationRequest,
+        sink: &dyn TextSink,
+    ) -> Result<Generation, GenerationError> {
+        let generation = self.generate(request).await?;
+        sink.push(&generation.text);
+        Ok(generation)
+    }
     /// `provider` and `model`, for the record.
     fn describe(&self) -> (String, String);
 }
@@ -232,6 +283,7 @@ impl TextGenerator for TemplateGenerator {
             text,
             provider: Self::PROVIDER.to_owned(),
             model: Self::MODEL.to_owned(),
+            sampling: None,
         })
     }
 
@@ -291,7 +343,14 @@ mod tests {
             TemplateGenerator::write_draft(&b)
         );
         let (system, user) = b.prompts();
-        assert!(system.contains("\"cheap\"") && system.contains("3000"));
-        assert_eq!(user, "Brief: Launch day");
+        assert!(system.contains("linkedin") && system.contains("Tone: warm, plain."));
+        assert_eq!(
+            user,
+            "Brief: Launch day\nWrite one LinkedIn post.\nRules:\n\
+             - At most 3000 characters (about 428 words).\n\
+             - Include these phrases word for word: \"Skate safe\".\n\
+             - Never use these words: \"cheap\", \"guarantee\".\n\
+             - Short sentences and plain words."
+        );
     }
 }

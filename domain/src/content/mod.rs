@@ -9,8 +9,8 @@ mod voice;
 pub use channel::{Channel, DraftStatus};
 pub use draft::{Draft, DraftCommand, DraftError, DraftEvent, DraftServices, GeneratorInfo};
 pub use generation::{
-    DraftBrief, Generation, GenerationError, GenerationRequest, TemplateGenerator, TextGenerator,
-    Usage,
+    DraftBrief, Generation, GenerationError, GenerationRequest, Sampling, TemplateGenerator,
+    TextGenerator, TextSink, Usage,
 };
 pub use voice::{
     reading_grade, BrandVoiceChecker, CheckerInfo, RulesVoiceChecker, VoiceCheck, VoiceChecker,

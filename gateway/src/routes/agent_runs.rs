@@ -716,6 +716,9 @@ struct TimelineStep {
     transient: Option<bool>,
     /// Map elements recorded so far.
     items_completed: u32,
+    /// The output streamed so far while the step runs (a generation's text); null once the
+    /// step has its output, or when nothing streams.
+    streamed: Option<String>,
     wake_at: Option<DateTime<Utc>>,
     started_at: DateTime<Utc>,
     ended_at: Option<DateTime<Utc>>,
@@ -850,6 +853,7 @@ fn fold_timeline(
                     error: None,
                     transient: None,
                     items_completed: 0,
+                    streamed: None,
                     wake_at,
                     started_at: at,
                     ended_at: None,
@@ -866,6 +870,7 @@ fn fold_timeline(
                     }
                     s.status = "completed";
                     s.output = Some(output);
+                    s.streamed = None;
                     s.ended_at = Some(at);
                 }
                 if continued_as.is_some() {
@@ -889,6 +894,11 @@ fn fold_timeline(
             AgentRunEvent::AgentStepItemCompleted { index, .. } => {
                 if let Some(s) = open_step(t, index) {
                     s.items_completed += 1;
+                }
+            }
+            AgentRunEvent::AgentStepOutputStreamed { index, text, .. } => {
+                if let Some(s) = open_step(t, index) {
+                    s.streamed.get_or_insert_with(String::new).push_str(&text);
                 }
             }
             AgentRunEvent::AgentCheckpointSaved {

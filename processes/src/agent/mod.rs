@@ -48,7 +48,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::{Process, ProcessError};
-pub use tools::{prompt_sha256, ToolBox, ToolCall, ToolError};
+pub use tools::{prompt_sha256, StepRef, ToolBox, ToolCall, ToolError};
 
 /// Its checkpoint's name (and consumer group's).
 pub const NAME: &str = "agent_schedule";
@@ -464,6 +464,7 @@ impl AgentWorker {
                         at: started,
                         correlation: run_id,
                         input: &input,
+                        streams_to: None,
                     };
                     let span = tracing::info_span!("agent.step", plasma.step = %name, plasma.step.kind = "tool");
                     let effect = async { Ok(self.tools.call(&tool, call).await) };
@@ -665,6 +666,10 @@ impl AgentWorker {
             at: step.started_at,
             correlation: run_id,
             input: &step.input,
+            streams_to: Some(StepRef {
+                run_id,
+                index: step.index,
+            }),
         };
         Ok(match action {
             StepAction::Tool { tool, .. } => self.tools.call(tool, call).await,
@@ -845,6 +850,7 @@ impl AgentWorker {
                     at,
                     correlation: run_id,
                     input: &input,
+                    streams_to: None,
                 };
                 (i, tools.call(&tool, call).await)
             });
@@ -1025,6 +1031,8 @@ impl Process for AgentWorker {
                 // Retention's own record: the executor that pruned lets go of the row itself,
                 // after the event store dropped the states.
                 AgentRunEvent::AgentCheckpointsPruned { .. } => continue,
+                // Progress inside a step in progress: nothing to schedule.
+                AgentRunEvent::AgentStepOutputStreamed { .. } => continue,
             };
             let key = (event.tenant.as_str().to_owned(), event.aggregate_id);
             let change = changes.entry(key).or_insert(Change {

@@ -10,12 +10,13 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use plasma_commands::{CommandContext, CommandError, CommandHandler};
 use plasma_domain::agent::{
-    tools, DraftPublisher, OutboundError, OutboundHttp, OutboundRequest, PublishRequest,
+    tools, AgentRun, AgentRunCommand, DraftPublisher, OutboundError, OutboundHttp, OutboundRequest,
+    PublishRequest,
 };
 use plasma_domain::brand::Brand;
 use plasma_domain::content::{
-    Draft, DraftBrief, DraftCommand, DraftServices, DraftStatus, GenerationError,
-    GenerationRequest, GeneratorInfo, TextGenerator,
+    Draft, DraftBrief, DraftCommand, DraftServices, DraftStatus, Generation, GenerationError,
+    GenerationRequest, GeneratorInfo, TextGenerator, TextSink,
 };
 use plasma_domain::ids::{BrandId, CommandId, CorrelationId, DraftId};
 use plasma_domain::{AggregateId as _, TenantId};
@@ -52,6 +53,53 @@ pub struct ToolCall<'a> {
     pub at: DateTime<Utc>,
     pub correlation: Uuid,
     pub input: &'a Value,
+    /// The run step whose output a generation streams into (`AgentStepOutputStreamed`), when
+    /// the call is a run's step (not a map element, not a direct MCP call).
+    pub streams_to: Option<StepRef>,
+}
+
+/// A run's step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepRef {
+    pub run_id: Uuid,
+    pub index: u32,
+}
+
+/// Text pieces a streamed output groups into one recorded chunk: a few tokens per event keeps
+/// the stream live without an event per token. Counted in pieces, not time, so a step retried
+/// with the same seed cuts the same chunks and its command ids find the ones already recorded.
+const PIECES_PER_CHUNK: usize = 8;
+
+/// Collects a generation's pieces and hands each full chunk to a task that records it.
+struct ChunkSink {
+    state: std::sync::Mutex<(String, usize, u32)>,
+    chunks: tokio::sync::mpsc::UnboundedSender<(u32, String)>,
+}
+
+impl ChunkSink {
+    fn flush(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (text, pieces, chunk) = &mut *state;
+        if !text.is_empty() {
+            let _ = self.chunks.send((*chunk, std::mem::take(text)));
+            *chunk += 1;
+        }
+        *pieces = 0;
+    }
+}
+
+impl TextSink for ChunkSink {
+    fn push(&self, piece: &str) {
+        let full = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.0.push_str(piece);
+            state.1 += 1;
+            state.1 >= PIECES_PER_CHUNK
+        };
+        if full {
+            self.flush();
+        }
+    }
 }
 
 impl ToolCall<'_> {
@@ -93,8 +141,13 @@ impl ToolCall<'_> {
 
 /// The hex SHA-256 of what a provider was asked, recorded with every generation.
 pub fn prompt_sha256(request: &GenerationRequest) -> String {
+    // The prompt, not the seed: the same brief hashes the same in every run.
+    let unseeded = GenerationRequest {
+        seed: None,
+        ..request.clone()
+    };
     let mut hasher = Sha256::new();
-    hasher.update(serde_json::to_vec(request).unwrap_or_default());
+    hasher.update(serde_json::to_vec(&unseeded).unwrap_or_default());
     format!("{:x}", hasher.finalize())
 }
 
@@ -206,16 +259,82 @@ impl ToolBox {
         Ok(json!({ "hits": hits }))
     }
 
-    async fn generate(&self, request: GenerationRequest) -> Result<Value, ToolError> {
+    /// Seeded from the call's key, so a step retried after a crash writes the same text.
+    async fn generate(
+        &self,
+        call: &ToolCall<'_>,
+        request: GenerationRequest,
+    ) -> Result<Value, ToolError> {
+        let key = call.key.as_bytes();
+        let seed = u64::from_le_bytes([
+            key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7],
+        ]);
+        let request = GenerationRequest {
+            // 53 bits: a JSON number every client reads exactly.
+            seed: Some(seed & ((1 << 53) - 1)),
+            ..request
+        };
         let hash = prompt_sha256(&request);
-        let generation = self.generator.generate(&request).await?;
-        Ok(json!({
+        let generation = match call.streams_to {
+            None => self.generator.generate(&request).await?,
+            Some(step) => self.generate_streamed(call, step, &request).await?,
+        };
+        let mut output = json!({
             "text": generation.text,
             "provider": generation.provider,
             "model": generation.model,
             "prompt_sha256": hash,
             "usage": generation.usage,
-        }))
+        });
+        if let Some(sampling) = generation.sampling {
+            output["sampling"] = json!(sampling);
+        }
+        Ok(output)
+    }
+
+    /// Generates with the output streamed into the run's step, a chunk at a time. Recording a
+    /// chunk is best effort (progress); the generation's result is what the step records.
+    async fn generate_streamed(
+        &self,
+        call: &ToolCall<'_>,
+        step: StepRef,
+        request: &GenerationRequest,
+    ) -> Result<Generation, GenerationError> {
+        let (chunks, mut pending) = tokio::sync::mpsc::unbounded_channel::<(u32, String)>();
+        let sink = ChunkSink {
+            state: std::sync::Mutex::new((String::new(), 0, 0)),
+            chunks,
+        };
+        let handler = self.handler.clone();
+        let (tenant, key, correlation, at) =
+            (call.tenant.clone(), call.key, call.correlation, call.at);
+        let recorder = tokio::spawn(async move {
+            while let Some((chunk, text)) = pending.recv().await {
+                let context = CommandContext::new(
+                    tenant.clone(),
+                    CommandId::from_uuid(Uuid::new_v5(&key, format!("output/{chunk}").as_bytes())),
+                    Some(CorrelationId::from_uuid(correlation)),
+                );
+                let command = AgentRunCommand::RecordOutput {
+                    index: step.index,
+                    chunk,
+                    text,
+                    at,
+                };
+                if let Err(error) = handler
+                    .execute::<AgentRun>(&context, step.run_id, command, &())
+                    .await
+                {
+                    tracing::debug!(%error, chunk, "a streamed output chunk was not recorded");
+                }
+            }
+        });
+        let generation = self.generator.generate_streaming(request, &sink).await;
+        sink.flush();
+        drop(sink);
+        // Every chunk is recorded before the step's output is.
+        let _ = recorder.await;
+        generation
     }
 
     async fn complete(&self, call: &ToolCall<'_>) -> Result<Value, ToolError> {
@@ -228,11 +347,29 @@ impl ToolBox {
                 .and_then(Value::as_u64)
                 .map(|n| n.min(32_768) as u32),
             draft: None,
+            seed: None,
+            stop: match call.input.get("stop") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::String(one)) => vec![one.clone()],
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|i| {
+                        i.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| ToolError::Terminal("`stop` holds strings only".into()))
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(_) => {
+                    return Err(ToolError::Terminal(
+                        "`stop` is a string or a list of strings".into(),
+                    ))
+                }
+            },
         };
         if request.prompt.trim().is_empty() {
             return Err(ToolError::Terminal("`prompt` is empty".into()));
         }
-        self.generate(request).await
+        self.generate(call, request).await
     }
 
     async fn http(&self, call: &ToolCall<'_>) -> Result<Value, ToolError> {
@@ -329,12 +466,17 @@ impl ToolBox {
             feedback,
         };
         let (system, prompt) = brief.prompts();
-        self.generate(GenerationRequest {
-            system: Some(system),
-            prompt,
-            max_tokens: None,
-            draft: Some(brief),
-        })
+        self.generate(
+            call,
+            GenerationRequest {
+                system: Some(system),
+                prompt,
+                max_tokens: None,
+                draft: Some(brief),
+                seed: None,
+                stop: Vec::new(),
+            },
+        )
         .await
     }
 

@@ -168,6 +168,7 @@ impl Projection for AgentRunsProjection {
                     (at, columns)
                 }
                 AgentRunEvent::AgentStepItemCompleted { at, .. }
+                | AgentRunEvent::AgentStepOutputStreamed { at, .. }
                 | AgentRunEvent::AgentCheckpointsPruned { at, .. } => (at, Vec::new()),
                 AgentRunEvent::AgentRunCancelled { reason, at } => {
                     let mut columns = no_step.to_vec();

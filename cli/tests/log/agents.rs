@@ -119,6 +119,33 @@ async fn timelines(gateway: &Gateway, runs: &[String]) -> Vec<Value> {
     all
 }
 
+/// Waits until every run has completed, and answers their timelines; `logs` says what the
+/// workers printed when they do not.
+async fn until_completed(
+    gateway: &Gateway,
+    runs: &[String],
+    limit: Duration,
+    logs: impl Fn() -> String,
+) -> Vec<Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let all = timelines(gateway, runs).await;
+        if all.iter().all(|t| t["status"] == "completed") {
+            return all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runs did not complete: {:#}\n{}",
+            json!(all
+                .iter()
+                .map(|t| (&t["status"], &t["error"], &t["waiting"]))
+                .collect::<Vec<_>>()),
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agent_workers_survive_sigkill_during_tool_calls_llm_calls_and_waits() {
     let started = Instant::now();
@@ -242,22 +269,7 @@ async fn agent_workers_survive_sigkill_during_tool_calls_llm_calls_and_waits() {
             .post(&format!("/agent-runs/{run}/input"), json!({"value": "yes"}))
             .await;
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let finished = loop {
-        let all = timelines(&gateway, &runs).await;
-        if all.iter().all(|t| t["status"] == "completed") {
-            break all;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "runs did not complete: {:#}",
-            json!(all
-                .iter()
-                .map(|t| (&t["status"], &t["error"], &t["waiting"]))
-                .collect::<Vec<_>>())
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let finished = until_completed(&gateway, &runs, Duration::from_secs(60), String::new).await;
 
     // The outputs an undisturbed run has.
     for (i, t) in finished.iter().enumerate() {
@@ -372,20 +384,7 @@ async fn a_sigkill_during_an_in_process_generation_resumes_and_records_it_once()
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.sigkill();
     let b = spawn("agent-b");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let finished = loop {
-        let all = timelines(&gateway, &runs).await;
-        if all.iter().all(|t| t["status"] == "completed") {
-            break all;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "runs did not complete after the kill: {:#}\n{}",
-            json!(all),
-            b.output()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let finished = until_completed(&gateway, &runs, Duration::from_secs(120), || b.output()).await;
     for (run, timeline) in runs.iter().zip(&finished) {
         let history = gateway.get(&format!("/audit/AgentRun/{run}/events")).await;
         let completed = history["events"]

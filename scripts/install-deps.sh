@@ -100,6 +100,6 @@ fi
 # The official MCP Python SDK, the client the MCP tests drive Plasma's MCP server with.
 scripts/install-mcp-client.sh
 
-# llama.cpp through llama-cpp-python's OpenAI-compatible server (compiled from source, ~9 min
+# llama.cpp through llama-cpp-python's OpenAI-compatible server (compiled from source, ~5 min
 # the first time): the OpenAI adapter's real peer, and the in-process model's reference.
 scripts/install-llama-server.sh

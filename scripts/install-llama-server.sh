@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs llama.cpp as a real OpenAI-compatible server, through PyPI `llama-cpp-python[server]`
 # (pinned), into TOOLS_DIR/venv-llama (TOOLS_DIR: $PLASMA_TOOLS_DIR or ~/.cache/plasma/tools).
-# pip compiles llama.cpp from source with the machine's g++ (about 9 minutes on 2 cores the
+# pip compiles llama.cpp from source with the machine's g++ (4.5 minutes on 2 idle cores the
 # first time); the built wheel is kept in WHEELS_DIR/llama-cpp-python-<cpu flags>/, so a venv
 # made anew later installs in seconds. Prints nothing and does nothing when it is already there.
 #
@@ -46,7 +46,7 @@ if [[ ! -f "$venv/.installed" || "$(cat "$venv/.installed")" != "$stamp" ]] ||
   fi
   built=$wheels/llama-cpp-python$tag
   if ! compgen -G "$built/llama_cpp_python-$VERSION-*.whl" >/dev/null; then
-    echo "building llama-cpp-python $VERSION (compiles llama.cpp: ~9 min the first time)" >&2
+    echo "building llama-cpp-python $VERSION (compiles llama.cpp: ~5 min the first time)" >&2
     # Only llama.cpp compiles; its build tools (cmake, ninja, scikit-build-core) come as wheels.
     CMAKE_ARGS="${cmake_args[*]}" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
       "$venv/bin/python" -m pip wheel --quiet --disable-pip-version-check --no-cache-dir \

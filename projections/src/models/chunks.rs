@@ -801,13 +801,21 @@ impl ReadModels {
                     .map(hit)
                     .collect()
             }
-            crate::ReadStore::Sqlite { reader, .. } => search!()
-                .fetch_all(reader)
-                .await
-                .map_err(failed)?
-                .iter()
-                .map(hit)
-                .collect(),
+            crate::ReadStore::Sqlite { reader, .. } => {
+                // Another connection changing the schema (a read model creating its tables at
+                // start) makes SQLite refuse a statement over the FTS5 and vec0 tables once
+                // (SQLITE_SCHEMA: "vtable constructor failed"); the next try sees the new schema.
+                let mut retries = 0;
+                let found = loop {
+                    match search!().fetch_all(reader).await {
+                        Err(error) if retries < 3 && sqlite_schema_changed(&error) => {
+                            retries += 1;
+                        }
+                        other => break other,
+                    }
+                };
+                found.map_err(failed)?.iter().map(hit).collect()
+            }
         };
         rows.map_err(ProjectionError::db("decoding search results"))
     }
@@ -935,6 +943,15 @@ pub fn fuse_by_weighted_rank(lists: &[(&[ChunkHit], f64)], k: usize) -> Vec<Chun
     });
     fused.truncate(k);
     fused
+}
+
+/// SQLITE_SCHEMA (17, or an extended code of it): the schema changed under a prepared statement.
+fn sqlite_schema_changed(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 17)
 }
 
 #[cfg(test)]

